@@ -1,0 +1,141 @@
+"""The ``sunsim`` command line: run scenarios, sweeps and plans; calibrate; report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from .costmodel import ProfileError
+from .scenario import ScenarioError, load_scenario
+
+err_console = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+#: Rows of the side-by-side comparison: (label, column of the comparison table, format).
+COMPARISON_ROWS: list[tuple[str, str, str]] = [
+    ("decode mode", "mode", "{}"),
+    ("decode dtype", "dtype", "{}"),
+    ("routing", "routing", "{}"),
+    ("GPUs prefill / decode", "gpus", "{}"),
+    ("finished / arrived", "done", "{}"),
+    ("output tok/s", "output_tokens_per_s", "{:,.0f}"),
+    ("tok/s per GPU", "tokens_per_s_per_gpu", "{:,.0f}"),
+    ("tok/s per decode GPU", "tokens_per_s_per_decode_gpu", "{:,.0f}"),
+    ("TTFT p50 / p90 (s)", "ttft", "{}"),
+    ("TPOT p50 / p90 (ms)", "tpot", "{}"),
+    ("SLO attainment", "slo_attainment", "{:.1%}"),
+    ("decode busy mean / min", "busy", "{}"),
+    ("decode mean batch", "decode_mean_batch", "{:.1f}"),
+    ("sim requests / wall-s", "sim_requests_per_wall_s", "{:,.0f}"),
+]
+
+
+def comparison_table(comparison, title: str) -> Table:
+    """The rich side-by-side table of variants (one column each)."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric", style="bold")
+    rows = comparison.to_dict("records")
+    for r in rows:
+        table.add_column(r["variant"], justify="right")
+        r["gpus"] = f"{r['prefill_gpus']} / {r['decode_gpus']}"
+        r["done"] = f"{r['finished']} / {r['arrived']}"
+        r["ttft"] = _pair(r["ttft_p50_s"], r["ttft_p90_s"], 1, "{:.3f}")
+        r["tpot"] = _pair(r["tpot_p50_s"], r["tpot_p90_s"], 1e3, "{:.1f}")
+        r["busy"] = f"{r['decode_busy_mean']:.2f} / {r['decode_busy_min']:.2f}"
+    for label, key, fmt in COMPARISON_ROWS:
+        table.add_row(label, *[_fmt(fmt, r[key]) for r in rows])
+    return table
+
+
+def _pair(a, b, scale: float, fmt: str) -> str:
+    return " / ".join("-" if v is None or v != v else fmt.format(v * scale) for v in (a, b))
+
+
+def _fmt(fmt: str, v) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    return fmt.format(v)
+
+
+# --------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_scenario, write_run
+
+    sc = load_scenario(args.scenario, args.set)
+    out = Path(args.out) if args.out else Path("results") / sc.name
+    with console.status("simulating...") as status:
+        def progress(v, i, n):
+            status.update(f"simulating variant {v.name} ({i + 1}/{n})")
+
+        run = run_scenario(sc, args.variant, keep_timeline=bool(args.trace_out), on_variant=progress)
+    written = write_run(run, out, args.format)
+    if args.trace_out:
+        from .timeline import write_chrome_trace
+
+        write_chrome_trace(run, Path(args.trace_out))
+    prof = run.summaries[0]["profile"]
+    title = (f"{sc.name}: {len(run.stream)} requests, {len(sc.model.tasks)} models on {sc.shape.name}, "
+             f"{sc.hardware.gpu}; profile {prof['name']} ({prof['kind']}, {prof['device']}); "
+             f"SLO TTFT<={sc.slo.ttft_s}s TPOT<={sc.slo.tpot_s * 1e3:g}ms")
+    console.print(comparison_table(run.comparison, title))
+    console.print(f"results in {out}/ ({', '.join(p.name for p in written)})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sunsim",
+        description="Discrete-event simulator of disaggregated multi-model LLM serving: "
+                    "dedicated decode pools vs SUN shared decode pools (and QSUN).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a scenario: every variant on the same requests")
+    run.add_argument("scenario", help="scenario YAML file")
+    run.add_argument("--out", help="results folder (default: results/<scenario name>)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a scenario field, e.g. --set workload.rate=30 (repeatable)")
+    run.add_argument("--variant", action="append", metavar="NAME", help="run only this variant (repeatable)")
+    run.add_argument("--format", choices=["csv", "parquet"], default="csv", help="per-request table format")
+    run.add_argument("--trace-out", metavar="FILE", help="also write a Chrome/Perfetto trace (JSON) of the run")
+    run.set_defaults(func=cmd_run)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions() -> list[Callable]:
+    """Subcommands living in other modules (sweeps, planning, reports, calibration)."""
+    regs: list[Callable] = []
+    for mod in ("sunsim.sweep_cli", "sunsim.plan_cli", "sunsim.report_cli", "calibration.commands"):
+        try:
+            module = __import__(mod, fromlist=["register"])
+        except ImportError as exc:
+            if exc.name and exc.name.startswith(mod.split(".")[0]) and exc.name == mod:
+                continue  # not part of this install
+            raise
+        regs.append(module.register)
+    return regs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ScenarioError, ProfileError, ValueError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

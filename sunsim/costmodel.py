@@ -1,0 +1,229 @@
+"""Execution-time predictors: how long a prefill batch and a decode iteration take.
+
+The simulator only talks to the :class:`CostModel` protocol, so an analytic roofline and a
+profile measured on real kernels are interchangeable. Decode step time is modelled as
+
+    step(batch, kv_tokens) = alpha(batch) + beta * kv_tokens
+
+because the linear layers' cost depends only on how many tokens are in the batch while
+attention reads every cached token once. Affinity in ``kv_tokens`` is what lets a decode
+worker sum a whole run of iterations in closed form (see :mod:`sunsim.cluster`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .architecture import DTYPES, WEIGHT_BYTES, ModelShape
+from .hardware import GPU
+
+PROFILE_FORMAT = "sunsim-profile/1"
+
+
+@dataclass(frozen=True)
+class ProfileInfo:
+    """Which profile produced the numbers: every output carries this."""
+
+    name: str
+    kind: str  # "analytic" | "measured"
+    device: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "device": self.device}
+
+
+class CostModel(Protocol):
+    info: ProfileInfo
+
+    def prefill_time(self, tokens: int, sum_sq_tokens: int) -> float:
+        """Seconds to prefill a batch of ``tokens`` prompt tokens whose lengths squared sum to ``sum_sq_tokens``."""
+
+    def decode_coeffs(self, batch: int) -> tuple[float, float]:
+        """``(alpha, beta)`` so that one decode iteration takes ``alpha + beta * kv_tokens`` seconds."""
+
+
+def decode_step_time(cost: CostModel, batch: int, kv_tokens: float) -> float:
+    alpha, beta = cost.decode_coeffs(batch)
+    return alpha + beta * kv_tokens
+
+
+# --------------------------------------------------------------------------------------
+# Analytic roofline
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Efficiency:
+    """Fractions of datasheet peaks that real kernels reach (stated, not measured).
+
+    Weight-bound decode GEMMs reach about 75-80% of peak bandwidth and large prefill
+    GEMMs about 75-80% of peak FLOPs on Hopper; low-bit weight-only kernels lose some
+    bandwidth efficiency and much compute efficiency to dequantization.
+    """
+
+    bandwidth: float
+    compute: float
+
+
+EFFICIENCY: dict[str, Efficiency] = {
+    "bf16": Efficiency(bandwidth=0.78, compute=0.75),
+    "fp16": Efficiency(bandwidth=0.78, compute=0.75),
+    "fp8": Efficiency(bandwidth=0.75, compute=0.60),
+    "int8": Efficiency(bandwidth=0.70, compute=0.55),
+    "int4": Efficiency(bandwidth=0.65, compute=0.45),
+}
+#: Attention kernels (flash) reach less of peak FLOPs than large GEMMs.
+ATTENTION_COMPUTE_EFFICIENCY = 0.5
+#: KV reads in decode attention are streaming reads.
+KV_BANDWIDTH_EFFICIENCY = 0.75
+#: Fixed per-iteration cost: launches (or graph replay), sampling, scheduling.
+DECODE_STEP_OVERHEAD_S = 0.5e-3
+PREFILL_BATCH_OVERHEAD_S = 2e-3
+
+
+@dataclass(frozen=True)
+class AnalyticCostModel:
+    """Roofline from datasheet bandwidth and FLOPs, scaled by :data:`EFFICIENCY`."""
+
+    gpu: GPU
+    shape: ModelShape
+    dtype: str
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        self.gpu.dense_flops(self.dtype)  # rejects fp8 on GPUs without it
+
+    @property
+    def info(self) -> ProfileInfo:
+        return ProfileInfo(name=f"analytic-{self.gpu.name}", kind="analytic", device=self.gpu.name)
+
+    def _linear_time(self, tokens: int) -> float:
+        eff = EFFICIENCY[self.dtype]
+        # Quantized layer weights + 16-bit embedding/head; only the head's GEMM is computed.
+        read = self.shape.weight_bytes(self.dtype) / (self.gpu.bandwidth_Bps * eff.bandwidth)
+        matmul_params = self.shape.linear_params + self.shape.vocab * self.shape.hidden
+        compute = 2.0 * matmul_params * tokens / (self.gpu.dense_flops(self.dtype) * eff.compute)
+        return max(read, compute)
+
+    def prefill_time(self, tokens: int, sum_sq_tokens: int) -> float:
+        s = self.shape
+        attn_flops = 2.0 * s.layers * s.heads * s.head_dim * sum_sq_tokens
+        attn = attn_flops / (self.gpu.bf16_flops * ATTENTION_COMPUTE_EFFICIENCY)
+        return PREFILL_BATCH_OVERHEAD_S + self._linear_time(tokens) + attn
+
+    def decode_coeffs(self, batch: int) -> tuple[float, float]:
+        beta = self.shape.kv_bytes_per_token / (self.gpu.bandwidth_Bps * KV_BANDWIDTH_EFFICIENCY)
+        return DECODE_STEP_OVERHEAD_S + self._linear_time(batch), beta
+
+
+# --------------------------------------------------------------------------------------
+# Measured profile
+# --------------------------------------------------------------------------------------
+def _interp_extrapolate(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
+    """Piecewise-linear interpolation, extended linearly past the last grid point."""
+    if x <= xs[-1] or len(xs) < 2:
+        return float(np.interp(x, xs, ys))
+    slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+    return float(ys[-1] + slope * (x - xs[-1]))
+
+
+class ProfileError(ValueError):
+    """A measured profile is missing, corrupt, or does not fit the scenario."""
+
+
+@dataclass(frozen=True)
+class MeasuredCostModel:
+    """Cost model fitted from real kernel timings (see ``calibration/``).
+
+    The profile file holds, per weight format, a decode table ``alpha_s`` over ``batch``
+    with one ``beta_s_per_kv_token``, and a prefill table ``linear_s`` over ``tokens``
+    with one ``attn_s_per_token_sq``.
+    """
+
+    info: ProfileInfo
+    shape: ModelShape
+    dtype: str
+    decode_batch: np.ndarray
+    decode_alpha: np.ndarray
+    decode_beta: float
+    prefill_tokens: np.ndarray
+    prefill_linear: np.ndarray
+    prefill_attn: float
+
+    def prefill_time(self, tokens: int, sum_sq_tokens: int) -> float:
+        return _interp_extrapolate(tokens, self.prefill_tokens, self.prefill_linear) + self.prefill_attn * sum_sq_tokens
+
+    def decode_coeffs(self, batch: int) -> tuple[float, float]:
+        return _interp_extrapolate(batch, self.decode_batch, self.decode_alpha), self.decode_beta
+
+
+def read_profile(path: str | Path) -> dict:
+    """Load and check a profile file; a directory means its ``profile.json``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "profile.json"
+    if not p.exists():
+        raise ProfileError(f"hardware.profile: no profile at {str(p)!r}")
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ProfileError(f"hardware.profile: {str(p)!r} is not a readable profile ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT:
+        raise ProfileError(f"hardware.profile: {str(p)!r} is not a {PROFILE_FORMAT} file")
+    for key in ("name", "device", "model", "dtypes"):
+        if key not in data:
+            raise ProfileError(f"hardware.profile: {str(p)!r} lacks the field {key!r}")
+    return data
+
+
+def measured_cost_model(profile: dict, shape: ModelShape, dtype: str) -> MeasuredCostModel:
+    """Build the cost model for one weight format from a loaded profile."""
+    pshape = profile["model"]
+    mismatched = [k for k in ("hidden", "layers", "heads", "kv_heads", "head_dim", "intermediate", "vocab")
+                  if pshape.get(k) != getattr(shape, k)]
+    if mismatched:
+        raise ProfileError(
+            f"hardware.profile {profile['name']!r} was measured for model {pshape.get('name')!r}, "
+            f"which differs from the scenario's model {shape.name!r} in {', '.join(mismatched)}"
+        )
+    if dtype not in profile["dtypes"]:
+        have = ", ".join(sorted(profile["dtypes"]))
+        raise ProfileError(f"hardware.profile {profile['name']!r} has no {dtype!r} timings (it has: {have})")
+    try:
+        d = profile["dtypes"][dtype]
+        dec, pre = d["decode"], d["prefill"]
+        model = MeasuredCostModel(
+            info=ProfileInfo(name=profile["name"], kind="measured", device=profile["device"]["name"]),
+            shape=shape,
+            dtype=dtype,
+            decode_batch=np.asarray(dec["batch"], dtype=float),
+            decode_alpha=np.asarray(dec["alpha_s"], dtype=float),
+            decode_beta=float(dec["beta_s_per_kv_token"]),
+            prefill_tokens=np.asarray(pre["tokens"], dtype=float),
+            prefill_linear=np.asarray(pre["linear_s"], dtype=float),
+            prefill_attn=float(pre["attn_s_per_token_sq"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProfileError(f"hardware.profile {profile['name']!r}: {dtype} tables are corrupt ({exc})") from None
+    for label, xs, ys in (("decode", model.decode_batch, model.decode_alpha),
+                          ("prefill", model.prefill_tokens, model.prefill_linear)):
+        if len(xs) == 0 or len(xs) != len(ys) or np.any(np.diff(xs) <= 0) or not np.all(np.isfinite(ys)) or np.any(ys < 0):
+            raise ProfileError(f"hardware.profile {profile['name']!r}: {dtype} {label} table is corrupt")
+    return model
+
+
+def make_cost_model(gpu: GPU, shape: ModelShape, dtype: str, profile: dict | None) -> CostModel:
+    """The measured cost model when a profile is given, else the analytic roofline."""
+    if profile is None:
+        return AnalyticCostModel(gpu, shape, dtype)
+    return measured_cost_model(profile, shape, dtype)
+
+
+__all__ = [
+    "AnalyticCostModel", "CostModel", "MeasuredCostModel", "ProfileError", "ProfileInfo",
+    "WEIGHT_BYTES", "decode_step_time", "make_cost_model", "measured_cost_model", "read_profile",
+]

@@ -1,0 +1,175 @@
+"""Per-request records and summaries: the standard serving metrics.
+
+TTFT = first token - arrival; TPOT = (finish - first token) / (output tokens - 1);
+E2E = finish - arrival. SLO attainment counts requests meeting both the TTFT and the TPOT
+target (a request with one output token has no TPOT and is judged on TTFT alone);
+unfinished requests count as misses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .simulation import VariantResult
+
+REQUEST_COLUMNS = [
+    "request_id", "model", "arrival_s", "prompt_tokens", "output_tokens", "prefill_worker", "decode_worker",
+    "prefill_start_s", "first_token_s", "kv_ready_s", "decode_start_s", "finish_s", "ttft_s", "tpot_s", "e2e_s",
+]
+
+
+def request_table(res: VariantResult) -> pd.DataFrame:
+    """One row per request, in arrival order, with the columns of :data:`REQUEST_COLUMNS`."""
+    s, r = res.stream, res.records
+    ttft = r.first_token_s - s.arrival_s
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(s.output_tokens > 1, (r.finish_s - r.first_token_s) / (s.output_tokens - 1), np.nan)
+    return pd.DataFrame({
+        "request_id": np.arange(len(s)),
+        "model": np.asarray(s.models, dtype=object)[s.model],
+        "arrival_s": s.arrival_s,
+        "prompt_tokens": s.prompt_tokens,
+        "output_tokens": s.output_tokens,
+        "prefill_worker": r.prefill_worker,
+        "decode_worker": r.decode_worker,
+        "prefill_start_s": r.prefill_start_s,
+        "first_token_s": r.first_token_s,
+        "kv_ready_s": r.kv_ready_s,
+        "decode_start_s": r.decode_start_s,
+        "finish_s": r.finish_s,
+        "ttft_s": ttft,
+        "tpot_s": tpot,
+        "e2e_s": r.finish_s - s.arrival_s,
+    }, columns=REQUEST_COLUMNS)
+
+
+def _stats(x: np.ndarray) -> dict[str, float | None]:
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return {"mean": None, "p50": None, "p90": None, "p99": None}
+    p50, p90, p99 = np.percentile(x, [50, 90, 99])
+    return {"mean": float(x.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99)}
+
+
+def slo_met(ttft: np.ndarray, tpot: np.ndarray, finished: np.ndarray, slo_ttft: float, slo_tpot: float) -> np.ndarray:
+    """Requests meeting both targets (a missing TPOT, from one output token, passes)."""
+    return finished & (ttft <= slo_ttft) & (np.isnan(tpot) | (tpot <= slo_tpot))
+
+
+def _figures(df: pd.DataFrame, span_s: float, gpus: dict[str, int], slo_ttft: float, slo_tpot: float) -> dict:
+    finished = df["finish_s"].notna().to_numpy()
+    out_tokens = float(df["output_tokens"].to_numpy()[finished].sum())
+    ttft, tpot, e2e = (df[c].to_numpy(dtype=float) for c in ("ttft_s", "tpot_s", "e2e_s"))
+    met = slo_met(ttft, tpot, finished, slo_ttft, slo_tpot)
+    span = max(span_s, 1e-12)
+    tps = out_tokens / span
+    return {
+        "requests": {"arrived": int(len(df)), "finished": int(finished.sum()), "unfinished": int((~finished).sum())},
+        "throughput": {
+            "requests_per_s": float(finished.sum() / span),
+            "output_tokens_per_s": tps,
+            "output_tokens_per_s_per_gpu": tps / gpus["total"] if gpus["total"] else None,
+            "output_tokens_per_s_per_decode_gpu": tps / gpus["decode"] if gpus["decode"] else None,
+        },
+        "ttft_s": _stats(ttft),
+        "tpot_s": _stats(tpot),
+        "e2e_s": _stats(e2e),
+        "slo": {"ttft_s": slo_ttft, "tpot_s": slo_tpot,
+                "attainment": float(met.mean()) if len(met) else None},
+    }
+
+
+def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
+    """The ``summary.json`` of one variant."""
+    sc, v = res.scenario, res.variant
+    df = request_table(res) if df is None else df
+    prefill = len(res.prefill_workers)
+    decode = len(res.decode_workers)
+    gpus = {"prefill": prefill, "decode": decode, "total": prefill + decode}
+    span = res.end_s - float(res.stream.arrival_s[0])
+    slo = sc.slo
+    summary = {
+        "scenario": sc.name,
+        "variant": v.name,
+        "mode": v.mode,
+        "dtype": v.dtype,
+        "routing": v.routing,
+        "seed": sc.seed,
+        "model": sc.shape.name,
+        "gpu": sc.hardware.gpu,
+        "profile": res.profile.as_dict(),
+        "gpus": gpus,
+        "duration_s": res.end_s,
+        **_figures(df, span, gpus, slo.ttft_s, slo.tpot_s),
+    }
+    per_model = {}
+    for name, part in df.groupby("model", sort=False):
+        pm_gpus = {"prefill": sum(1 for w in res.prefill_workers if _prefill_model(res, w.wid) == name),
+                   "decode": sum(1 for p in res.decode_pool_of if p == name)}
+        pm_gpus["total"] = pm_gpus["prefill"] + pm_gpus["decode"]
+        per_model[str(name)] = _figures(part, span, pm_gpus, slo.ttft_s, slo.tpot_s)
+    summary["per_model"] = dict(sorted(per_model.items(), key=lambda kv: sc.model.tasks.index(kv[0])))
+    summary["decode_workers"] = [
+        {
+            "worker": w.wid,
+            "pool": res.decode_pool_of[w.wid],
+            "busy_fraction": w.busy_s / res.end_s if res.end_s > 0 else 0.0,
+            "mean_batch": w.tokens / w.iterations if w.iterations else 0.0,
+            "peak_kv_fraction": w.peak_blocks / w.capacity_blocks,
+            "tokens": int(w.tokens),
+            "iterations": int(w.iterations),
+        }
+        for w in res.decode_workers
+    ]
+    busy = np.array([d["busy_fraction"] for d in summary["decode_workers"]])
+    summary["decode_utilization"] = {
+        "mean_busy_fraction": float(busy.mean()),
+        "min_busy_fraction": float(busy.min()),
+        "max_busy_fraction": float(busy.max()),
+        "mean_batch": float(sum(w.tokens for w in res.decode_workers)
+                            / max(1, sum(w.iterations for w in res.decode_workers))),
+        "kv_capacity_tokens": res.kv_capacity_tokens,
+    }
+    summary["prefill_workers"] = [
+        {"worker": w.wid, "busy_fraction": w.busy_s / res.end_s if res.end_s > 0 else 0.0, "batches": w.batches}
+        for w in res.prefill_workers
+    ]
+    summary["sim"] = {"wall_s": res.wall_s, "events": res.events,
+                      "requests_per_wall_s": len(df) / res.wall_s if res.wall_s > 0 else None}
+    return summary
+
+
+def _prefill_model(res: VariantResult, wid: int) -> str:
+    # Prefill workers are laid out model by model in task order.
+    counts = res.scenario.counts(res.scenario.prefill.workers)
+    edge = 0
+    for t in res.scenario.model.tasks:
+        edge += counts[t]
+        if wid < edge:
+            return t
+    return ""
+
+
+def comparison_row(summary: dict) -> dict:
+    """One flat row of the variant comparison table."""
+    s = summary
+    return {
+        "variant": s["variant"], "mode": s["mode"], "dtype": s["dtype"], "routing": s["routing"],
+        "profile": s["profile"]["name"], "profile_kind": s["profile"]["kind"],
+        "prefill_gpus": s["gpus"]["prefill"], "decode_gpus": s["gpus"]["decode"], "total_gpus": s["gpus"]["total"],
+        "arrived": s["requests"]["arrived"], "finished": s["requests"]["finished"],
+        "unfinished": s["requests"]["unfinished"],
+        "requests_per_s": s["throughput"]["requests_per_s"],
+        "output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
+        "tokens_per_s_per_gpu": s["throughput"]["output_tokens_per_s_per_gpu"],
+        "tokens_per_s_per_decode_gpu": s["throughput"]["output_tokens_per_s_per_decode_gpu"],
+        "ttft_p50_s": s["ttft_s"]["p50"], "ttft_p90_s": s["ttft_s"]["p90"],
+        "tpot_mean_s": s["tpot_s"]["mean"], "tpot_p50_s": s["tpot_s"]["p50"], "tpot_p90_s": s["tpot_s"]["p90"],
+        "e2e_p50_s": s["e2e_s"]["p50"],
+        "slo_attainment": s["slo"]["attainment"],
+        "decode_busy_mean": s["decode_utilization"]["mean_busy_fraction"],
+        "decode_busy_min": s["decode_utilization"]["min_busy_fraction"],
+        "decode_mean_batch": s["decode_utilization"]["mean_batch"],
+        "sim_wall_s": s["sim"]["wall_s"], "sim_requests_per_wall_s": s["sim"]["requests_per_wall_s"],
+    }

@@ -1,0 +1,205 @@
+"""Assemble the cluster of one variant and run it on a request stream.
+
+This is where scenario numbers become workers: memory budgets, pools, routers and the
+hand-offs between prefill, interconnect and decode.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from .architecture import ModelShape
+from .cluster import DecodeWorker, Interconnect, PrefillWorker, Records
+from .costmodel import CostModel, ProfileInfo, make_cost_model, read_profile
+from .hardware import GIB, gpu as gpu_spec
+from .routing import Router
+from .scenario import Scenario, ScenarioError, VariantSpec
+from .workload import RequestStream
+
+PREFILL_DTYPE = "bf16"  # prefill modules stay 16-bit in SUN and QSUN alike
+
+
+@dataclass
+class VariantResult:
+    """Everything a run of one variant leaves behind, for metrics and reports."""
+
+    scenario: Scenario
+    variant: VariantSpec
+    stream: RequestStream
+    records: Records
+    profile: ProfileInfo
+    prefill_workers: list[PrefillWorker]
+    decode_workers: list[DecodeWorker]
+    decode_pool_of: list[str]  # per decode worker: its model, or "shared"
+    kv_capacity_tokens: int
+    end_s: float
+    wall_s: float
+    events: int
+    interconnect: Interconnect
+
+
+def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str) -> int:
+    """KV tokens one decode GPU holds: usable memory minus decode weights minus the reserve."""
+    hw = sc.hardware
+    free = gpu_spec(hw.gpu).memory_bytes * hw.memory_utilization - shape.weight_bytes(dtype) - hw.reserve_gib * GIB
+    block = sc.decode.block_tokens
+    tokens = int(free // shape.kv_bytes_per_token) // block * block
+    if tokens < block:
+        raise ScenarioError(
+            f"hardware: the {dtype} decode weights of {shape.name} ({shape.weight_bytes(dtype) / GIB:.1f} GiB) "
+            f"leave no KV memory on a {hw.gpu} (memory_utilization={hw.memory_utilization}, "
+            f"reserve_gib={hw.reserve_gib})"
+        )
+    return tokens
+
+
+def load_profile(sc: Scenario) -> dict | None:
+    return None if sc.hardware.profile == "analytic" else read_profile(sc.hardware.profile)
+
+
+class _Plan:
+    """The checked layout of one variant, made before anything runs (so bad input writes nothing)."""
+
+    def __init__(self, sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: dict | None) -> None:
+        shape = sc.shape
+        gpu = gpu_spec(sc.hardware.gpu)
+        self.prefill_cost: CostModel = make_cost_model(gpu, shape, PREFILL_DTYPE, profile)
+        try:
+            self.decode_cost: CostModel = make_cost_model(gpu, shape, variant.dtype, profile)
+        except ValueError as exc:
+            raise ScenarioError(f"variants.{variant.name}.dtype: {exc}") from None
+        self.kv_capacity = kv_capacity_tokens(sc, shape, variant.dtype)
+        tasks = sc.model.tasks
+        busy = set(np.unique(stream.model).tolist())
+
+        self.prefill_counts = sc.counts(sc.prefill.workers)
+        for i, t in enumerate(tasks):
+            if i in busy and self.prefill_counts[t] == 0:
+                raise ScenarioError(f"prefill.workers: model {t!r} gets traffic but has 0 prefill workers")
+        if variant.mode == "dedicated":
+            self.decode_counts = sc.counts(variant.workers)
+            for i, t in enumerate(tasks):
+                if i in busy and self.decode_counts[t] == 0:
+                    raise ScenarioError(
+                        f"variants.{variant.name}.workers: model {t!r} gets traffic but has 0 decode workers"
+                    )
+        else:
+            self.decode_counts = {"shared": int(variant.workers)}
+
+        block = sc.decode.block_tokens
+        need = -(-(stream.prompt_tokens + stream.output_tokens) // block) * block
+        worst = int(np.argmax(need))
+        if need[worst] > self.kv_capacity:
+            raise ScenarioError(
+                f"workload: request {worst} needs {int(need[worst])} KV tokens (prompt {stream.prompt_tokens[worst]} + "
+                f"output {stream.output_tokens[worst]}) but a {variant.dtype} decode worker of variant "
+                f"{variant.name!r} holds at most {self.kv_capacity}; shorten the lengths (prompt_tokens.max, "
+                f"output_tokens.max) or free memory (hardware.reserve_gib, hardware.memory_utilization)"
+            )
+        self.max_batch = variant.max_batch or sc.decode.max_batch
+
+    @property
+    def gpus(self) -> dict[str, int]:
+        prefill = sum(self.prefill_counts.values())
+        decode = sum(self.decode_counts.values())
+        return {"prefill": prefill, "decode": decode, "total": prefill + decode}
+
+
+def check_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: dict | None) -> dict[str, int]:
+    """Validate a variant's layout against the stream; returns its GPU counts."""
+    return _Plan(sc, variant, stream, profile).gpus
+
+
+def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: dict | None = None,
+                     keep_timeline: bool = False) -> VariantResult:
+    """Run one variant over the whole stream until every request finished or the horizon."""
+    plan = _Plan(sc, variant, stream, profile)
+    wall0 = time.perf_counter()
+    env = simpy.Environment()
+    n = len(stream)
+    rec = Records(n)
+    prompt, output, model = stream.prompt_tokens, stream.output_tokens, stream.model
+    tasks = sc.model.tasks
+    shape = sc.shape
+    ic = sc.interconnect
+    link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, shape.kv_bytes_per_token)
+    prefill_router = Router(sc.prefill.routing, np.random.default_rng([sc.seed, 11]))
+    decode_router = Router(variant.routing, np.random.default_rng([sc.seed, 12]))
+    finished = [0]
+    all_done = env.event()
+
+    def count_finished(k: int) -> None:
+        finished[0] += k
+        if finished[0] == n:
+            all_done.succeed()
+
+    # Decode pools.
+    decode_workers: list[DecodeWorker] = []
+    pool_of: list[str] = []
+    pools: list[list[DecodeWorker]] = []
+    timelines = keep_timeline
+
+    def start_transfer(rid: int, worker: DecodeWorker) -> None:
+        link.transfer(int(prompt[rid]) + 1, int(rec.prefill_worker[rid]), worker.wid,
+                      lambda: worker.kv_arrived(rid))
+
+    for pool_name, count in plan.decode_counts.items():
+        pool = []
+        for _ in range(count):
+            w = DecodeWorker(env, len(decode_workers), plan.decode_cost, plan.kv_capacity, sc.decode.block_tokens,
+                             plan.max_batch, prompt, output, rec, start_transfer,
+                             timeline=[] if timelines else None, on_finished=count_finished)
+            decode_workers.append(w)
+            pool_of.append(pool_name)
+            pool.append(w)
+        pools.append(pool)
+    if variant.mode == "shared":
+        decode_pool_for_model = [0] * len(tasks)
+    else:
+        decode_pool_for_model = list(range(len(tasks)))
+
+    def prefill_done(rid: int, _pw: int) -> None:
+        if output[rid] <= 1:  # the only token came from prefill
+            rec.finish_s[rid] = env.now
+            count_finished(1)
+            return
+        p = decode_pool_for_model[model[rid]]
+        decode_router.pick(pools[p], p).submit(rid)
+
+    prefill_workers: list[PrefillWorker] = []
+    prefill_pools: list[list[PrefillWorker]] = []
+    for t in tasks:
+        pool = []
+        for _ in range(plan.prefill_counts[t]):
+            w = PrefillWorker(env, len(prefill_workers), plan.prefill_cost, sc.prefill.max_batch_tokens,
+                              prompt, rec, prefill_done)
+            prefill_workers.append(w)
+            pool.append(w)
+        prefill_pools.append(pool)
+
+    arrival = stream.arrival_s
+
+    def arrivals():
+        timeout = env.timeout
+        for rid in range(n):
+            delay = arrival[rid] - env.now
+            if delay > 0:
+                yield timeout(delay)
+            m = int(model[rid])
+            prefill_router.pick(prefill_pools[m], m).submit(rid)
+
+    env.process(arrivals())
+    horizon = sc.sim.horizon_s or (float(arrival[-1]) + sc.sim.drain_s)
+    env.run(until=env.any_of([all_done, env.timeout(horizon)]))
+    end = env.now
+    wall = time.perf_counter() - wall0
+    events = n + sum(w.batches for w in prefill_workers) + sum(w.events for w in decode_workers)
+    return VariantResult(
+        scenario=sc, variant=variant, stream=stream, records=rec, profile=plan.decode_cost.info,
+        prefill_workers=prefill_workers, decode_workers=decode_workers, decode_pool_of=pool_of,
+        kv_capacity_tokens=plan.kv_capacity, end_s=end, wall_s=wall, events=events, interconnect=link,
+    )

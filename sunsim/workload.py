@@ -1,0 +1,182 @@
+"""The request stream: arrival times, task model and lengths of every request, as arrays.
+
+It is generated once per scenario and replayed unchanged by every variant, so that
+the variants are compared on the same requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .scenario import (
+    FromTrace,
+    Gamma,
+    LengthDist,
+    LogNormal,
+    Scenario,
+    ScenarioError,
+    TraceArrivals,
+    Uniform,
+    Weights,
+    Zipf,
+)
+
+TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
+
+
+@dataclass(frozen=True)
+class RequestStream:
+    """Columnar description of every request, sorted by arrival."""
+
+    arrival_s: np.ndarray  # float64
+    model: np.ndarray  # int32, index into ``models``
+    prompt_tokens: np.ndarray  # int64
+    output_tokens: np.ndarray  # int64
+    models: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    # Independent streams: changing how lengths are drawn never moves the arrivals.
+    return np.random.default_rng(np.random.SeedSequence([seed, stream]))
+
+
+@lru_cache(maxsize=8)
+def read_trace(path: str) -> pd.DataFrame:
+    """Read and check a trace CSV (``arrived_at, num_prefill_tokens, num_decode_tokens[, model]``)."""
+    p = Path(path)
+    if not p.exists():
+        raise ScenarioError(f"workload trace {path!r}: file not found")
+    try:
+        df = pd.read_csv(p)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise ScenarioError(f"workload trace {path!r}: unreadable CSV ({exc})") from None
+    missing = [c for c in TRACE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ScenarioError(f"workload trace {path!r}: missing columns {missing}; needs {list(TRACE_COLUMNS)}")
+    if df.empty:
+        raise ScenarioError(f"workload trace {path!r}: no rows")
+    for col in TRACE_COLUMNS:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() | (values < 0) | ((values < 1) & (col != "arrived_at"))
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ScenarioError(
+                f"workload trace {path!r}: row {row + 2} has {col}={df[col].iloc[row]!r}; "
+                f"{col} must be a {'number >= 0' if col == 'arrived_at' else 'whole number >= 1'}"
+            )
+        df[col] = values
+    if (np.diff(df["arrived_at"].to_numpy()) < 0).any():
+        df = df.sort_values("arrived_at", kind="stable").reset_index(drop=True)
+    return df
+
+
+def _lengths(dist: LengthDist, n: int, rng: np.random.Generator, column: str) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if isinstance(dist, FromTrace):
+        values = read_trace(dist.path)[column].to_numpy()
+        return values[rng.integers(0, len(values), size=n)].astype(np.int64)
+    if isinstance(dist, Uniform):
+        return rng.integers(dist.low, dist.high + 1, size=n).astype(np.int64)
+    if isinstance(dist, LogNormal):
+        mu = np.log(dist.mean) - dist.sigma**2 / 2
+        x = np.rint(rng.lognormal(mu, dist.sigma, size=n))
+        return np.clip(x, dist.min, dist.max).astype(np.int64)
+    return np.full(n, dist.value, dtype=np.int64)  # Fixed
+
+
+def popularity_weights(sc: Scenario) -> np.ndarray:
+    tasks = sc.model.tasks
+    pop = sc.workload.popularity
+    if isinstance(pop, Zipf):
+        w = 1.0 / np.arange(1, len(tasks) + 1) ** pop.s
+    else:
+        assert isinstance(pop, Weights)
+        w = np.array([pop.weights.get(t, 0.0) for t in tasks])
+    return w / w.sum()
+
+
+def _arrivals(sc: Scenario, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame | None]:
+    wl = sc.workload
+    arr = wl.arrivals
+    if isinstance(arr, TraceArrivals):
+        df = read_trace(arr.path)
+        t = df["arrived_at"].to_numpy(dtype=float)
+        t = t - t[0]
+        if wl.rate is not None and len(t) > 1 and t[-1] > 0:
+            t = t * ((len(t) - 1) / t[-1]) / wl.rate  # mean rate -> wl.rate
+        else:
+            t = t * arr.time_scale
+        keep = np.ones(len(t), dtype=bool)
+        if wl.duration_s is not None:
+            keep &= t < wl.duration_s
+        idx = np.flatnonzero(keep)
+        if wl.num_requests is not None:
+            idx = idx[: wl.num_requests]
+        return t[idx], df.iloc[idx]
+    # Renewal process: draw enough gaps in one go, then cut.
+    n_guess = wl.num_requests or int(wl.duration_s * wl.rate * 1.2 + 10 * np.sqrt(wl.duration_s * wl.rate) + 10)
+    mean_gap = 1.0 / wl.rate
+    times = np.zeros(0)
+    while True:
+        if isinstance(arr, Gamma):
+            k = 1.0 / arr.cv**2
+            gaps = rng.gamma(k, mean_gap / k, size=n_guess)
+        else:
+            gaps = rng.exponential(mean_gap, size=n_guess)
+        times = np.concatenate([times, (times[-1] if len(times) else 0.0) + np.cumsum(gaps)])
+        if wl.num_requests is not None and len(times) >= wl.num_requests:
+            return times[: wl.num_requests], None
+        if wl.duration_s is not None and times[-1] >= wl.duration_s:
+            return times[times < wl.duration_s], None
+
+
+def build_workload(sc: Scenario) -> RequestStream:
+    """Generate the request stream of a scenario, deterministically from its seed."""
+    wl = sc.workload
+    tasks = sc.model.tasks
+    t, trace_rows = _arrivals(sc, _rng(sc.seed, 1))
+    n = len(t)
+    if n == 0:
+        raise ScenarioError("workload: the scenario produces no requests (duration_s too short for the rate?)")
+
+    # Task model of each request: from the trace's model column, else by popularity.
+    if trace_rows is not None and "model" in trace_rows.columns:
+        names = trace_rows["model"].astype(str).to_numpy()
+        unknown = sorted(set(names) - set(tasks))
+        if unknown:
+            raise ScenarioError(f"workload trace: model column names {unknown[:5]}, not in model.tasks {tasks}")
+        index = {name: i for i, name in enumerate(tasks)}
+        model = np.array([index[m] for m in names], dtype=np.int32)
+    else:
+        rank = _rng(sc.seed, 2).choice(len(tasks), size=n, p=popularity_weights(sc)).astype(np.int32)
+        if wl.shift is not None:
+            shifted = t >= wl.shift.at_s
+            rank[shifted] = (rank[shifted] + wl.shift.rotate) % len(tasks)
+        model = rank
+
+    prompt = np.empty(n, dtype=np.int64)
+    output = np.empty(n, dtype=np.int64)
+    use_trace_lengths = trace_rows is not None and sc.workload.arrivals.use_lengths  # type: ignore[union-attr]
+    if use_trace_lengths:
+        prompt[:] = trace_rows["num_prefill_tokens"].to_numpy()
+        output[:] = trace_rows["num_decode_tokens"].to_numpy()
+    else:
+        rng_p, rng_o = _rng(sc.seed, 3), _rng(sc.seed, 4)
+        for i, task in enumerate(tasks):
+            sel = np.flatnonzero(model == i)
+            own = wl.per_model.get(task)
+            pd_ = (own.prompt_tokens if own and own.prompt_tokens else None) or wl.prompt_tokens
+            od_ = (own.output_tokens if own and own.output_tokens else None) or wl.output_tokens
+            prompt[sel] = _lengths(pd_, len(sel), rng_p, "num_prefill_tokens")
+            output[sel] = _lengths(od_, len(sel), rng_o, "num_decode_tokens")
+    return RequestStream(arrival_s=np.asarray(t, dtype=float), model=model, prompt_tokens=prompt,
+                         output_tokens=output, models=tuple(tasks))
