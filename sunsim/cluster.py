@@ -191,6 +191,8 @@ class DecodeWorker:
         self._run_len = 0
         self._gen = 0  # bumps when a run is cut short; stale timers check it
         self._cut_pending = False
+        self._running = False  # a run's timer is pending
+        self._settling = False  # inside end-of-run bookkeeping: arrivals just queue up
 
         # Statistics.
         self.busy_s = 0.0
@@ -238,7 +240,9 @@ class DecodeWorker:
         """KV of ``rid`` is in memory: it joins the batch at the next iteration boundary."""
         self._rec.kv_ready_s[rid] = self.env.now
         self.ready.append(rid)
-        if self.batch == 0:
+        if self._settling:
+            return  # the boundary being settled will take it
+        if not self._running:
             self._boundary()
         elif not self._cut_pending:
             self._cut_run()
@@ -258,6 +262,7 @@ class DecodeWorker:
         """At an iteration boundary: let ready requests join, then start the next run."""
         env, rec = self.env, self._rec
         now = env.now
+        self._settling = False
         if self.ready:
             it = self.it
             for rid in self.ready:
@@ -270,7 +275,9 @@ class DecodeWorker:
         if self.timeline is not None:
             self.timeline.append((now, self.batch, self.reserved_tokens))
         if self.batch == 0:
+            self._running = False
             return
+        self._running = True
         self._run_len = self._heap[0][0] - self.it
         self._run_t0 = now
         self._run_k0 = self._kv_offset + self.batch * self.it
@@ -281,6 +288,7 @@ class DecodeWorker:
         env.timeout(self._run_time(self._run_len)).callbacks.append(lambda _ev: self._run_end(gen))
 
     def _account(self, n: int) -> None:
+        self._settling = True
         self.it += n
         self.iterations += n
         self.tokens += n * self.batch

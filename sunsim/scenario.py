@@ -190,6 +190,13 @@ class LogNormal(_Strict):
     max: int = Field(16384, gt=0)
 
 
+class Geometric(_Strict):
+    """Lengths 1, 2, ... with P(k) = (1-p)^(k-1) p and the given mean (memoryless, as M/M/1 needs)."""
+
+    kind: Literal["geometric"]
+    mean: float = Field(ge=1)
+
+
 class FromTrace(_Strict):
     """Sample lengths from a trace file's column (with replacement)."""
 
@@ -197,7 +204,7 @@ class FromTrace(_Strict):
     path: str
 
 
-LengthDist = Annotated[Union[Fixed, Uniform, LogNormal, FromTrace], Field(discriminator="kind")]
+LengthDist = Annotated[Union[Fixed, Uniform, LogNormal, Geometric, FromTrace], Field(discriminator="kind")]
 
 
 class Poisson(_Strict):
@@ -352,7 +359,7 @@ def _format_error(err: ValidationError) -> str:
     return "invalid scenario:\n  " + "\n  ".join(lines)
 
 
-_UNION_TAGS = {"fixed", "uniform", "lognormal", "trace", "poisson", "gamma", "zipf", "weights",
+_UNION_TAGS = {"fixed", "uniform", "lognormal", "geometric", "trace", "poisson", "gamma", "zipf", "weights",
                "int", "dict[str,int]", "constrained-int", "dict[str,constrained-int]"}
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from .scenario import (
     FromTrace,
     Gamma,
+    Geometric,
     LengthDist,
     LogNormal,
     Scenario,
@@ -90,6 +91,8 @@ def _lengths(dist: LengthDist, n: int, rng: np.random.Generator, column: str) ->
         mu = np.log(dist.mean) - dist.sigma**2 / 2
         x = np.rint(rng.lognormal(mu, dist.sigma, size=n))
         return np.clip(x, dist.min, dist.max).astype(np.int64)
+    if isinstance(dist, Geometric):
+        return rng.geometric(1.0 / dist.mean, size=n).astype(np.int64)
     return np.full(n, dist.value, dtype=np.int64)  # Fixed
 
 

@@ -1,0 +1,59 @@
+"""Facts about the device a profile was measured on: name, memory, copy bandwidth, software versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+from .errors import CalibrationError
+from .timing import Timer, TimingConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise CalibrationError(f"device: must be 'cpu' or 'cuda', got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CalibrationError(f"device: {name!r} requested but no CUDA GPU is visible to torch {torch.__version__}")
+    return torch.device(name)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def copy_bandwidth(device: torch.device, nbytes: int) -> dict[str, float | None]:
+    """Effective copy bandwidth, bytes/s; d2d counts read + write, as the design notes' 3.0 TB/s does."""
+    timer = Timer(TimingConfig(device=device, warmup=1, repeats=5, min_sample_s=0.0, graphs=False))
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device).fill_(1)
+    dst = torch.empty_like(src)
+    d2d = timer.measure(lambda: dst.copy_(src)).median_s
+    out: dict[str, float | None] = {"d2d_Bps": 2 * nbytes / d2d, "h2d_Bps": None}
+    if device.type == "cuda":
+        host = torch.empty(nbytes // 2, dtype=torch.bfloat16).pin_memory()
+        out["h2d_Bps"] = nbytes / timer.measure(lambda: dst.copy_(host, non_blocking=True)).median_s
+    return out
+
+
+def device_facts(device: torch.device, copy_bytes: int | None = None) -> dict:
+    """Everything about the device a reader needs to judge a profile."""
+    facts: dict = {"type": device.type, "torch": torch.__version__, "python": platform.python_version()}
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        facts.update(name=p.name, memory_bytes=p.total_memory, compute_capability=f"{p.major}.{p.minor}",
+                     multiprocessors=p.multi_processor_count, cuda=torch.version.cuda)
+        copy_bytes = copy_bytes or 1 << 30
+    else:
+        facts.update(name=_cpu_name(), threads=torch.get_num_threads(), cores=os.cpu_count(),
+                     memory_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), cuda=None)
+        copy_bytes = copy_bytes or 256 << 20
+    facts.update(copy_bandwidth(device, copy_bytes))
+    return facts

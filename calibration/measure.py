@@ -1,0 +1,170 @@
+"""Run the timing grid for one model shape and the requested weight formats, appending to the raw CSV.
+
+Kinds of rows:
+
+* ``gemm``: the four projections of one layer on ``tokens`` rows (the GEMM efficiency curve);
+* ``decode_layer`` / ``decode_mixed``: one layer's decode step, uniform or mixed KV lengths;
+* ``prefill_layer``: one layer's prefill of ``batch`` prompts of ``seqlen`` tokens;
+* ``head_decode`` / ``head_prefill``: embedding, final norm, 16-bit LM head and argmax;
+* ``decode_stack`` / ``prefill_stack``: the whole instantiated stack, to check the composition
+  ``layers x layer + head``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from sunsim.architecture import ModelShape
+
+from .grid import Grid
+from .kvcache import KVCache
+from .model import DecodeBatch, Stack
+from .raw import read_rows, row_key, write_rows
+from .timing import Timer, is_oom
+
+
+@dataclass(frozen=True)
+class Point:
+    kind: str
+    dtype: str
+    batch: int
+    seqlen: int
+    lengths: tuple[int, ...] = ()
+    layers: int = 1
+
+    @property
+    def key(self) -> tuple:
+        return row_key(self.row())
+
+    def row(self) -> dict:
+        lengths = self.lengths or ((self.seqlen,) * self.batch if self.kind.startswith("decode") else ())
+        tokens = self.batch if self.kind in ("gemm", "head_decode") or self.kind.startswith("decode") \
+            else self.batch * self.seqlen
+        row = {"kind": self.kind, "dtype": self.dtype, "batch": self.batch, "seqlen": self.seqlen,
+               "lengths": ";".join(map(str, self.lengths)), "layers": self.layers, "tokens": tokens,
+               "kv_tokens": sum(lengths) if self.kind.startswith("decode") else 0,
+               "sum_sq": self.batch * self.seqlen ** 2 if self.kind.startswith("prefill") or self.kind == "head_prefill"
+               else 0}
+        return row
+
+
+def grid_points(grid: Grid, dtype: str, layers: int) -> list[Point]:
+    """Every point of the grid for one weight format, cheapest kinds first."""
+    pts = [Point("gemm", dtype, m, 0) for m in grid.gemm_tokens]
+    pts += [Point("head_decode", dtype, b, 0) for b in grid.decode_batches]
+    pts += [Point("decode_layer", dtype, b, c) for b in grid.decode_batches for c in grid.decode_contexts]
+    pts += [Point("decode_mixed", dtype, len(m), 0, m) for m in grid.mixed]
+    pts += [Point("head_prefill", dtype, n, s) for n, s in grid.prefill_points]
+    pts += [Point("prefill_layer", dtype, n, s) for n, s in grid.prefill_points]
+    pts += [Point("decode_stack", dtype, b, c, layers=layers) for b, c in grid.stack_decode]
+    pts += [Point("prefill_stack", dtype, n, s, layers=layers) for n, s in grid.stack_prefill]
+    return pts
+
+
+class Runner:
+    """Builds the model for one weight format and times its points; the KV cache is shared by all formats."""
+
+    def __init__(self, shape: ModelShape, grid: Grid, layers: int, timer: Timer, backend: str) -> None:
+        self.shape, self.grid, self.layers, self.timer, self.backend = shape, grid, layers, timer, backend
+        self.device = timer.cfg.device
+        self.max_pos = max(grid.max_context, grid.max_seq) + 2
+        self._cache: KVCache | None = None
+        self._stack_caches: list[KVCache] = []
+
+    def cache(self) -> KVCache:
+        """Layer-0 cache big enough for every decode point (allocated once, 16-bit in every format)."""
+        if self._cache is None:
+            s = self.shape
+            self._cache = KVCache(self.grid.decode_batches[-1], self.grid.max_context + 1, s.kv_heads, s.head_dim,
+                                  self.device, self.backend)
+        return self._cache
+
+    def stack_caches(self) -> list[KVCache]:
+        if not self._stack_caches and self.grid.stack_decode:
+            s = self.shape
+            slots = max(b for b, _ in self.grid.stack_decode)
+            ctx = max(c for _, c in self.grid.stack_decode) + 1
+            self._stack_caches = [self.cache()] + [KVCache(slots, ctx, s.kv_heads, s.head_dim, self.device,
+                                                           self.backend) for _ in range(self.layers - 1)]
+        return self._stack_caches
+
+    def build(self, dtype: str) -> Stack:
+        return Stack(self.shape, dtype, self.layers, self.device, self.max_pos)
+
+    def job(self, stack: Stack, p: Point) -> tuple[Callable[[], object], bool]:
+        """The callable to time for a point, and whether it may be replayed from a CUDA graph."""
+        s, dev = self.shape, self.device
+        layer = stack.layers[0]
+        bf = torch.bfloat16
+        if p.kind == "gemm":
+            x = torch.randn(p.batch, s.hidden, dtype=bf, device=dev)
+            a = torch.randn(p.batch, s.heads * s.head_dim, dtype=bf, device=dev)
+            h = torch.randn(p.batch, s.intermediate, dtype=bf, device=dev)
+            return (lambda: layer.gemms(x, a, h)), True
+        if p.kind == "head_decode":
+            t = torch.randint(0, s.vocab, (p.batch,), device=dev)
+            return (lambda: stack.io.decode_part(t)), True
+        if p.kind == "head_prefill":
+            t = torch.randint(0, s.vocab, (p.batch, p.seqlen), device=dev)
+            return (lambda: stack.io.prefill_part(t)), False
+        if p.kind in ("decode_layer", "decode_mixed"):
+            held = list(p.lengths) or [p.seqlen] * p.batch
+            step = DecodeBatch(list(range(p.batch)), held, dev)
+            x = torch.randn(p.batch, s.hidden, dtype=bf, device=dev)
+            cache = self.cache()
+            return (lambda: layer.decode(x, stack.rope, cache, step)), True
+        if p.kind == "prefill_layer":
+            x = torch.randn(p.batch, p.seqlen, s.hidden, dtype=bf, device=dev)
+            return (lambda: layer.prefill(x, stack.rope)), False
+        if p.kind == "decode_stack":
+            step = DecodeBatch(list(range(p.batch)), [p.seqlen] * p.batch, dev)
+            t = torch.randint(0, s.vocab, (p.batch,), device=dev)
+            caches = self.stack_caches()
+            return (lambda: stack.decode(t, caches, step)), True
+        if p.kind == "prefill_stack":
+            t = torch.randint(0, s.vocab, (p.batch, p.seqlen), device=dev)
+            return (lambda: stack.prefill(t)), False
+        raise ValueError(f"unknown point kind {p.kind!r}")
+
+    def time_point(self, stack: Stack, p: Point) -> dict:
+        row = p.row()
+        try:
+            fn, graphable = self.job(stack, p)
+            row.update(self.timer.measure(fn, graph=graphable).as_row(), status="ok", note="")
+        except Exception as exc:  # noqa: BLE001 - OOM is recorded and skipped, anything else re-raised
+            if not is_oom(exc):
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            row.update(status="oom", note=str(exc).splitlines()[0][:200])
+        return row
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def advance(self, label: str) -> None: ...
+
+
+def run_grid(runner: Runner, dtypes: list[str], csv_path: Path, progress: Progress | None = None) -> list[dict]:
+    """Time every missing point, rewriting the CSV after each; returns all rows (old and new)."""
+    rows = read_rows(csv_path)
+    done = {row_key(r) for r in rows}
+    todo = {d: [p for p in grid_points(runner.grid, d, runner.layers) if p.key not in done] for d in dtypes}
+    if progress is not None:
+        progress.start(sum(len(v) for v in todo.values()))
+    for dtype, points in todo.items():
+        if not points:
+            continue
+        stack = runner.build(dtype)
+        for p in points:
+            rows.append(runner.time_point(stack, p))
+            write_rows(csv_path, rows)
+            if progress is not None:
+                progress.advance(f"{dtype} {p.kind} {p.batch}x{p.seqlen or len(p.lengths)}")
+        del stack
+    return rows
