@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -72,7 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         def progress(v, i, n):
             status.update(f"simulating variant {v.name} ({i + 1}/{n})")
 
-        run = run_scenario(sc, args.variant, keep_timeline=bool(args.trace_out), on_variant=progress)
+        run = run_scenario(sc, args.variant, keep_timeline=not args.no_timeline or bool(args.trace_out),
+                           on_variant=progress)
     written = write_run(run, out, args.format)
     if args.trace_out:
         from .timeline import write_chrome_trace
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a scenario field, e.g. --set workload.rate=30 (repeatable)")
     run.add_argument("--variant", action="append", metavar="NAME", help="run only this variant (repeatable)")
     run.add_argument("--format", choices=["csv", "parquet"], default="csv", help="per-request table format")
+    run.add_argument("--no-timeline", action="store_true",
+                     help="skip the per-worker batch/KV timeline (saves memory on very large runs)")
     run.add_argument("--trace-out", metavar="FILE", help="also write a Chrome/Perfetto trace (JSON) of the run")
     run.set_defaults(func=cmd_run)
 

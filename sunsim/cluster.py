@@ -12,8 +12,8 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import simpy
@@ -161,7 +161,7 @@ class DecodeWorker:
 
     def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, kv_capacity_tokens: int,
                  block_tokens: int, max_batch: int | None, prompt: np.ndarray, output: np.ndarray,
-                 rec: Records, start_transfer: Callable[[int, "DecodeWorker"], None],
+                 rec: Records, start_transfer: Callable[[int, DecodeWorker], None],
                  timeline: list | None = None, on_finished: Callable[[int], None] | None = None) -> None:
         self.env, self.wid, self.cost = env, wid, cost
         self._on_finished = on_finished

@@ -76,7 +76,11 @@ def _figures(df: pd.DataFrame, span_s: float, gpus: dict[str, int], slo_ttft: fl
         "tpot_s": _stats(tpot),
         "e2e_s": _stats(e2e),
         "slo": {"ttft_s": slo_ttft, "tpot_s": slo_tpot,
-                "attainment": float(met.mean()) if len(met) else None},
+                "attainment": float(met.mean()) if len(met) else None,
+                # Each target alone: tells which stage (prefill or decode) misses.
+                "ttft_attainment": float((finished & (ttft <= slo_ttft)).mean()) if len(met) else None,
+                "tpot_attainment": float((finished & (np.isnan(tpot) | (tpot <= slo_tpot))).mean())
+                if len(met) else None},
     }
 
 

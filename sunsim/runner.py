@@ -10,9 +10,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import yaml
@@ -66,6 +66,13 @@ def run_scenario(sc: Scenario, variants: list[str] | None = None, keep_timeline:
     return ScenarioRun(sc, stream, results, summaries, tables)
 
 
+def worker_timeline(res: VariantResult) -> pd.DataFrame:
+    """Per decode worker: batch size and KV occupancy at every batch change."""
+    rows = [(w.wid, res.decode_pool_of[w.wid], t, batch, kv / (w.capacity_blocks * w.block))
+            for w in res.decode_workers for t, batch, kv in (w.timeline or [])]
+    return pd.DataFrame(rows, columns=["worker", "pool", "time_s", "batch", "kv_fraction"])
+
+
 def _write_table(df: pd.DataFrame, path: Path, fmt: str) -> Path:
     if fmt == "parquet":
         path = path.with_suffix(".parquet")
@@ -89,6 +96,8 @@ def write_run(run: ScenarioRun, out_dir: Path, fmt: str = "csv") -> list[Path]:
             vdir = stage / res.variant.name
             vdir.mkdir()
             _write_table(df, vdir / "requests", fmt)
+            if any(w.timeline for w in res.decode_workers):
+                worker_timeline(res).to_csv(vdir / "timeline.csv", index=False, float_format="%.9g")
             (vdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         run.comparison.to_csv(stage / "comparison.csv", index=False, float_format="%.6g")
         (stage / "scenario.yaml").write_text(yaml.safe_dump(run.scenario.model_dump(mode="json"), sort_keys=False))

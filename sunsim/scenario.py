@@ -204,7 +204,7 @@ class FromTrace(_Strict):
     path: str
 
 
-LengthDist = Annotated[Union[Fixed, Uniform, LogNormal, Geometric, FromTrace], Field(discriminator="kind")]
+LengthDist = Annotated[Fixed | Uniform | LogNormal | Geometric | FromTrace, Field(discriminator="kind")]
 
 
 class Poisson(_Strict):
@@ -229,7 +229,7 @@ class TraceArrivals(_Strict):
     use_lengths: bool = True
 
 
-Arrivals = Annotated[Union[Poisson, Gamma, TraceArrivals], Field(discriminator="kind")]
+Arrivals = Annotated[Poisson | Gamma | TraceArrivals, Field(discriminator="kind")]
 
 
 class Zipf(_Strict):
@@ -244,7 +244,7 @@ class Weights(_Strict):
     weights: dict[str, Annotated[float, Field(ge=0)]]
 
 
-Popularity = Annotated[Union[Zipf, Weights], Field(discriminator="kind")]
+Popularity = Annotated[Zipf | Weights, Field(discriminator="kind")]
 
 
 class PopularityShift(_Strict):

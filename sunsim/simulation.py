@@ -15,7 +15,8 @@ import simpy
 from .architecture import ModelShape
 from .cluster import DecodeWorker, Interconnect, PrefillWorker, Records
 from .costmodel import CostModel, ProfileInfo, make_cost_model, read_profile
-from .hardware import GIB, gpu as gpu_spec
+from .hardware import GIB
+from .hardware import gpu as gpu_spec
 from .routing import Router
 from .scenario import Scenario, ScenarioError, VariantSpec
 from .workload import RequestStream

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .runner import ScenarioRun
 
@@ -60,14 +59,3 @@ def write_chrome_trace(run: ScenarioRun, path: Path) -> Path:
     tmp.write_text(json.dumps({"traceEvents": chrome_trace_events(run), "displayTimeUnit": "ms"}))
     tmp.replace(path)
     return path
-
-
-def timeline_frame(run: ScenarioRun) -> pd.DataFrame:
-    """Per-worker batch size and KV occupancy over time (tidy: one row per change)."""
-    rows = []
-    for res in run.results:
-        for w in res.decode_workers:
-            for t, batch, kv in w.timeline or []:
-                rows.append((res.variant.name, w.wid, res.decode_pool_of[w.wid], t, batch,
-                             kv / (w.capacity_blocks * w.block)))
-    return pd.DataFrame(rows, columns=["variant", "worker", "pool", "time_s", "batch", "kv_fraction"])

@@ -1,0 +1,97 @@
+"""``sunsim plan``: fewest GPUs per variant for an SLO, and goodput, with the frontier explored."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from rich.table import Table
+
+from .planning import plan
+from .scenario import load_scenario
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .cli import console
+
+    overrides = list(args.set)
+    if args.slo_ttft is not None:
+        overrides.append(f"slo.ttft_s={args.slo_ttft}")
+    if args.slo_tpot is not None:
+        overrides.append(f"slo.tpot_s={args.slo_tpot}")
+    sc = load_scenario(args.scenario, overrides)
+    target = args.attainment if args.attainment is not None else sc.slo.attainment
+    if not 0 < target <= 1:
+        raise ValueError(f"--attainment must be in (0, 1], got {target}")
+    probes: list[dict] = []
+    frontier = Table(title=f"frontier explored (SLO TTFT<={sc.slo.ttft_s}s, TPOT<={sc.slo.tpot_s * 1e3:g}ms, "
+                           f"attainment>={target:.0%} for every model)", title_justify="left")
+    for col in ("variant", "rate", "prefill GPUs", "decode GPUs", "attainment", "worst model", "meets"):
+        frontier.add_column(col, justify="right")
+
+    def on_probe(row: dict) -> None:
+        probes.append(row)
+        console.print(f"  probe {row['variant']}: rate {row['rate']:g}, decode {row['decode_gpus']}, "
+                      f"prefill {row['prefill_gpus']} -> attainment {row['slo_attainment']:.1%} "
+                      f"(worst model {row['min_model_attainment']:.1%}) {'ok' if row['meets_slo'] else 'miss'}",
+                      highlight=False)
+
+    plans = plan(sc, target, args.variant, size_prefill=args.prefill, goodput=not args.no_goodput,
+                 max_gpus=args.max_gpus, on_probe=on_probe)
+    summary = pd.DataFrame([{
+        "variant": p.variant, "scenario": sc.name, "rate": sc.workload.rate,
+        "min_decode_gpus": p.decode_gpus, "prefill_gpus": p.prefill_gpus, "total_gpus": p.decode_gpus + p.prefill_gpus,
+        "decode_counts": " ".join(f"{k}={v}" for k, v in p.decode_counts.items()),
+        "goodput_rps": p.goodput_rps,
+        "goodput_rps_per_gpu": p.goodput_rps / p.goodput_gpus if p.goodput_rps is not None else None,
+        "profile": probes[-1]["profile"] if probes else None,
+    } for p in plans])
+    for row in probes:
+        frontier.add_row(row["variant"], f"{row['rate']:g}", str(row["prefill_gpus"]), str(row["decode_gpus"]),
+                         f"{row['slo_attainment']:.1%}", f"{row['min_model_attainment']:.1%}",
+                         "yes" if row["meets_slo"] else "no")
+    console.print(frontier)
+    result = Table(title=f"plan for {sc.name} at {sc.workload.rate} req/s (profile {summary['profile'].iloc[0]})",
+                   title_justify="left")
+    for col in ("variant", "decode GPUs", "per model", "prefill GPUs", "goodput req/s", "goodput req/s/GPU"):
+        result.add_column(col, justify="right")
+    for r in summary.itertuples():
+        result.add_row(r.variant, str(r.min_decode_gpus), r.decode_counts, str(r.prefill_gpus),
+                       "-" if r.goodput_rps is None else f"{r.goodput_rps:.1f}",
+                       "-" if r.goodput_rps_per_gpu is None else f"{r.goodput_rps_per_gpu:.2f}")
+    console.print(result)
+    out = Path(args.out) if args.out else Path("results") / sc.name / "plan"
+    _write(out, {"plan.csv": pd.DataFrame(probes), "plan_summary.csv": summary})
+    console.print(f"plan tables in {out}/")
+    return 0
+
+
+def _write(out: Path, tables: dict[str, pd.DataFrame]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    try:
+        for name, df in tables.items():
+            df.to_csv(stage / name, index=False, float_format="%.6g")
+        for name in tables:
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="fewest decode (and prefill) GPUs per variant meeting an SLO; goodput")
+    p.add_argument("scenario", help="scenario YAML file (its load is what must be served)")
+    p.add_argument("--slo-ttft", type=float, help="TTFT target, s (default: the scenario's)")
+    p.add_argument("--slo-tpot", type=float, help="TPOT target, s (default: the scenario's)")
+    p.add_argument("--attainment", type=float, help="share of requests meeting both targets (default 0.9)")
+    p.add_argument("--variant", action="append", metavar="NAME", help="plan only this variant (repeatable)")
+    p.add_argument("--prefill", action="store_true", help="also size prefill GPUs per model (on TTFT)")
+    p.add_argument("--no-goodput", action="store_true", help="skip the goodput search")
+    p.add_argument("--max-gpus", type=int, default=256, help="give up past this many GPUs per pool")
+    p.add_argument("--out", help="folder for plan.csv and plan_summary.csv (default results/<scenario>/plan)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a scenario field")
+    p.set_defaults(func=cmd_plan)

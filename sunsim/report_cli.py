@@ -1,0 +1,32 @@
+"""``sunsim report``: turn a results folder or table into figures and a Markdown report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Draw the report with a live status line; input problems surface as ValueError (exit code 2)."""
+    from .report import write_report  # matplotlib loads only when a report is asked for
+
+    with console.status("reading results...") as status:
+        report = write_report(Path(args.source), Path(args.out) if args.out else None, on_progress=status.update)
+    figures = sorted((report.parent / "figures").glob("*.png"))
+    console.print(f"report: {report} ({len(figures)} figures, PNG + SVG in {report.parent / 'figures'})")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the ``report`` subcommand to the main ``sunsim`` parser."""
+    p = subparsers.add_parser("report", help="plot a run folder, sweep or plan table (or a folder of them)",
+                              description="Draw figures (PNG and SVG) and a report.md from sunsim results: "
+                                          "a run folder, a sweep table, a plan table or a folder holding several.")
+    p.add_argument("source", metavar="RESULTS_DIR_OR_TABLE", help="run folder, sweep/plan table, or a folder of them")
+    p.add_argument("-o", "--out", metavar="DIR", help="report folder (default: <source folder>/report)")
+    p.set_defaults(func=cmd_report)

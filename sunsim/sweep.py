@@ -1,0 +1,270 @@
+"""Sweeps: a base scenario x a grid of parameter values x seeds, in parallel, resumable.
+
+Each grid point runs all (or the chosen) variants of its scenario and yields one row per
+variant. Points run in local worker processes by default, or as Ray tasks on a Ray cluster.
+Finished points are kept as small part files next to the output table, so an interrupted
+sweep resumes where it stopped; the table itself is written only when every point has run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .metrics import comparison_row
+from .runner import run_scenario
+from .scenario import Scenario, ScenarioError, apply_override, scenario_from_dict
+
+EXECUTORS = ("local", "ray")
+
+
+class SweepSpec(BaseModel):
+    """The sweep file: which scenario, which parameters over which values, which seeds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "sweep"
+    scenario: str
+    #: Parameter path -> values; the grid is their Cartesian product.
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    #: Overrides applied to every point (parameter path -> value).
+    set: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    variants: list[str] | None = None
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"grid.{key} has no values")
+        return v
+
+
+@dataclass(frozen=True)
+class Point:
+    index: int
+    params: dict[str, Any]
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """Stable identity of a point across runs of the same sweep (for resuming)."""
+        blob = json.dumps({"params": self.params, "seed": self.seed}, sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Sweep:
+    spec: SweepSpec
+    base: dict  # the base scenario as read from YAML
+    base_dir: Path
+    points: list[Point] = field(default_factory=list)
+
+    def scenario_data(self, point: Point) -> dict:
+        data = json.loads(json.dumps(self.base))  # deep copy of plain YAML data
+        for path, value in {**self.spec.set, **point.params}.items():
+            apply_override(data, path.split("."), value)
+        data["seed"] = point.seed
+        return data
+
+    def scenario(self, point: Point) -> Scenario:
+        return scenario_from_dict(self.scenario_data(point), base_dir=self.base_dir)
+
+
+def load_sweep(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
+    """Read a sweep file, expand its grid and check every point's scenario before anything runs."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise ScenarioError(f"cannot read sweep {str(p)!r}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"sweep {str(p)!r} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"sweep {str(p)!r}: the file must hold a mapping")
+    for text in overrides:
+        key, _, value = text.partition("=")
+        raw.setdefault("set", {})[key] = yaml.safe_load(value)
+    raw.setdefault("name", p.stem)
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        lines = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()]
+        raise ScenarioError("invalid sweep:\n  " + "\n  ".join(lines)) from None
+    base_path = (p.parent / spec.scenario) if not Path(spec.scenario).is_absolute() else Path(spec.scenario)
+    if not base_path.exists() and Path(spec.scenario).exists():
+        base_path = Path(spec.scenario)
+    try:
+        base = yaml.safe_load(base_path.read_text())
+    except OSError:
+        raise ScenarioError(f"sweep.scenario: cannot read {spec.scenario!r}") from None
+    base.setdefault("name", base_path.stem)
+    sweep = Sweep(spec, base, base_path.parent)
+    keys = list(spec.grid)
+    combos = list(itertools.product(*(spec.grid[k] for k in keys))) if keys else [()]
+    sweep.points = [Point(i, dict(zip(keys, combo)), seed)
+                    for i, (combo, seed) in enumerate(itertools.product(combos, spec.seeds))]
+    if len(sweep.points) < 2 and not keys:
+        raise ScenarioError("sweep.grid is empty: give at least one parameter with values (or several seeds)")
+    _check_points(sweep)
+    return sweep
+
+
+def _check_points(sweep: Sweep) -> None:
+    """Fail fast on an unknown parameter path or an impossible point, naming the point."""
+    checked: set[str] = set()
+    for point in sweep.points:
+        sig = json.dumps(point.params, sort_keys=True, default=str)
+        if sig in checked:
+            continue  # seeds do not change validity
+        checked.add(sig)
+        where = ", ".join(f"{k}={v!r}" for k, v in point.params.items()) or "base"
+        try:
+            sc = sweep.scenario(point)
+            if sweep.spec.variants:
+                unknown = set(sweep.spec.variants) - {v.name for v in sc.variants}
+                if unknown:
+                    raise ScenarioError(f"sweep.variants: unknown {sorted(unknown)}")
+        except ScenarioError as exc:
+            raise ScenarioError(f"sweep point {where}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------
+def run_point(sweep_data: dict, point: dict) -> list[dict]:
+    """Run one grid point; never raises: a failure becomes rows with ``status=error``.
+
+    Takes plain data (not objects) so that it ships to worker processes and Ray tasks alike.
+    """
+    sweep = Sweep(SweepSpec.model_validate(sweep_data["spec"]), sweep_data["base"], Path(sweep_data["base_dir"]))
+    pt = Point(point["index"], point["params"], point["seed"])
+    head = {"point": pt.index, "seed": pt.seed, **{k: _cell(v) for k, v in pt.params.items()}}
+    t0 = time.perf_counter()
+    try:
+        sc = sweep.scenario(pt)
+        run = run_scenario(sc, sweep.spec.variants)
+        rows = [{**head, **comparison_row(s), "status": "ok", "error": ""} for s in run.summaries]
+    except Exception as exc:  # a failing point is recorded; the sweep goes on
+        msg = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, (ScenarioError, ValueError)):
+            msg += " | " + traceback.format_exc(limit=3).replace("\n", " ")
+        rows = [{**head, "variant": "", "status": "error", "error": msg}]
+    for r in rows:
+        r["point_wall_s"] = time.perf_counter() - t0
+    return rows
+
+
+def _cell(v: Any) -> Any:
+    return v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)
+
+
+def _payload(sweep: Sweep) -> dict:
+    return {"spec": sweep.spec.model_dump(), "base": sweep.base, "base_dir": str(sweep.base_dir)}
+
+
+def _local(sweep: Sweep, points: list[Point], workers: int) -> Iterator[tuple[Point, list[dict]]]:
+    payload = _payload(sweep)
+    if workers <= 1:
+        for p in points:
+            yield p, run_point(payload, p.__dict__)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending = {pool.submit(run_point, payload, p.__dict__): p for p in points}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield pending.pop(fut), fut.result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def _ray(sweep: Sweep, points: list[Point], address: str | None) -> Iterator[tuple[Point, list[dict]]]:
+    try:
+        import ray
+    except ImportError:
+        raise ScenarioError("--executor ray needs Ray: pip install 'sunsim[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        remote = ray.remote(run_point)
+        payload = ray.put(_payload(sweep))
+        pending = {remote.remote(payload, p.__dict__): p for p in points}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), ray.get(ref)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# --------------------------------------------------------------------------------------
+def parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def run_sweep(sweep: Sweep, out: Path, executor: str = "local", workers: int | None = None,
+              address: str | None = None,
+              progress: Callable[[int, int, Point, list[dict]], None] | None = None) -> pd.DataFrame:
+    """Run every point not already finished, then write the whole table to ``out``."""
+    if executor not in EXECUTORS:
+        raise ScenarioError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    out = Path(out)
+    parts = parts_dir(out)
+    try:
+        parts.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScenarioError(f"--out: cannot write next to {str(out)!r} ({exc.strerror})") from None
+    done: dict[str, list[dict]] = {}
+    for f in parts.glob("*.json"):
+        try:
+            rows = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a part cut short by an interrupt: run that point again
+        if rows and all(r.get("status") == "ok" for r in rows):
+            done[f.stem] = rows
+    todo = [p for p in sweep.points if p.key not in done]
+    total, finished = len(sweep.points), len(sweep.points) - len(todo)
+    if progress:
+        progress(finished, total, None, [])  # type: ignore[arg-type]
+    stream = _ray(sweep, todo, address) if executor == "ray" else _local(sweep, todo, workers or os.cpu_count() or 1)
+    for point, rows in stream:
+        tmp = parts / f".{point.key}.tmp"
+        tmp.write_text(json.dumps(rows, default=str))
+        tmp.replace(parts / f"{point.key}.json")
+        done[point.key] = rows
+        finished += 1
+        if progress:
+            progress(finished, total, point, rows)
+    # Point numbers follow this sweep file, also for points resumed from parts.
+    table = pd.DataFrame([{**r, "point": p.index} for p in sweep.points for r in done[p.key]])
+    table.insert(0, "sweep", sweep.spec.name)
+    _write_atomic(table, out)
+    shutil.rmtree(parts, ignore_errors=True)
+    return table
+
+
+def _write_atomic(table: pd.DataFrame, out: Path) -> None:
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix == ".parquet":
+        table.to_parquet(tmp, index=False)
+    else:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(out)
