@@ -9,9 +9,10 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from rich.table import Table
 
-from .planning import plan
+from .planning import plan, plan_rows
 from .scenario import load_scenario
 
 
@@ -42,14 +43,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     plans = plan(sc, target, args.variant, size_prefill=args.prefill, goodput=not args.no_goodput,
                  max_gpus=args.max_gpus, on_probe=on_probe)
-    summary = pd.DataFrame([{
-        "variant": p.variant, "scenario": sc.name, "rate": sc.workload.rate,
-        "min_decode_gpus": p.decode_gpus, "prefill_gpus": p.prefill_gpus, "total_gpus": p.decode_gpus + p.prefill_gpus,
-        "decode_counts": " ".join(f"{k}={v}" for k, v in p.decode_counts.items()),
-        "goodput_rps": p.goodput_rps,
-        "goodput_rps_per_gpu": p.goodput_rps / p.goodput_gpus if p.goodput_rps is not None else None,
-        "profile": probes[-1]["profile"] if probes else None,
-    } for p in plans])
+    summary = pd.DataFrame(plan_rows(sc, plans, probes[-1]["profile"] if probes else None))
     for row in probes:
         frontier.add_row(row["variant"], f"{row['rate']:g}", str(row["prefill_gpus"]), str(row["decode_gpus"]),
                          f"{row['slo_attainment']:.1%}", f"{row['min_model_attainment']:.1%}",
@@ -65,18 +59,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
                        "-" if r.goodput_rps_per_gpu is None else f"{r.goodput_rps_per_gpu:.2f}")
     console.print(result)
     out = Path(args.out) if args.out else Path("results") / sc.name / "plan"
-    _write(out, {"plan.csv": pd.DataFrame(probes), "plan_summary.csv": summary})
+    _write(out, {"plan.csv": pd.DataFrame(probes), "plan_summary.csv": summary},
+           scenario=yaml.safe_dump(sc.model_dump(mode="json"), sort_keys=False))
     console.print(f"plan tables in {out}/")
     return 0
 
 
-def _write(out: Path, tables: dict[str, pd.DataFrame]) -> None:
+def _write(out: Path, tables: dict[str, pd.DataFrame], scenario: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     try:
         for name, df in tables.items():
             df.to_csv(stage / name, index=False, float_format="%.6g")
-        for name in tables:
+        (stage / "scenario.yaml").write_text(scenario)
+        for name in [*tables, "scenario.yaml"]:
             os.replace(stage / name, out / name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -187,7 +187,22 @@ def plan(sc: Scenario, attainment: float, variants: list[str] | None = None, siz
         vp = VariantPlan(v.name, decode, prefill)
         if goodput:
             vp.goodput_rps = planner.goodput(v, sc.counts(sc.prefill.workers))
-            vp.goodput_gpus = sum(sc.counts(sc.prefill.workers).values()) + (
-                v.workers if isinstance(v.workers, int) and v.mode == "shared" else sum(sc.counts(v.workers).values()))
+            prefill_gpus = sum(sc.counts(sc.prefill.workers).values())
+            decode_gpus = v.workers if v.mode == "shared" else sum(sc.counts(v.workers).values())
+            vp.goodput_gpus = prefill_gpus + decode_gpus
         plans.append(vp)
     return plans
+
+
+def plan_rows(sc: Scenario, plans: list[VariantPlan], profile: str | None) -> list[dict]:
+    """One row per variant: the plan's GPU counts and goodput (the ``plan_summary`` table)."""
+    return [{
+        "variant": p.variant, "scenario": sc.name, "rate": sc.workload.rate,
+        "min_decode_gpus": p.decode_gpus, "prefill_gpus": p.prefill_gpus,
+        "total_gpus": p.decode_gpus + p.prefill_gpus,
+        "decode_counts": " ".join(f"{k}={v}" for k, v in p.decode_counts.items()),
+        "goodput_rps": p.goodput_rps,
+        "goodput_gpus": p.goodput_gpus,
+        "goodput_rps_per_gpu": p.goodput_rps / p.goodput_gpus if p.goodput_rps is not None else None,
+        "profile": profile,
+    } for p in plans]

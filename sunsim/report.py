@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +120,7 @@ def save_figure(fig: Figure, out_base: Path | None) -> list[Path]:
         return []
     out_base = Path(out_base)
     out_base.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_base.with_suffix(".png"), out_base.with_suffix(".svg")]
+    paths = [out_base.with_name(f"{out_base.name}.{ext}") for ext in ("png", "svg")]  # stems may hold dots
     with matplotlib.rc_context(STYLE):
         for p in paths:
             fig.savefig(p, dpi=DPI)
@@ -178,7 +179,9 @@ def aggregate_seeds(df: pd.DataFrame, x: str, y: str, by: list[str]) -> pd.DataF
     part[y] = pd.to_numeric(part[y], errors="coerce")
     part = part.dropna(subset=[y])
     part["_x"], labels = _numeric_axis(part[x])
-    out = (part.groupby(by + ["_x"], sort=True, dropna=False)[y]
+    if "variant" in by:  # keep the variants in table order (dedicated, sun, qsun), not alphabetical
+        part["variant"] = pd.Categorical(part["variant"], categories=list(dict.fromkeys(part["variant"])))
+    out = (part.groupby(by + ["_x"], sort=True, dropna=False, observed=True)[y]
            .agg(mean="mean", lo="min", hi="max", n="count").reset_index())
     out.attrs["labels"] = labels
     return out
@@ -221,8 +224,10 @@ def plot_metric_vs_param(sweep: pd.DataFrame, param: str, metric: str, out_base:
         ax.axhline(reference * scale, color="0.35", ls="--", lw=1)
     if agg.attrs.get("labels"):
         ax.set_xticks(range(len(agg.attrs["labels"])), [_wrap(s) for s in agg.attrs["labels"]])
-    if metric == "min_decode_gpus":
+        ax.set_xlim(-0.5, len(agg.attrs["labels"]) - 0.5)
+    if metric == "min_decode_gpus":  # counts: whole numbers, from zero so ratios read true
         ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylim(bottom=0)
     ax.set_xlabel(param_label(param))
     ax.set_ylabel(label)
     seeds = int(sweep["seed"].nunique()) if "seed" in sweep.columns else 1
@@ -234,7 +239,7 @@ def plot_metric_vs_param(sweep: pd.DataFrame, param: str, metric: str, out_base:
 
 
 def _wrap(text: str, width: int = 18) -> str:
-    return "\n".join(text[i:i + width] for i in range(0, len(text), width))
+    return textwrap.fill(text, width, break_long_words=True)
 
 
 def plot_throughput_vs_skew(sweep: pd.DataFrame, out_base: Path | None = None) -> Figure:
@@ -430,7 +435,7 @@ def plot_latency_cdfs(run: RunData | Path, out_base: Path | None = None) -> Figu
     ax_ttft.set_title("TTFT (arrival to first token)", loc="left")
     ax_tpot.set_title("TPOT (time per output token)", loc="left")
     ax_tpot.legend(title="variant", loc="lower right", frameon=False)
-    fig.suptitle(f"Latency CDFs: {_run_name(run)} (profile: {run.profile})", x=0.01, ha="left",
+    fig.suptitle(f"Latency CDFs: {_run_name(run)}; profile: {run.profile}", x=0.01, ha="left",
                  fontsize=STYLE["axes.titlesize"])
     save_figure(fig, out_base)
     return fig
@@ -555,10 +560,10 @@ def _load_plan(path: Path, probes: pd.DataFrame) -> PlanData:
     return plan
 
 
-def _scan_folder(root: Path, max_depth: int = 3) -> list[RunData | SweepData | PlanData]:
+def _scan_folder(root: Path, max_depth: int = 3) -> list[Path | SweepData | PlanData]:
     """Run folders, plan folders and sweep tables under ``root`` (report outputs and hidden folders skipped)."""
-    found: list[RunData | SweepData | PlanData] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    found: list[Path | SweepData | PlanData] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # depth-bounded, so links cannot loop
         here = Path(dirpath)
         depth = len(here.relative_to(root).parts)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (here / d / "report.md").exists()
@@ -625,7 +630,7 @@ class _Drawer:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.").lower() or "figure"
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-").lower() or "figure"
 
 
 def _md_table(df: pd.DataFrame) -> list[str]:
@@ -642,10 +647,12 @@ def _md_table(df: pd.DataFrame) -> list[str]:
 
 
 def _rel(path: Path, base: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(base.resolve()))
-    except ValueError:
-        return str(path)
+    for p, b in ((path, base), (path.resolve(), base.resolve())):
+        try:
+            return str(p.relative_to(b))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def _run_section(run: RunData, drawer: _Drawer, base: Path) -> _Section:
@@ -689,7 +696,7 @@ def _sweep_section(sw: SweepData, drawer: _Drawer, base: Path) -> _Section:
     fixed = {p: ok[p].iloc[0] for p in swept_params(ok, varying_only=False) if p not in params} if len(ok) else {}
     seeds = int(ok["seed"].nunique()) if "seed" in ok.columns else 1
     sec.intro.append(f"Profile: **{prof}**. {len(sw.table)} rows, {len(ok)} ok, {errors} failed; "
-                     f"{seeds} seed(s) averaged. Swept: {', '.join(params) or 'nothing varies'}"
+                     f"{seeds} seed{'s' if seeds > 1 else ''} per point. Swept: {', '.join(params) or 'nothing varies'}"
                      + (f"; fixed: {', '.join(f'{k}={_short(v)}' for k, v in fixed.items())}." if fixed else "."))
     if errors and "error" in sw.table.columns:
         msgs = sw.table.loc[sw.table["status"].astype(str) != "ok", "error"].dropna().astype(str).unique()[:5]
@@ -700,7 +707,7 @@ def _sweep_section(sw: SweepData, drawer: _Drawer, base: Path) -> _Section:
     sec.intro += [""] + _sweep_table(ok, params)
     note = f" Mean over {seeds} seeds; the band is the min-max range." if seeds > 1 else ""
     done: set[tuple[str, str]] = set()
-    if SKEW in params:
+    if SKEW in params and "tokens_per_s_per_gpu" in ok.columns:
         drawer.draw(sec, f"{sw.path.stem}-throughput-vs-skew", f"Output tokens/s per GPU (prefill + decode GPUs) vs "
                     f"popularity skew, a line per variant.{note} Profile: {prof}.", plot_throughput_vs_skew, ok)
         done.add((SKEW, "tokens_per_s_per_gpu"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -122,7 +123,17 @@ class InterconnectSpec(_Strict):
 
 
 # --- serving ---------------------------------------------------------------------------------
-WorkerCount = Union[Annotated[int, Field(ge=0)], dict[str, Annotated[int, Field(ge=0)]]]
+class Split(_Strict):
+    """``total`` workers split over the models by their traffic share (at least one each).
+
+    Sized to the initial popularity, as an operator provisioning dedicated pools would.
+    """
+
+    total: int = Field(ge=1)
+    by: Literal["popularity"]
+
+
+WorkerCount = Union[Annotated[int, Field(ge=0)], dict[str, Annotated[int, Field(ge=0)]], Split]
 
 
 class PrefillSpec(_Strict):
@@ -314,9 +325,19 @@ class Scenario(_Strict):
         if len(set(names)) != len(names):
             raise ValueError("variants: names must be unique")
         _check_counts("prefill.workers", self.prefill.workers, tasks)
+        if isinstance(self.prefill.workers, Split):
+            try:
+                self.counts(self.prefill.workers)
+            except ValueError as exc:
+                raise ValueError(f"prefill.workers: {exc}") from None
         for i, v in enumerate(self.variants):
             if v.mode == "dedicated":
                 _check_counts(f"variants[{i}].workers", v.workers, tasks)
+                if isinstance(v.workers, Split):
+                    try:
+                        self.counts(v.workers)
+                    except ValueError as exc:
+                        raise ValueError(f"variants[{i}].workers: {exc}") from None
             elif v.workers < 1:
                 raise ValueError(f"variants[{i}].workers: a shared pool needs at least 1 worker")
         if isinstance(self.workload.popularity, Weights):
@@ -334,15 +355,42 @@ class Scenario(_Strict):
     def shape(self) -> ModelShape:
         return self.model.resolve()
 
-    def counts(self, workers: int | dict[str, int]) -> dict[str, int]:
-        """Per-model worker counts from a count-for-all or a per-model mapping."""
+    def popularity(self) -> np.ndarray:
+        """Each task model's share of the traffic (before any shift), in task order."""
+        tasks = self.model.tasks
+        pop = self.workload.popularity
+        if isinstance(pop, Zipf):
+            w = 1.0 / np.arange(1, len(tasks) + 1) ** pop.s
+        else:
+            w = np.array([pop.weights.get(t, 0.0) for t in tasks])
+        return w / w.sum()
+
+    def counts(self, workers: int | dict[str, int] | Split) -> dict[str, int]:
+        """Per-model worker counts from a count-for-all, a per-model mapping or a split."""
         tasks = self.model.tasks
         if isinstance(workers, int):
             return {t: workers for t in tasks}
+        if isinstance(workers, Split):
+            return dict(zip(tasks, split_by_share(workers.total, self.popularity())))
         return {t: workers.get(t, 0) for t in tasks}
 
 
-def _check_counts(field: str, workers: int | dict[str, int], tasks: list[str]) -> None:
+def split_by_share(total: int, share: np.ndarray) -> list[int]:
+    """Largest-remainder split of ``total`` by ``share`` with at least one per non-zero share."""
+    need = share > 0
+    if total < need.sum():
+        raise ValueError(f"a split of {total} workers cannot give each of {int(need.sum())} models one")
+    exact = share * total
+    counts = np.maximum(np.floor(exact).astype(int), need.astype(int))
+    while counts.sum() < total:
+        counts[np.argmax(np.where(need, exact - counts, -np.inf))] += 1
+    while counts.sum() > total:
+        over = np.where(counts > 1, counts - exact, -np.inf)
+        counts[np.argmax(over)] -= 1
+    return counts.tolist()
+
+
+def _check_counts(field: str, workers: int | dict[str, int] | Split, tasks: list[str]) -> None:
     if isinstance(workers, dict):
         unknown = set(workers) - set(tasks)
         if unknown:
@@ -360,7 +408,7 @@ def _format_error(err: ValidationError) -> str:
 
 
 _UNION_TAGS = {"fixed", "uniform", "lognormal", "geometric", "trace", "poisson", "gamma", "zipf", "weights",
-               "int", "dict[str,int]", "constrained-int", "dict[str,constrained-int]"}
+               "int", "dict[str,int]", "constrained-int", "dict[str,constrained-int]", "Split"}
 
 
 def _short(v: Any) -> bool:

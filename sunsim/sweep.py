@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import yaml
@@ -45,6 +45,12 @@ class SweepSpec(BaseModel):
     set: dict[str, Any] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     variants: list[str] | None = None
+    #: ``run``: simulate each point; ``plan``: find each point's fewest GPUs and goodput.
+    mode: Literal["run", "plan"] = "run"
+    #: For ``plan``: SLO attainment target (default: the scenario's), GPU cap, goodput search.
+    attainment: float | None = Field(None, gt=0, le=1)
+    max_gpus: int = Field(256, ge=1)
+    goodput: bool = True
 
     @field_validator("grid")
     @classmethod
@@ -156,8 +162,11 @@ def run_point(sweep_data: dict, point: dict) -> list[dict]:
     t0 = time.perf_counter()
     try:
         sc = sweep.scenario(pt)
-        run = run_scenario(sc, sweep.spec.variants)
-        rows = [{**head, **comparison_row(s), "status": "ok", "error": ""} for s in run.summaries]
+        if sweep.spec.mode == "plan":
+            rows = [{**head, **r, "status": "ok", "error": ""} for r in _plan_rows(sweep.spec, sc)]
+        else:
+            run = run_scenario(sc, sweep.spec.variants)
+            rows = [{**head, **comparison_row(s), "status": "ok", "error": ""} for s in run.summaries]
     except Exception as exc:  # a failing point is recorded; the sweep goes on
         msg = f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, (ScenarioError, ValueError)):
@@ -166,6 +175,21 @@ def run_point(sweep_data: dict, point: dict) -> list[dict]:
     for r in rows:
         r["point_wall_s"] = time.perf_counter() - t0
     return rows
+
+
+def _plan_rows(spec: SweepSpec, sc: Scenario) -> list[dict]:
+    from .planning import plan, plan_rows
+
+    target = spec.attainment or sc.slo.attainment
+    plans = plan(sc, target, spec.variants, goodput=spec.goodput, max_gpus=spec.max_gpus)
+    return plan_rows(sc, plans, profile=sweep_profile_name(sc))
+
+
+def sweep_profile_name(sc: Scenario) -> str:
+    from .simulation import load_profile
+
+    profile = load_profile(sc)
+    return f"analytic-{sc.hardware.gpu}" if profile is None else profile["name"]
 
 
 def _cell(v: Any) -> Any:

@@ -23,8 +23,6 @@ from .scenario import (
     ScenarioError,
     TraceArrivals,
     Uniform,
-    Weights,
-    Zipf,
 )
 
 TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
@@ -96,17 +94,6 @@ def _lengths(dist: LengthDist, n: int, rng: np.random.Generator, column: str) ->
     return np.full(n, dist.value, dtype=np.int64)  # Fixed
 
 
-def popularity_weights(sc: Scenario) -> np.ndarray:
-    tasks = sc.model.tasks
-    pop = sc.workload.popularity
-    if isinstance(pop, Zipf):
-        w = 1.0 / np.arange(1, len(tasks) + 1) ** pop.s
-    else:
-        assert isinstance(pop, Weights)
-        w = np.array([pop.weights.get(t, 0.0) for t in tasks])
-    return w / w.sum()
-
-
 def _arrivals(sc: Scenario, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame | None]:
     wl = sc.workload
     arr = wl.arrivals
@@ -160,7 +147,7 @@ def build_workload(sc: Scenario) -> RequestStream:
         index = {name: i for i, name in enumerate(tasks)}
         model = np.array([index[m] for m in names], dtype=np.int32)
     else:
-        rank = _rng(sc.seed, 2).choice(len(tasks), size=n, p=popularity_weights(sc)).astype(np.int32)
+        rank = _rng(sc.seed, 2).choice(len(tasks), size=n, p=sc.popularity()).astype(np.int32)
         if wl.shift is not None:
             shifted = t >= wl.shift.at_s
             rank[shifted] = (rank[shifted] + wl.shift.rotate) % len(tasks)

@@ -1,0 +1,124 @@
+"""Simulator speed: wall time, simulated requests per wall-second, events and peak memory.
+
+Each measurement runs in a fresh process so that its peak RSS is its own. Reports the
+median of ``--repeats`` runs per (size, mode), as a table and optionally a CSV.
+
+    python benchmarks/run.py                       # 10k, 100k, 1M requests; 3 repeats
+    python benchmarks/run.py --sizes 10000 --repeats 5 --csv bench.csv
+    python benchmarks/run.py --sweep-points 100    # also time a 100-point sweep of the 10k scenario
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCENARIO = HERE / "fleet.yaml"
+
+
+def one_run(size: int, variant: str) -> dict:
+    """Child process: simulate one variant of the fleet scenario and report its figures."""
+    from sunsim.metrics import request_table, summarize
+    from sunsim.scenario import load_scenario
+    from sunsim.simulation import simulate_variant
+    from sunsim.workload import build_workload
+
+    sc = load_scenario(SCENARIO, [f"workload.num_requests={size}"])
+    t0 = time.perf_counter()
+    stream = build_workload(sc)
+    v = next(v for v in sc.variants if v.name == variant)
+    res = simulate_variant(sc, v, stream)
+    sim_wall = res.wall_s
+    summary = summarize(res, request_table(res))
+    total = time.perf_counter() - t0
+    return {
+        "requests": size, "mode": variant, "sim_wall_s": sim_wall, "total_wall_s": total,
+        "requests_per_wall_s": size / sim_wall, "events": res.events,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "finished": summary["requests"]["finished"], "tpot_p50_ms": summary["tpot_s"]["p50"] * 1e3,
+        "slo_attainment": summary["slo"]["attainment"],
+    }
+
+
+def measure(size: int, variant: str, repeats: int) -> dict:
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, __file__, "--child", str(size), variant],
+                             check=True, capture_output=True, text=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    med = {k: statistics.median(r[k] for r in runs) for k in ("sim_wall_s", "total_wall_s", "requests_per_wall_s",
+                                                               "peak_rss_mb")}
+    return {**runs[0], **med, "repeats": repeats,
+            "sim_wall_min_s": min(r["sim_wall_s"] for r in runs), "sim_wall_max_s": max(r["sim_wall_s"] for r in runs)}
+
+
+def time_sweep(points: int) -> float:
+    """Wall time of a sweep of ``points`` grid points (all variants) of the 10k scenario, local executor."""
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep = {"name": "bench", "scenario": str(SCENARIO), "set": {"workload.num_requests": 10000},
+                 "grid": {"workload.rate": [1000 + 5 * i for i in range(points)]}, "seeds": [1]}
+        path = Path(tmp) / "sweep.yaml"
+        path.write_text(yaml.safe_dump(sweep))
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "sunsim", "sweep", str(path), "--out", str(Path(tmp) / "t.csv")],
+                       check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        print(json.dumps(one_run(int(sys.argv[2]), sys.argv[3])))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000,1000000", help="request counts, comma-separated")
+    ap.add_argument("--modes", default="dedicated,shared,shared-int4", help="variants of benchmarks/fleet.yaml")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--csv", help="also write the table here")
+    ap.add_argument("--sweep-points", type=int, default=0, help="also time a sweep of this many 10k points")
+    args = ap.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                  f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        for mode in args.modes.split(","):
+            with console.status(f"{size:,} requests, {mode} ({args.repeats} runs)"):
+                rows.append(measure(size, mode, args.repeats))
+            r = rows[-1]
+            console.print(f"{size:>9,} {mode:<12} {r['sim_wall_s']:7.2f} s  {r['requests_per_wall_s']:9,.0f} req/s  "
+                          f"{r['peak_rss_mb']:6.0f} MB", highlight=False)
+    table = Table(title="sunsim speed (median of repeats; sim = simulation only, total = + workload and summaries)")
+    for col in ("requests", "mode", "sim wall s", "total wall s", "sim req/wall-s", "events", "peak RSS MB"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(f"{r['requests']:,}", r["mode"], f"{r['sim_wall_s']:.2f}", f"{r['total_wall_s']:.2f}",
+                      f"{r['requests_per_wall_s']:,.0f}", f"{r['events']:,}", f"{r['peak_rss_mb']:.0f}")
+    console.print(table)
+    if args.sweep_points:
+        with console.status(f"sweep of {args.sweep_points} points"):
+            wall = time_sweep(args.sweep_points)
+        console.print(f"sweep: {args.sweep_points} points of the 10k scenario (3 variants each) in {wall:.1f} s")
+    if args.csv:
+        import pandas as pd
+
+        pd.DataFrame(rows).to_csv(args.csv, index=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""``sunsim report``: figures and report.md from a real run folder and a synthetic sweep table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sunsim.cli import main
+from sunsim.report import write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "default"
+    assert main(["run", str(ROOT / "scenarios" / "default.yaml"), "--out", str(out),
+                 "--set", "workload.duration_s=20"]) == 0
+    return out
+
+
+def sweep_table() -> pd.DataFrame:
+    """Two skews x two rates x two seeds x two variants, plus one failed point that must be ignored."""
+    rows = []
+    for point, (s, rate) in enumerate([(0.5, 40), (0.5, 80), (1.5, 40), (1.5, 80)]):
+        for seed in (1, 2):
+            for variant, gain in (("dedicated", 1.0), ("sun", 1.3)):
+                rows.append({
+                    "point": point, "seed": seed, "workload.popularity.s": s, "workload.rate": rate,
+                    "variant": variant, "mode": "shared" if variant == "sun" else "dedicated", "dtype": "bf16",
+                    "profile": "analytic-h100", "profile_kind": "analytic",
+                    "tokens_per_s_per_gpu": rate * 20 * gain / (1 + s / 4) + seed, "tpot_p90_s": 0.01 * s / gain,
+                    "ttft_p90_s": 0.1, "slo_attainment": min(1.0, gain * 60 / rate), "min_decode_gpus": 6 - gain * 2,
+                    "status": "ok", "error": "",
+                })
+    rows.append({"point": 9, "seed": 1, "workload.popularity.s": 3.0, "workload.rate": 40, "variant": "sun",
+                 "status": "error", "error": "does not fit"})
+    return pd.DataFrame(rows)
+
+
+def figures(report: Path) -> list[Path]:
+    return sorted((report.parent / "figures").glob("*.png"))
+
+
+def check_figures(report: Path) -> str:
+    text = report.read_text()
+    pngs = figures(report)
+    assert pngs
+    for png in pngs:
+        svg = png.with_suffix(".svg")
+        assert png.read_bytes()[:8] == PNG
+        assert svg.stat().st_size > 0 and b"<svg" in svg.read_bytes()[:2000]
+        assert f"(figures/{png.name})" in text and f"(figures/{svg.name})" in text
+    return text
+
+
+def test_report_of_run_folder(run_dir: Path) -> None:
+    assert main(["report", str(run_dir)]) == 0
+    report = run_dir / "report" / "report.md"
+    text = check_figures(report)
+    assert "analytic-h100" in text and "| dedicated |" in text
+    assert any(p.name.endswith("latency-cdf.png") for p in figures(report))
+    assert not list(run_dir.glob(".report-staging-*"))
+
+
+def test_report_of_sweep_table(tmp_path: Path) -> None:
+    table = tmp_path / "sweep.csv"
+    sweep_table().to_csv(table, index=False)
+    out = tmp_path / "out"
+    assert main(["report", str(table), "-o", str(out)]) == 0
+    text = check_figures(out / "report.md")
+    names = {p.stem for p in figures(out / "report.md")}
+    assert {"sweep-throughput-vs-skew", "sweep-slo-vs-rate", "sweep-decode-gpus-vs-workload-popularity-s"} <= names
+    assert "profile: **analytic-h100 (analytic)**" in text.lower() and "1 failed" in text
+
+
+def test_folder_of_results(run_dir: Path, tmp_path: Path) -> None:
+    """A folder holding a run and a sweep table gets one report with both."""
+    (tmp_path / "sweeps").mkdir()
+    sweep_table().to_csv(tmp_path / "sweeps" / "grid.csv", index=False)
+    (tmp_path / "run").symlink_to(run_dir, target_is_directory=True)
+    report = write_report(tmp_path)
+    text = check_figures(report)
+    assert "## Run `default`" in text and "## Sweep `sweeps/grid.csv`" in text
+
+
+@pytest.mark.parametrize("bad", ["missing", "columns"])
+def test_bad_input_writes_nothing(tmp_path: Path, bad: str) -> None:
+    source = tmp_path / "nope"
+    if bad == "columns":
+        source = tmp_path / "table.csv"
+        pd.DataFrame({"a": [1], "b": [2]}).to_csv(source, index=False)
+    before = set(tmp_path.rglob("*"))
+    assert main(["report", str(source), "-o", str(tmp_path / "out")]) == 2
+    assert set(tmp_path.rglob("*")) == before
+    with pytest.raises(ValueError, match=str(source.name)):
+        write_report(source)
