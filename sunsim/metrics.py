@@ -75,6 +75,8 @@ def _figures(df: pd.DataFrame, span_s: float, gpus: dict[str, int], slo_ttft: fl
         "ttft_s": _stats(ttft),
         "tpot_s": _stats(tpot),
         "e2e_s": _stats(e2e),
+        # First token -> KV in decode memory: waiting for memory, the link, and the transfer itself.
+        "kv_wait_s": _stats(df["kv_ready_s"].to_numpy(dtype=float) - df["first_token_s"].to_numpy(dtype=float)),
         "slo": {"ttft_s": slo_ttft, "tpot_s": slo_tpot,
                 "attainment": float(met.mean()) if len(met) else None,
                 # Each target alone: tells which stage (prefill or decode) misses.
@@ -171,6 +173,8 @@ def comparison_row(summary: dict) -> dict:
         "ttft_p50_s": s["ttft_s"]["p50"], "ttft_p90_s": s["ttft_s"]["p90"],
         "tpot_mean_s": s["tpot_s"]["mean"], "tpot_p50_s": s["tpot_s"]["p50"], "tpot_p90_s": s["tpot_s"]["p90"],
         "e2e_p50_s": s["e2e_s"]["p50"],
+        "ttft_mean_s": s["ttft_s"]["mean"], "kv_wait_mean_s": s["kv_wait_s"]["mean"],
+        "kv_wait_p90_s": s["kv_wait_s"]["p90"],
         "slo_attainment": s["slo"]["attainment"],
         "decode_busy_mean": s["decode_utilization"]["mean_busy_fraction"],
         "decode_busy_min": s["decode_utilization"]["min_busy_fraction"],

@@ -120,15 +120,19 @@ def load_sweep(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
     except OSError:
         raise ScenarioError(f"sweep.scenario: cannot read {spec.scenario!r}") from None
     base.setdefault("name", base_path.stem)
-    sweep = Sweep(spec, base, base_path.parent)
-    keys = list(spec.grid)
-    combos = list(itertools.product(*(spec.grid[k] for k in keys))) if keys else [()]
-    sweep.points = [Point(i, dict(zip(keys, combo)), seed)
-                    for i, (combo, seed) in enumerate(itertools.product(combos, spec.seeds))]
-    if len(sweep.points) < 2 and not keys:
+    if not spec.grid and len(spec.seeds) < 2:
         raise ScenarioError("sweep.grid is empty: give at least one parameter with values (or several seeds)")
+    sweep = Sweep(spec, base, base_path.parent, expand_points(spec))
     _check_points(sweep)
     return sweep
+
+
+def expand_points(spec: SweepSpec) -> list[Point]:
+    """The grid's Cartesian product x seeds, numbered in order."""
+    keys = list(spec.grid)
+    combos = list(itertools.product(*(spec.grid[k] for k in keys)))
+    return [Point(i, dict(zip(keys, combo)), seed)
+            for i, (combo, seed) in enumerate(itertools.product(combos, spec.seeds))]
 
 
 def _check_points(sweep: Sweep) -> None:

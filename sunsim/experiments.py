@@ -1,0 +1,237 @@
+"""The committed experiments: run them all, draw the figures, write ``results/README.md``.
+
+One command regenerates everything (``sunsim experiments``): the paper-family sweeps and
+plans of ``scenarios/experiments/``, the scenarios beyond the paper, the full report, and
+the headline table comparing SUN, QSUN and dedicated pools with the paper's claims.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import report
+from .runner import run_scenario, write_run
+from .scenario import load_scenario
+from .sweep import Sweep, expand_points, load_sweep, run_sweep
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "scenarios" / "experiments"
+RUNS = ("paper", "trace", "burst", "shift")
+SWEEPS = ("skew", "load", "plan-skew", "routing", "interconnect")
+#: Scaled-down settings for a quick check of the whole pipeline (tests, smoke runs).
+QUICK = ["workload.duration_s=15"]
+
+
+@dataclass
+class Outputs:
+    runs: dict[str, Path]
+    sweeps: dict[str, pd.DataFrame]
+
+
+def run_all(out: Path, quick: bool = False, workers: int | None = None,
+            say: Callable[[str], None] = print) -> Outputs:
+    """Run every experiment into ``out`` (run folders and sweep tables)."""
+    overrides = QUICK if quick else []
+    runs = {}
+    for name in RUNS:
+        say(f"run {name}")
+        sc = load_scenario(EXPERIMENTS / f"{name}.yaml", overrides)
+        write_run(run_scenario(sc, keep_timeline=True), out / name)
+        runs[name] = out / name
+    sweeps = {}
+    for name in SWEEPS:
+        sweep = load_sweep(EXPERIMENTS / f"{name}.yaml", overrides)
+        if quick:  # one seed, the first two values of each swept parameter
+            spec = sweep.spec.model_copy(update={"seeds": sweep.spec.seeds[:1],
+                                                 "grid": {k: v[:2] for k, v in sweep.spec.grid.items()}})
+            sweep = Sweep(spec, sweep.base, sweep.base_dir, expand_points(spec))
+        say(f"sweep {name}: {len(sweep.points)} points")
+        table_path = out / "sweeps" / f"{name}.csv"
+        table_path.parent.mkdir(parents=True, exist_ok=True)
+        sweeps[name] = run_sweep(sweep, table_path, workers=workers,
+                                 progress=lambda d, t, p, r, n=name: say(f"  {n}: {d}/{t}") if p is not None else None)
+    return Outputs(runs, sweeps)
+
+
+# --------------------------------------------------------------------------------------
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"]
+
+
+def headline(sweeps: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Per skew: decode GPUs each design needs and goodput per GPU (from the plan sweep), TPOT
+    ratios (from the skew sweep, 4 models on Llama-3.1-8B). Returns the table and the extremes."""
+    plan = _ok(sweeps["plan-skew"]).pivot_table(index="workload.popularity.s", columns="variant",
+                                                values=["min_decode_gpus", "goodput_rps_per_gpu"])
+    skew = _ok(sweeps["skew"])
+    skew = skew[(skew["model.preset"] == "llama-3.1-8b") & (skew["model.tasks"].astype(str) == "4")]
+    tpot = skew.pivot_table(index="workload.popularity.s", columns="variant", values="tpot_mean_s")
+    rows = []
+    for s in plan.index:
+        g = plan.loc[s]
+        row = {"zipf_s": s}
+        for v in ("dedicated", "sun", "qsun", "dedicated-int4"):
+            row[f"decode_gpus_{v}"] = g[("min_decode_gpus", v)]
+            row[f"goodput_per_gpu_{v}"] = g[("goodput_rps_per_gpu", v)]
+        row["sun_decode_gpus_saved"] = 1 - row["decode_gpus_sun"] / row["decode_gpus_dedicated"]
+        row["sun_throughput_per_gpu_x"] = row["goodput_per_gpu_sun"] / row["goodput_per_gpu_dedicated"]
+        row["qsun_throughput_per_gpu_x"] = row["goodput_per_gpu_qsun"] / row["goodput_per_gpu_dedicated"]
+        if s in tpot.index:
+            t = tpot.loc[s]
+            row["sun_tpot_vs_dedicated"] = t["sun"] / t["dedicated"] - 1
+            row["qsun_tpot_speedup_over_sun"] = t["sun"] / t["qsun"] - 1
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    extremes = {
+        "throughput_x_max": float(table["sun_throughput_per_gpu_x"].max()),
+        "gpus_saved_max": float(table["sun_decode_gpus_saved"].max()),
+        "tpot_diff_max": float(table["sun_tpot_vs_dedicated"].abs().max()) if "sun_tpot_vs_dedicated" in table else
+        float("nan"),
+        "qsun_speedup_mean": float(table["qsun_tpot_speedup_over_sun"].mean()) if "qsun_tpot_speedup_over_sun" in
+        table else float("nan"),
+    }
+    return table, extremes
+
+
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{x:+.0%}"
+
+
+def _figures(outputs: Outputs, fig_dir: Path) -> dict[str, str]:
+    """The README's figures (PNG + SVG) -> relative stems."""
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    sw = {k: _ok(v) for k, v in outputs.sweeps.items()}
+    figs: dict[str, str] = {}
+    llama4 = sw["skew"][(sw["skew"]["model.preset"] == "llama-3.1-8b") & (sw["skew"]["model.tasks"].astype(str) == "4")]
+    drop = ["model.preset", "model.tasks"]
+    report.plot_throughput_vs_skew(llama4.drop(columns=drop), fig_dir / "throughput_vs_skew")
+    figs["throughput_vs_skew"] = "Throughput per GPU vs skew (4 models, Llama-3.1-8B, 240 req/s, 8 decode GPUs)"
+    report.plot_metric_vs_param(sw["skew"][sw["skew"]["variant"].isin(["dedicated", "sun"])
+                                           & (sw["skew"]["model.preset"] == "llama-3.1-8b")].drop(columns="model.preset"),
+                                "workload.popularity.s", "tpot_p90_s", fig_dir / "tpot_vs_skew_by_models",
+                                title="TPOT p90 vs skew, 2/4/8 task models")
+    figs["tpot_vs_skew_by_models"] = "TPOT p90 vs skew for 2, 4 and 8 task models (Llama-3.1-8B)"
+    report.plot_decode_gpus_vs_param(sw["plan-skew"], out_base=fig_dir / "decode_gpus_vs_skew")
+    figs["decode_gpus_vs_skew"] = "Decode GPUs needed to meet the SLO at 240 req/s vs skew (from `sunsim plan`)"
+    report.plot_metric_vs_param(sw["plan-skew"], "workload.popularity.s", "goodput_rps_per_gpu",
+                                fig_dir / "goodput_per_gpu_vs_skew", title="Goodput per GPU vs skew (22-GPU fleet)")
+    figs["goodput_per_gpu_vs_skew"] = "Goodput (req/s meeting the SLO for 90% of requests) per GPU vs skew"
+    report.plot_slo_vs_rate(sw["load"], fig_dir / "slo_vs_rate", target=0.9)
+    figs["slo_vs_rate"] = "SLO attainment vs request rate, short (100) and long (400 token) outputs, Zipf 1.0"
+    report.plot_latency_cdfs(outputs.runs["paper"], fig_dir / "latency_cdfs")
+    figs["latency_cdfs"] = "TTFT and TPOT distributions of the base experiment (240 req/s, Zipf 1.0)"
+    shift = report.load_run(outputs.runs["shift"])
+    if shift.timeline is not None:
+        report.plot_timeline(shift.timeline, fig_dir / "shift_timeline", profile=shift.profile)
+        figs["shift_timeline"] = "Batch size and KV occupancy per decode worker when the hot model changes at 60 s"
+    routing = sw["routing"].copy()
+    routing["routing"] = [r["variants.sun.routing"] if r["variant"] == "sun" else r["variants.qsun.routing"]
+                          for _, r in routing.iterrows()]
+    routing = routing[routing["variants.sun.routing"] == routing["variants.qsun.routing"]]
+    routing = routing.drop(columns=["variants.sun.routing", "variants.qsun.routing"])
+    routing = routing.rename(columns={"routing": "variants.routing"})
+    report.plot_metric_vs_param(routing, "variants.routing", "tpot_p90_s", fig_dir / "routing",
+                                title="TPOT p90 by decode routing policy at 320 req/s")
+    figs["routing"] = "Decode routing policies of the shared pool at 320 req/s"
+    report.plot_metric_vs_param(sw["interconnect"], "interconnect.bandwidth_GBps", "kv_wait_mean_s",
+                                fig_dir / "kv_wait_vs_bandwidth", title="KV hand-off time vs interconnect bandwidth")
+    figs["kv_wait_vs_bandwidth"] = "Mean first-token-to-KV-in-decode time vs interconnect bandwidth"
+    return figs
+
+
+def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
+    table, ext = headline(outputs.sweeps)
+    figs = _figures(outputs, out / "figures")
+    lines = [
+        "# sunsim experiments", "",
+        "Regenerate everything here with one command: `sunsim experiments` (about 10 minutes on 2 cores).",
+        f"Profile for every figure and table: **{profile}**. No measured GPU profile has been committed yet; the",
+        "calibration command in `calibration/README.md` makes one, and `--set hardware.profile=PATH` uses it.", "",
+        "## Headline", "",
+        "4 task models on the Llama-3.1-8B shape, H100s, 240 req/s Poisson, prompts ~1024 and outputs ~200 tokens,",
+        "SLO TTFT <= 1 s and TPOT <= 40 ms for 90% of requests, 14 prefill GPUs sized to popularity. Dedicated decode",
+        "pools are sized to each model's traffic share (at least one GPU each), the strong form of the baseline.", "",
+        "| Zipf s | decode GPUs needed: dedicated / SUN / QSUN / dedicated-int4 | SUN saves | goodput per GPU "
+        "(req/s): dedicated / SUN / QSUN | SUN x | SUN TPOT vs dedicated | QSUN TPOT speed-up over SUN |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    nan = float("nan")
+    for r in table.to_dict("records"):
+        gpus = " / ".join(f"{r[f'decode_gpus_{v}']:.0f}" for v in ("dedicated", "sun", "qsun", "dedicated-int4"))
+        goodput = " / ".join(f"{r[f'goodput_per_gpu_{v}']:.2f}" for v in ("dedicated", "sun", "qsun"))
+        lines.append(f"| {r['zipf_s']:g} | {gpus} | {r['sun_decode_gpus_saved']:.0%} | {goodput} | "
+                     f"{r['sun_throughput_per_gpu_x']:.2f}x | {_pct(r.get('sun_tpot_vs_dedicated', nan))} | "
+                     f"{_pct(r.get('qsun_tpot_speedup_over_sun', nan))} |")
+    lines += [
+        "", "Against the paper's claims:", "",
+        "| claim (paper) | sunsim (this profile) |", "|---|---|",
+        f"| up to 2.0x throughput per GPU | up to {ext['throughput_x_max']:.2f}x goodput per GPU (SUN vs dedicated) |",
+        f"| TPOT within 5% | SUN's mean TPOT differs from dedicated by at most {ext['tpot_diff_max']:.0%} at 240 req/s |",
+        f"| up to 50% fewer decode GPUs | up to {ext['gpus_saved_max']:.0%} fewer decode GPUs |",
+        f"| QSUN about 45% faster decode | QSUN's TPOT {ext['qsun_speedup_mean']:.0%} faster than SUN (mean over skews) |",
+        "",
+        "Where and why they differ: the gains come from pooling, so they grow with skew and vanish with uniform",
+        "popularity, where a shared pool and per-model pools are the same machine. Because the baseline here sizes",
+        "its pools to traffic, it is stronger than an even split, and sharing then wins mostly through statistical",
+        "multiplexing and the one-GPU-per-model floor of cold models. The TPOT of SUN at equal load is close to",
+        "dedicated's when both meet the SLO (the same step times; differences are batch composition). QSUN's",
+        "speed-up is the roofline's int4 figure (weights about a third of bf16's bytes, lower kernel efficiency):",
+        "a measured profile replaces it with what real kernels give on your GPU.", "",
+    ]
+    for stem, caption in figs.items():
+        lines += [f"![{caption}](figures/{stem}.png)", "", f"*{caption}; profile {profile}.* "
+                  f"([SVG](figures/{stem}.svg))", ""]
+    lines += [
+        "## Beyond the paper", "",
+        _runs_table(outputs.runs), "",
+        "- **trace**: the real Azure conversation trace (lengths and arrival pattern), rescaled to 240 req/s.",
+        "- **burst**: gamma arrivals with CV 4 at the same mean rate.",
+        "- **shift**: the hot model changes at 60 s; dedicated pools sized to the first popularity cannot follow.",
+        "", "## Files", "",
+        "- `sweeps/*.csv`: one row per (grid point, variant); `plan-skew.csv` holds the plans.",
+        "- `<experiment>/`: per-variant `requests.csv`, `summary.json`, `timeline.csv` and `comparison.csv`.",
+        "- `report/report.md`: every figure `sunsim report` draws for these results.", "",
+    ]
+    path = out / "README.md"
+    tmp = path.with_name(".README.md.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+    return path
+
+
+def _runs_table(runs: dict[str, Path]) -> str:
+    rows = ["| experiment | variant | tok/s per GPU | TTFT p90 (s) | TPOT p50 / p90 (ms) | SLO attainment |",
+            "|---|---|---|---|---|---|"]
+    for name, path in runs.items():
+        comp = pd.read_csv(path / "comparison.csv")
+        for r in comp.itertuples():
+            rows.append(f"| {name} | {r.variant} | {r.tokens_per_s_per_gpu:,.0f} | {r.ttft_p90_s:.3f} | "
+                        f"{r.tpot_p50_s * 1e3:.1f} / {r.tpot_p90_s * 1e3:.1f} | {r.slo_attainment:.1%} |")
+    return "\n".join(rows)
+
+
+def regenerate(out: Path, quick: bool = False, workers: int | None = None,
+               say: Callable[[str], None] = print) -> Path:
+    """Everything: experiments, README with headline and figures, full report."""
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".experiments-", dir=out))
+    try:
+        outputs = run_all(stage, quick, workers, say)
+        profile = str(outputs.sweeps["skew"]["profile"].dropna().iloc[0])
+        say("figures and README")
+        write_readme(outputs, stage, profile)
+        report.write_report(stage, stage / "report")
+        for item in stage.iterdir():
+            target = out / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return out / "README.md"
