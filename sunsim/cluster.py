@@ -52,22 +52,17 @@ class PrefillWorker:
         self.env, self.wid, self.cost, self.budget = env, wid, cost, max_batch_tokens
         self._prompt, self._rec, self._on_done = prompt, rec, on_done
         self.queue: deque[int] = deque()
-        self.queued_tokens = 0
-        self.running = 0
+        self.load = 0  # queued + in the running batch
+        self.kv_load = 0  # queued prompt tokens
         self.busy_s = 0.0
         self.batches = 0
         self._wake: simpy.Event | None = None
         env.process(self._run())
 
-    def load(self) -> int:
-        return len(self.queue) + self.running
-
-    def kv_load(self) -> int:
-        return self.queued_tokens
-
     def submit(self, rid: int) -> None:
         self.queue.append(rid)
-        self.queued_tokens += int(self._prompt[rid])
+        self.load += 1
+        self.kv_load += int(self._prompt[rid])
         self._rec.prefill_worker[rid] = self.wid
         if self._wake is not None:
             self._wake.succeed()
@@ -86,14 +81,13 @@ class PrefillWorker:
                 batch.append(rid)
                 tokens += int(prompt[rid])
             lengths = prompt[batch]
-            self.queued_tokens -= tokens
-            self.running = len(batch)
+            self.kv_load -= tokens
             self._rec.prefill_start_s[batch] = env.now
             duration = self.cost.prefill_time(tokens, int(np.dot(lengths, lengths)))
             self.busy_s += duration
             self.batches += 1
             yield env.timeout(duration)
-            self.running = 0
+            self.load -= len(batch)
             self._rec.first_token_s[batch] = env.now
             for rid in batch:
                 self._on_done(rid, self.wid)
@@ -173,7 +167,8 @@ class DecodeWorker:
         self._coeffs: dict[int, tuple[float, float]] = {}
 
         self.waiting: deque[int] = deque()
-        self.waiting_tokens = 0
+        self.load = 0  # waiting + admitted requests
+        self.kv_load = 0  # KV tokens reserved + awaited (prompt + output of each)
         self.admitted = 0  # reserved: in transfer, ready or running
         self.used_blocks = 0
         self.reserved_tokens = 0
@@ -202,13 +197,6 @@ class DecodeWorker:
         self.events = 0
         self.timeline = timeline  # (time, batch, reserved KV tokens) at each change, when kept
 
-    # -- load figures for routing ----------------------------------------------------------
-    def load(self) -> int:
-        return self.admitted + len(self.waiting)
-
-    def kv_load(self) -> int:
-        return self.reserved_tokens + self.waiting_tokens
-
     def blocks_for(self, rid: int) -> int:
         return -(-int(self._prompt[rid] + self._output[rid]) // self.block)
 
@@ -217,7 +205,8 @@ class DecodeWorker:
         """A request routed here after prefill; it waits until blocks and batch room are free."""
         self._rec.decode_worker[rid] = self.wid
         self.waiting.append(rid)
-        self.waiting_tokens += int(self._prompt[rid] + self._output[rid])
+        self.load += 1
+        self.kv_load += int(self._prompt[rid] + self._output[rid])
         self._admit()
 
     def _admit(self) -> None:
@@ -227,9 +216,7 @@ class DecodeWorker:
             if self.used_blocks + need > self.capacity_blocks:
                 break  # FCFS: the head blocks the queue, as in vLLM's FCFS scheduler
             self.waiting.popleft()
-            tokens = int(self._prompt[rid] + self._output[rid])
-            self.waiting_tokens -= tokens
-            self.reserved_tokens += tokens
+            self.reserved_tokens += int(self._prompt[rid] + self._output[rid])
             self.used_blocks += need
             self.admitted += 1
             if self.used_blocks > self.peak_blocks:
@@ -306,10 +293,12 @@ class DecodeWorker:
             self._kv_offset -= int(self._prompt[rid]) + 1 - (it - int(self._output[rid]) + 1)
             tokens = int(self._prompt[rid] + self._output[rid])
             self.reserved_tokens -= tokens
+            self.kv_load -= tokens
             self.used_blocks -= self.blocks_for(rid)
             freed += 1
         self.batch -= freed
         self.admitted -= freed
+        self.load -= freed
         if self._on_finished is not None:
             self._on_finished(freed)
         self._admit()

@@ -95,29 +95,32 @@ class AnalyticCostModel:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        self.gpu.dense_flops(self.dtype)  # rejects fp8 on GPUs without it
+        eff, s = EFFICIENCY[self.dtype], self.shape
+        # Quantized layer weights + 16-bit embedding/head are read once per pass; only the head's GEMM is computed.
+        matmul_params = s.linear_params + s.vocab * s.hidden
+        consts = {
+            "_read_s": s.weight_bytes(self.dtype) / (self.gpu.bandwidth_Bps * eff.bandwidth),
+            "_compute_s_per_token": 2.0 * matmul_params / (self.gpu.dense_flops(self.dtype) * eff.compute),
+            "_attn_s_per_sq": 2.0 * s.layers * s.heads * s.head_dim
+            / (self.gpu.bf16_flops * ATTENTION_COMPUTE_EFFICIENCY),
+            "_beta": s.kv_bytes_per_token / (self.gpu.bandwidth_Bps * KV_BANDWIDTH_EFFICIENCY),
+        }
+        for name, value in consts.items():
+            object.__setattr__(self, name, value)  # frozen dataclass: derived constants set once
 
     @property
     def info(self) -> ProfileInfo:
         return ProfileInfo(name=f"analytic-{self.gpu.name}", kind="analytic", device=self.gpu.name)
 
     def _linear_time(self, tokens: int) -> float:
-        eff = EFFICIENCY[self.dtype]
-        # Quantized layer weights + 16-bit embedding/head; only the head's GEMM is computed.
-        read = self.shape.weight_bytes(self.dtype) / (self.gpu.bandwidth_Bps * eff.bandwidth)
-        matmul_params = self.shape.linear_params + self.shape.vocab * self.shape.hidden
-        compute = 2.0 * matmul_params * tokens / (self.gpu.dense_flops(self.dtype) * eff.compute)
-        return max(read, compute)
+        """Roofline of the linear layers: weight reads or matmul FLOPs, whichever is slower."""
+        return max(self._read_s, self._compute_s_per_token * tokens)
 
     def prefill_time(self, tokens: int, sum_sq_tokens: int) -> float:
-        s = self.shape
-        attn_flops = 2.0 * s.layers * s.heads * s.head_dim * sum_sq_tokens
-        attn = attn_flops / (self.gpu.bf16_flops * ATTENTION_COMPUTE_EFFICIENCY)
-        return PREFILL_BATCH_OVERHEAD_S + self._linear_time(tokens) + attn
+        return PREFILL_BATCH_OVERHEAD_S + self._linear_time(tokens) + self._attn_s_per_sq * sum_sq_tokens
 
     def decode_coeffs(self, batch: int) -> tuple[float, float]:
-        beta = self.shape.kv_bytes_per_token / (self.gpu.bandwidth_Bps * KV_BANDWIDTH_EFFICIENCY)
-        return DECODE_STEP_OVERHEAD_S + self._linear_time(batch), beta
+        return DECODE_STEP_OVERHEAD_S + self._linear_time(batch), self._beta
 
 
 # --------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ class VariantPlan:
     prefill_counts: dict[str, int]
     probes: list[Probe] = field(default_factory=list)
     goodput_rps: float | None = None
-    goodput_gpus: int | None = None
+    goodput_gpus: int | None = None  # GPUs of the layout goodput was measured on (the scenario's)
+    goodput_decode_gpus: int | None = None
 
     @property
     def decode_gpus(self) -> int:
@@ -190,6 +191,7 @@ def plan(sc: Scenario, attainment: float, variants: list[str] | None = None, siz
             prefill_gpus = sum(sc.counts(sc.prefill.workers).values())
             decode_gpus = v.workers if v.mode == "shared" else sum(sc.counts(v.workers).values())
             vp.goodput_gpus = prefill_gpus + decode_gpus
+            vp.goodput_decode_gpus = decode_gpus
         plans.append(vp)
     return plans
 
@@ -204,5 +206,6 @@ def plan_rows(sc: Scenario, plans: list[VariantPlan], profile: str | None) -> li
         "goodput_rps": p.goodput_rps,
         "goodput_gpus": p.goodput_gpus,
         "goodput_rps_per_gpu": p.goodput_rps / p.goodput_gpus if p.goodput_rps is not None else None,
+        "goodput_rps_per_decode_gpu": p.goodput_rps / p.goodput_decode_gpus if p.goodput_rps is not None else None,
         "profile": profile,
     } for p in plans]

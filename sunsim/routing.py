@@ -8,6 +8,7 @@ decode pools.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Protocol
 
 import numpy as np
@@ -16,11 +17,14 @@ POLICIES = ("round_robin", "least_loaded", "least_kv", "power_of_two")
 
 
 class Loaded(Protocol):
-    def load(self) -> int:
-        """Requests running or waiting on the worker."""
+    #: Requests running or waiting on the worker.
+    load: int
+    #: Tokens held or awaited (KV tokens for decode, queued prompt tokens for prefill).
+    kv_load: int
 
-    def kv_load(self) -> int:
-        """Tokens held or awaited (KV tokens for decode, queued prompt tokens for prefill)."""
+
+_by_load = attrgetter("load")
+_by_kv = attrgetter("kv_load", "load")
 
 
 class Router:
@@ -42,9 +46,9 @@ class Router:
             self._next[pool_id] = (i + 1) % n
             return pool[i]
         if self.policy == "least_loaded":
-            return min(pool, key=lambda w: w.load())  # first of the least loaded
+            return min(pool, key=_by_load)  # first of the least loaded
         if self.policy == "least_kv":
-            return min(pool, key=lambda w: (w.kv_load(), w.load()))
+            return min(pool, key=_by_kv)
         a, b = self._rng.choice(n, size=2, replace=False)
         wa, wb = pool[a], pool[b]
-        return wb if wb.load() < wa.load() else wa
+        return wb if wb.load < wa.load else wa
