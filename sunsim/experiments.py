@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import report
+from .report import RATE
 from .runner import run_scenario, write_run
 from .scenario import load_scenario
 from .sweep import Sweep, expand_points, load_sweep, run_sweep
@@ -65,36 +66,41 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline(sweeps: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Per skew: decode GPUs each design needs and goodput per GPU (from the plan sweep), TPOT
-    ratios (from the skew sweep, 4 models on Llama-3.1-8B). Returns the table and the extremes."""
-    plan = _ok(sweeps["plan-skew"]).pivot_table(index="workload.popularity.s", columns="variant",
-                                                values=["min_decode_gpus", "goodput_rps_per_gpu"])
+    """Per number of models and skew: decode GPUs each design needs and goodput per GPU (plan
+    sweep), TPOT ratios (skew sweep, Llama-3.1-8B shape). Returns the table and the extremes."""
+    plan = _ok(sweeps["plan-skew"]).copy()
+    if "model.tasks" not in plan.columns:
+        plan["model.tasks"] = 4
+    plan["model.tasks"] = plan["model.tasks"].astype(str)
+    index = ["model.tasks", "workload.popularity.s"]
+    need = plan.pivot_table(index=index, columns="variant", values=["min_decode_gpus", "goodput_rps_per_gpu"])
     skew = _ok(sweeps["skew"])
-    skew = skew[(skew["model.preset"] == "llama-3.1-8b") & (skew["model.tasks"].astype(str) == "4")]
-    tpot = skew.pivot_table(index="workload.popularity.s", columns="variant", values="tpot_mean_s")
+    skew = skew[skew["model.preset"] == "llama-3.1-8b"].copy()
+    skew["model.tasks"] = skew["model.tasks"].astype(str)
+    tpot = skew.pivot_table(index=index, columns="variant", values="tpot_mean_s")
     rows = []
-    for s in plan.index:
-        g = plan.loc[s]
-        row = {"zipf_s": s}
+    for key in need.index:
+        g = need.loc[key]
+        row = {"models": key[0], "zipf_s": key[1]}
         for v in ("dedicated", "sun", "qsun", "dedicated-int4"):
             row[f"decode_gpus_{v}"] = g[("min_decode_gpus", v)]
             row[f"goodput_per_gpu_{v}"] = g[("goodput_rps_per_gpu", v)]
         row["sun_decode_gpus_saved"] = 1 - row["decode_gpus_sun"] / row["decode_gpus_dedicated"]
         row["sun_throughput_per_gpu_x"] = row["goodput_per_gpu_sun"] / row["goodput_per_gpu_dedicated"]
         row["qsun_throughput_per_gpu_x"] = row["goodput_per_gpu_qsun"] / row["goodput_per_gpu_dedicated"]
-        if s in tpot.index:
-            t = tpot.loc[s]
+        if key in tpot.index:
+            t = tpot.loc[key]
             row["sun_tpot_vs_dedicated"] = t["sun"] / t["dedicated"] - 1
             row["qsun_tpot_speedup_over_sun"] = t["sun"] / t["qsun"] - 1
         rows.append(row)
     table = pd.DataFrame(rows)
+    nan = float("nan")
     extremes = {
         "throughput_x_max": float(table["sun_throughput_per_gpu_x"].max()),
         "gpus_saved_max": float(table["sun_decode_gpus_saved"].max()),
-        "tpot_diff_max": float(table["sun_tpot_vs_dedicated"].abs().max()) if "sun_tpot_vs_dedicated" in table else
-        float("nan"),
-        "qsun_speedup_mean": float(table["qsun_tpot_speedup_over_sun"].mean()) if "qsun_tpot_speedup_over_sun" in
-        table else float("nan"),
+        "tpot_diff_max": float(table["sun_tpot_vs_dedicated"].abs().max()) if "sun_tpot_vs_dedicated" in table else nan,
+        "qsun_speedup_mean": float(table["qsun_tpot_speedup_over_sun"].mean())
+        if "qsun_tpot_speedup_over_sun" in table else nan,
     }
     return table, extremes
 
@@ -118,12 +124,15 @@ def _figures(outputs: Outputs, fig_dir: Path) -> dict[str, str]:
                                 title="TPOT p90 vs skew, 2/4/8 task models")
     figs["tpot_vs_skew_by_models"] = "TPOT p90 vs skew for 2, 4 and 8 task models (Llama-3.1-8B)"
     report.plot_decode_gpus_vs_param(sw["plan-skew"], out_base=fig_dir / "decode_gpus_vs_skew")
-    figs["decode_gpus_vs_skew"] = "Decode GPUs needed to meet the SLO at 240 req/s vs skew (from `sunsim plan`)"
+    figs["decode_gpus_vs_skew"] = "Decode GPUs needed to meet the SLO at 240 req/s vs skew, 4 and 8 models"
     report.plot_metric_vs_param(sw["plan-skew"], "workload.popularity.s", "goodput_rps_per_gpu",
                                 fig_dir / "goodput_per_gpu_vs_skew", title="Goodput per GPU vs skew (32-GPU fleet)")
     figs["goodput_per_gpu_vs_skew"] = "Goodput (req/s meeting the SLO for 90% of requests) per GPU vs skew"
     report.plot_slo_vs_rate(sw["load"], fig_dir / "slo_vs_rate", target=0.9)
     figs["slo_vs_rate"] = "SLO attainment vs request rate, short (100) and long (400 token) outputs, Zipf 1.0"
+    report.plot_metric_vs_param(sw["load"], RATE, "tokens_per_s_per_decode_gpu", fig_dir / "throughput_vs_rate",
+                                title="Throughput per decode GPU vs request rate")
+    figs["throughput_vs_rate"] = "Output tokens/s per decode GPU vs request rate, short and long outputs"
     report.plot_latency_cdfs(outputs.runs["paper"], fig_dir / "latency_cdfs")
     figs["latency_cdfs"] = "TTFT and TPOT distributions of the base experiment (240 req/s, Zipf 1.0)"
     shift = report.load_run(outputs.runs["shift"])
@@ -154,20 +163,20 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
         f"Profile for every figure and table: **{profile}**. No measured GPU profile has been committed yet; the",
         "calibration command in `calibration/README.md` makes one, and `--set hardware.profile=PATH` uses it.", "",
         "## Headline", "",
-        "4 task models on the Llama-3.1-8B shape, H100s, 240 req/s Poisson, prompts ~1024 and outputs ~200 tokens,",
+        "4 or 8 task models on the Llama-3.1-8B shape, H100s, 240 req/s Poisson, prompts ~1024 and outputs ~200 tokens,",
         "SLO TTFT <= 1 s and TPOT <= 40 ms for 90% of requests. Dedicated decode pools are sized to each model's",
         "traffic share (at least one GPU each), the strong form of the baseline. Decode GPUs needed come from",
         "`sunsim plan` at 240 req/s; goodput (the highest rate with 90% of requests in SLO) is measured on the",
         "8-decode-GPU fleet with 24 prefill GPUs sized to popularity, so that decode, not prefill, limits it.", "",
-        "| Zipf s | decode GPUs needed: dedicated / SUN / QSUN / dedicated-int4 | SUN saves | goodput per GPU "
+        "| models | Zipf s | decode GPUs needed: dedicated / SUN / QSUN / dedicated-int4 | SUN saves | goodput per GPU "
         "(req/s): dedicated / SUN / QSUN | SUN x | SUN TPOT vs dedicated | QSUN TPOT speed-up over SUN |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
     for r in table.to_dict("records"):
         gpus = " / ".join(f"{r[f'decode_gpus_{v}']:.0f}" for v in ("dedicated", "sun", "qsun", "dedicated-int4"))
         goodput = " / ".join(f"{r[f'goodput_per_gpu_{v}']:.2f}" for v in ("dedicated", "sun", "qsun"))
-        lines.append(f"| {r['zipf_s']:g} | {gpus} | {r['sun_decode_gpus_saved']:.0%} | {goodput} | "
+        lines.append(f"| {r['models']} | {r['zipf_s']:g} | {gpus} | {r['sun_decode_gpus_saved']:.0%} | {goodput} | "
                      f"{r['sun_throughput_per_gpu_x']:.2f}x | {_pct(r.get('sun_tpot_vs_dedicated', nan))} | "
                      f"{_pct(r.get('qsun_tpot_speedup_over_sun', nan))} |")
     lines += [
