@@ -114,17 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions() -> list[Callable]:
-    """Subcommands living in other modules (sweeps, planning, reports, calibration)."""
-    regs: list[Callable] = []
-    for mod in ("sunsim.sweep_cli", "sunsim.plan_cli", "sunsim.report_cli", "calibration.commands"):
-        try:
-            module = __import__(mod, fromlist=["register"])
-        except ImportError as exc:
-            if exc.name and exc.name.startswith(mod.split(".")[0]) and exc.name == mod:
-                continue  # not part of this install
-            raise
-        regs.append(module.register)
-    return regs
+    """Subcommands living in their own modules (sweeps, planning, reports, calibration)."""
+    from calibration import commands as calibration_commands
+
+    from . import plan_cli, report_cli, sweep_cli
+
+    return [sweep_cli.register, plan_cli.register, report_cli.register, calibration_commands.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,7 +142,6 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     decode_workers: list[DecodeWorker] = []
     pool_of: list[str] = []
     pools: list[list[DecodeWorker]] = []
-    timelines = keep_timeline
 
     def start_transfer(rid: int, worker: DecodeWorker) -> None:
         link.transfer(int(prompt[rid]) + 1, int(rec.prefill_worker[rid]), worker.wid,
@@ -153,7 +152,7 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         for _ in range(count):
             w = DecodeWorker(env, len(decode_workers), plan.decode_cost, plan.kv_capacity, sc.decode.block_tokens,
                              plan.max_batch, prompt, output, rec, start_transfer,
-                             timeline=[] if timelines else None, on_finished=count_finished)
+                             timeline=[] if keep_timeline else None, on_finished=count_finished)
             decode_workers.append(w)
             pool_of.append(pool_name)
             pool.append(w)
