@@ -19,6 +19,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def set_cpu_threads(device: torch.device, threads: int | None) -> int | None:
+    """Pin torch's CPU thread count (default 1, see ``Request.threads``); ``None`` on a GPU."""
+    if device.type != "cpu":
+        return None
+    torch.set_num_threads(threads or 1)
+    return torch.get_num_threads()
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -6,7 +6,7 @@ The GPU grids cover what the simulator asks for (decode batches 1..512, contexts
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import CalibrationError
 
@@ -93,3 +93,15 @@ def preset_grid(device_type: str, name: str) -> Grid:
         stack_decode=((b[0], c[0]), (b[len(b) // 2], c[len(c) // 2]), (b[-1], c[0])),
         stack_prefill=(pre[0], pre[len(pre) // 2]), name=name,
     )
+
+
+def trim_prefill(grid: Grid, max_tokens: int | None) -> Grid:
+    """Drop prefill points above ``max_tokens`` prompt tokens (slow low-bit prefill on a CPU)."""
+    if max_tokens is None:
+        return grid
+    keep = tuple(p for p in grid.prefill_points if p[0] * p[1] <= max_tokens)
+    if not keep:
+        raise CalibrationError(f"max_prefill_tokens: {max_tokens} leaves no prefill point (smallest: "
+                               f"{min(n * s for n, s in grid.prefill_points)})")
+    stack = tuple(p for p in grid.stack_prefill if p in keep) or (keep[0],)
+    return replace(grid, prefill_points=keep, stack_prefill=stack)

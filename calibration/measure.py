@@ -2,7 +2,7 @@
 
 Kinds of rows:
 
-* ``gemm``: the four projections of one layer on ``tokens`` rows (the GEMM efficiency curve);
+* ``gemm``: the four projections of one layer on ``batch`` rows (the GEMM efficiency curve);
 * ``decode_layer`` / ``decode_mixed``: one layer's decode step, uniform or mixed KV lengths;
 * ``prefill_layer``: one layer's prefill of ``batch`` prompts of ``seqlen`` tokens;
 * ``head_decode`` / ``head_prefill``: embedding, final norm, 16-bit LM head and argmax;
@@ -67,75 +67,93 @@ def grid_points(grid: Grid, dtype: str, layers: int) -> list[Point]:
 
 
 class Runner:
-    """Builds the model for one weight format and times its points; the KV cache is shared by all formats."""
+    """Builds the model for one weight format and times its points; KV caches are shared by all formats.
 
-    def __init__(self, shape: ModelShape, grid: Grid, layers: int, timer: Timer, backend: str) -> None:
+    A layer is timed as one pass through ``rotate`` distinct layers (each with its own KV cache)
+    divided by ``rotate``: in a real model a layer's weights and KV have been evicted by the other
+    layers when it runs again, and on a CPU whose last-level cache holds a small model's layer,
+    timing one layer in a loop would be too fast. On a GPU (L2 tens of MB, an 8B layer 400+ MB)
+    ``rotate`` = 1 suffices.
+    """
+
+    def __init__(self, shape: ModelShape, grid: Grid, layers: int, timer: Timer, backend: str,
+                 rotate: int | None = None) -> None:
         self.shape, self.grid, self.layers, self.timer, self.backend = shape, grid, layers, timer, backend
         self.device = timer.cfg.device
+        self.rotate = rotate or (layers if self.device.type == "cpu" else 1)
         self.max_pos = max(grid.max_context, grid.max_seq) + 2
-        self._cache: KVCache | None = None
-        self._stack_caches: list[KVCache] = []
+        self._caches: list[KVCache] = []
 
-    def cache(self) -> KVCache:
-        """Layer-0 cache big enough for every decode point (allocated once, 16-bit in every format)."""
-        if self._cache is None:
-            s = self.shape
-            self._cache = KVCache(self.grid.decode_batches[-1], self.grid.max_context + 1, s.kv_heads, s.head_dim,
-                                  self.device, self.backend)
-        return self._cache
-
-    def stack_caches(self) -> list[KVCache]:
-        if not self._stack_caches and self.grid.stack_decode:
-            s = self.shape
-            slots = max(b for b, _ in self.grid.stack_decode)
-            ctx = max(c for _, c in self.grid.stack_decode) + 1
-            self._stack_caches = [self.cache()] + [KVCache(slots, ctx, s.kv_heads, s.head_dim, self.device,
-                                                           self.backend) for _ in range(self.layers - 1)]
-        return self._stack_caches
+    def caches(self) -> list[KVCache]:
+        """One cache per instantiated layer: the rotated ones fit every grid point, the rest the stack points."""
+        if not self._caches:
+            s, g = self.shape, self.grid
+            big = (g.decode_batches[-1], g.max_context + 1)
+            small = (max((b for b, _ in g.stack_decode), default=1), max((c for _, c in g.stack_decode), default=1) + 1)
+            self._caches = [KVCache(*(big if i < self.rotate else small), s.kv_heads, s.head_dim, self.device,
+                                    self.backend) for i in range(self.layers)]
+        return self._caches
 
     def build(self, dtype: str) -> Stack:
         return Stack(self.shape, dtype, self.layers, self.device, self.max_pos)
 
-    def job(self, stack: Stack, p: Point) -> tuple[Callable[[], object], bool]:
-        """The callable to time for a point, and whether it may be replayed from a CUDA graph."""
+    def job(self, stack: Stack, p: Point) -> tuple[Callable[[], object], bool, int]:
+        """The callable to time for a point, whether a CUDA graph may replay it, and how many layers it runs."""
         s, dev = self.shape, self.device
-        layer = stack.layers[0]
+        rot = stack.layers[:self.rotate]
         bf = torch.bfloat16
         if p.kind == "gemm":
             x = torch.randn(p.batch, s.hidden, dtype=bf, device=dev)
             a = torch.randn(p.batch, s.heads * s.head_dim, dtype=bf, device=dev)
             h = torch.randn(p.batch, s.intermediate, dtype=bf, device=dev)
-            return (lambda: layer.gemms(x, a, h)), True
+            return (lambda: [lay.gemms(x, a, h) for lay in rot]), True, len(rot)
         if p.kind == "head_decode":
             t = torch.randint(0, s.vocab, (p.batch,), device=dev)
-            return (lambda: stack.io.decode_part(t)), True
+            return (lambda: stack.io.decode_part(t)), True, 1
         if p.kind == "head_prefill":
             t = torch.randint(0, s.vocab, (p.batch, p.seqlen), device=dev)
-            return (lambda: stack.io.prefill_part(t)), False
+            return (lambda: stack.io.prefill_part(t)), False, 1
         if p.kind in ("decode_layer", "decode_mixed"):
             held = list(p.lengths) or [p.seqlen] * p.batch
             step = DecodeBatch(list(range(p.batch)), held, dev)
             x = torch.randn(p.batch, s.hidden, dtype=bf, device=dev)
-            cache = self.cache()
-            return (lambda: layer.decode(x, stack.rope, cache, step)), True
+            caches = self.caches()
+
+            def run_decode() -> torch.Tensor:
+                y = x
+                for lay, cache in zip(rot, caches):
+                    y = lay.decode(y, stack.rope, cache, step)
+                return y
+
+            return run_decode, True, len(rot)
         if p.kind == "prefill_layer":
             x = torch.randn(p.batch, p.seqlen, s.hidden, dtype=bf, device=dev)
-            return (lambda: layer.prefill(x, stack.rope)), False
+
+            def run_prefill() -> torch.Tensor:
+                y = x
+                for lay in rot:
+                    y = lay.prefill(y, stack.rope)
+                return y
+
+            return run_prefill, False, len(rot)
         if p.kind == "decode_stack":
             step = DecodeBatch(list(range(p.batch)), [p.seqlen] * p.batch, dev)
             t = torch.randint(0, s.vocab, (p.batch,), device=dev)
-            caches = self.stack_caches()
-            return (lambda: stack.decode(t, caches, step)), True
+            caches = self.caches()
+            return (lambda: stack.decode(t, caches, step)), True, 1
         if p.kind == "prefill_stack":
             t = torch.randint(0, s.vocab, (p.batch, p.seqlen), device=dev)
-            return (lambda: stack.prefill(t)), False
+            return (lambda: stack.prefill(t)), False, 1
         raise ValueError(f"unknown point kind {p.kind!r}")
 
     def time_point(self, stack: Stack, p: Point) -> dict:
         row = p.row()
         try:
-            fn, graphable = self.job(stack, p)
-            row.update(self.timer.measure(fn, graph=graphable).as_row(), status="ok", note="")
+            fn, graphable, per = self.job(stack, p)
+            stats = self.timer.measure(fn, graph=graphable).as_row()
+            for k in ("time_s", "median_s", "q25_s", "p10_s", "p90_s", "min_s", "max_s"):
+                stats[k] /= per
+            row.update(stats, status="ok", note=f"mean over {per} layers" if per > 1 else "")
         except Exception as exc:  # noqa: BLE001 - OOM is recorded and skipped, anything else re-raised
             if not is_oom(exc):
                 raise

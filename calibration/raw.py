@@ -12,10 +12,10 @@ from pathlib import Path
 from .atomic import write_text_atomic
 
 KEY = ("kind", "dtype", "batch", "seqlen", "lengths", "layers")
-COLUMNS = (*KEY, "tokens", "kv_tokens", "sum_sq", "median_s", "p10_s", "p90_s", "min_s", "max_s", "repeats",
+COLUMNS = (*KEY, "tokens", "kv_tokens", "sum_sq", "time_s", "median_s", "q25_s", "p10_s", "p90_s", "min_s", "max_s", "repeats",
            "calls_per_sample", "status", "note")
 _INTS = ("batch", "seqlen", "layers", "tokens", "kv_tokens", "sum_sq", "repeats", "calls_per_sample")
-_FLOATS = ("median_s", "p10_s", "p90_s", "min_s", "max_s")
+_FLOATS = ("time_s", "median_s", "q25_s", "p10_s", "p90_s", "min_s", "max_s")
 
 
 def row_key(row: dict) -> tuple:

@@ -1,8 +1,10 @@
 """Timing one kernel call: warm-up, repeats, median and spread; CUDA events and graphs on a GPU.
 
-A single call of a small kernel on a CPU lasts tens of microseconds, below the clock's noise
-floor, so each sample runs the call enough times to last at least ``min_sample_s`` and reports
-the per-call mean; the statistic over samples is the median (robust to a busy neighbour).
+Each sample is one call, as a serving loop makes it (back-to-back calls of a small kernel run
+faster from warm caches than a real step does). Fast points get extra samples, up to
+``point_budget_s`` of timing per point, and the statistic is the median, robust to a busy
+neighbour on a shared machine. ``min_sample_s`` > 0 instead averages that many seconds of
+back-to-back calls per sample, for sub-microsecond clocks where a single call is too short.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import torch
 
 @dataclass(frozen=True)
 class Stats:
+    time_s: float  # the statistic the fit uses (see TimingConfig.statistic)
     median_s: float
+    q25_s: float
     p10_s: float
     p90_s: float
     min_s: float
@@ -26,14 +30,15 @@ class Stats:
     calls_per_sample: int
 
     def as_row(self) -> dict:
-        return {"median_s": self.median_s, "p10_s": self.p10_s, "p90_s": self.p90_s, "min_s": self.min_s,
+        return {"time_s": self.time_s, "median_s": self.median_s, "q25_s": self.q25_s, "p10_s": self.p10_s, "p90_s": self.p90_s, "min_s": self.min_s,
                 "max_s": self.max_s, "repeats": self.repeats, "calls_per_sample": self.calls_per_sample}
 
 
-def summarize(samples: list[float], calls: int = 1) -> Stats:
+def summarize(samples: list[float], calls: int = 1, statistic: str = "median") -> Stats:
     s = sorted(samples)
-    q = statistics.quantiles(s, n=10, method="inclusive") if len(s) > 1 else [s[0]] * 9
-    return Stats(statistics.median(s), q[0], q[-1], s[0], s[-1], len(s), calls)
+    q = statistics.quantiles(s, n=20, method="inclusive") if len(s) > 1 else [s[0]] * 19
+    med = statistics.median(s)
+    return Stats(q[4] if statistic == "q25" else med, med, q[4], q[1], q[-2], s[0], s[-1], len(s), calls)
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,14 @@ class TimingConfig:
     device: torch.device
     warmup: int = 2
     repeats: int = 5
-    min_sample_s: float = 2e-3
+    min_sample_s: float = 0.0
+    point_budget_s: float = 0.3
+    max_repeats: int = 60
     graphs: bool = True  # CUDA only: replay decode steps from a CUDA graph
+    #: "median" (GPU), or "q25" (CPU): on a shared CPU, interference from other processes only
+    #: ever adds time and arrives in bursts that can cover half the samples of a point, so the
+    #: lower quartile estimates the undisturbed time far more stably than the median.
+    statistic: str = "median"
 
 
 class Timer:
@@ -79,8 +90,10 @@ class Timer:
             self.sync()
             first = self.once(fn)
             calls = max(1, min(1000, int(self.cfg.min_sample_s / max(first, 1e-7))))
-            samples = [self._sample(fn, calls) for _ in range(self.cfg.repeats)]
-        return summarize(samples, calls)
+            extra = int(self.cfg.point_budget_s / max(first * calls, 1e-7))
+            repeats = max(self.cfg.repeats, min(self.cfg.max_repeats, extra))
+            samples = [self._sample(fn, calls) for _ in range(repeats)]
+        return summarize(samples, calls, self.cfg.statistic)
 
     def _sample(self, fn: Callable[[], object], calls: int) -> float:
         if self.cuda:

@@ -1,0 +1,207 @@
+"""``sunsim calibrate``: time the kernels of one model shape and write a fitted sunsim profile.
+
+Output directory layout::
+
+    timings.csv     raw timings, one row per grid point (resume log)
+    metadata.json   device facts, kernels, grid, skipped formats and points
+    profile.json    sunsim-profile/1: fitted tables, fit errors, device figures
+    fit.png         measured vs fitted
+
+Every file is written atomically; inputs are checked before anything is created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sunsim.architecture import ModelShape
+from sunsim.costmodel import PROFILE_FORMAT
+
+from .atomic import write_json_atomic
+from .errors import CalibrationError
+from .formats import check_format
+from .grid import Grid, preset_grid, trim_prefill
+
+CSV, METADATA, PROFILE, PLOT = "timings.csv", "metadata.json", "profile.json", "fit.png"
+
+
+@dataclass
+class Request:
+    shape: ModelShape
+    dtypes: list[str]
+    device: str = "cpu"
+    out: Path = Path("calibration/profiles/default")
+    layers: int | None = None
+    grid: Grid | str = "quick"
+    repeats: int = 5
+    warmup: int = 2
+    min_sample_s: float = 0.0
+    graphs: bool = True
+    max_prefill_tokens: int | None = None
+    #: CPU threads; 1 by default so a neighbour's process on a small shared machine cannot stall
+    #: a parallel region (a 2-thread kernel waits whole scheduler ticks for a preempted worker).
+    threads: int | None = None
+    name: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _check_out(out: Path, shape: ModelShape, device_type: str) -> None:
+    """Refuse an output path we cannot write, or one holding another model's or device's profile."""
+    if out.exists() and not out.is_dir():
+        raise CalibrationError(f"out: {str(out)!r} exists and is not a directory")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise CalibrationError(f"out: cannot write to {str(out)!r} ({str(probe)!r} is not writable)")
+    meta = out / METADATA
+    if meta.exists():
+        try:
+            old = json.loads(meta.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CalibrationError(f"out: {str(meta)!r} is corrupt ({exc}); remove it to start afresh") from None
+        if old.get("model") != shape.as_dict() or old.get("device", {}).get("type") != device_type:
+            raise CalibrationError(
+                f"out: {str(out)!r} holds timings of model {old.get('model', {}).get('name')!r} on "
+                f"{old.get('device', {}).get('type')!r}; choose another --out to calibrate {shape.name!r}")
+
+
+def check_request(req: Request) -> tuple[list[str], int]:
+    """Validate everything that does not need torch; returns the formats and the layer count to build."""
+    if not req.dtypes:
+        raise CalibrationError("dtypes: give at least one weight format")
+    dtypes = [check_format(d) for d in dict.fromkeys(req.dtypes)]
+    device_type = "cuda" if req.device.startswith("cuda") else req.device
+    if device_type not in ("cpu", "cuda"):
+        raise CalibrationError(f"device: must be 'cpu' or 'cuda', got {req.device!r}")
+    layers = req.layers if req.layers is not None else min(req.shape.layers, 2 if device_type == "cpu" else 4)
+    if not 1 <= layers <= req.shape.layers:
+        raise CalibrationError(f"layers: must be between 1 and the model's {req.shape.layers}, got {req.layers}")
+    if req.threads is not None and req.threads < 1:
+        raise CalibrationError(f"threads: must be at least 1, got {req.threads}")
+    if req.repeats < 1:
+        raise CalibrationError(f"repeats: must be at least 1, got {req.repeats}")
+    if isinstance(req.grid, str):
+        trim_prefill(preset_grid(device_type, req.grid), req.max_prefill_tokens)
+    _check_out(Path(req.out), req.shape, device_type)
+    return dtypes, layers
+
+
+class RichProgress:
+    """A rich progress bar fed by the grid runner."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), transient=False)
+        self.task = None
+
+    def start(self, total: int) -> None:
+        self.bar.start()
+        self.task = self.bar.add_task("calibrating", total=total)
+
+    def advance(self, label: str) -> None:
+        self.bar.update(self.task, advance=1, description=label)
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def calibrate(req: Request, progress: bool = True) -> dict:
+    """Measure, fit and write the profile; returns it. Resumes from an existing ``timings.csv``."""
+    dtypes, layers = check_request(req)
+    import torch
+
+    from .device import device_facts, resolve_device, set_cpu_threads
+    from .fit import device_figures, fit_dtype
+    from .formats import unsupported_reason
+    from .kvcache import pick_backend
+    from .measure import Runner, run_grid
+    from .plot import plot_fit
+    from .raw import read_rows
+    from .timing import Timer, TimingConfig
+
+    device = resolve_device(req.device)
+    threads = set_cpu_threads(device, req.threads)
+    skipped = {d: r for d in dtypes if (r := unsupported_reason(d, device))}
+    runnable = [d for d in dtypes if d not in skipped]
+    if not runnable:
+        raise CalibrationError("dtypes: none of the requested formats runs on this device: "
+                               + "; ".join(f"{d}: {r}" for d, r in skipped.items()))
+    out = Path(req.out)
+    grid = req.grid if isinstance(req.grid, Grid) else preset_grid(device.type, req.grid)
+    grid = trim_prefill(grid, req.max_prefill_tokens)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    bar = RichProgress() if progress else None
+    try:
+        if not (out / METADATA).exists():  # marks the directory's model/device for a resumed run
+            write_json_atomic(out / METADATA, {"model": req.shape.as_dict(), "device": {"type": device.type},
+                                               "complete": False})
+        torch.manual_seed(0)
+        s = req.shape
+        backend = pick_backend(device, s.kv_heads, s.head_dim, s.heads)
+        timer = Timer(TimingConfig(device=device, warmup=req.warmup, repeats=req.repeats,
+                                   min_sample_s=req.min_sample_s, graphs=req.graphs,
+                                   statistic="q25" if device.type == "cpu" else "median"))
+        runner = Runner(s, grid, layers, timer, backend)
+        facts = device_facts(device)
+        started = time.time()
+        rows = run_grid(runner, runnable, out / CSV, bar)
+    except BaseException:
+        if created and not (out / CSV).exists():  # nothing measured: leave no trace
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.stop()
+
+    kernels, weight_bytes = {}, {}
+    for d in runnable:  # one small layer per format to record its kernel names and weight bytes
+        from .model import DecoderLayer
+
+        layer = DecoderLayer(s, d, device, torch.Generator(device=device).manual_seed(0))
+        kernels[d] = sorted({m.kernel for m in (layer.qkv, layer.o, layer.gate_up, layer.down)})
+        weight_bytes[d] = layer.weight_bytes
+        del layer
+    rows = read_rows(out / CSV)
+    fitted = {d: fit_dtype(rows, s, d, layers) for d in runnable}
+    for d in runnable:
+        fitted[d]["layer_weight_bytes"] = weight_bytes[d]
+    name = req.name or out.name
+    metadata = {
+        "name": name, "model": s.as_dict(), "device": facts, "dtypes": runnable, "skipped_dtypes": skipped,
+        "kernels": kernels, "layer_weight_bytes": weight_bytes, "activation_dtype": "bfloat16",
+        "kv_cache_dtype": "bfloat16", "attention_backend": backend, "layers_timed": layers, "cpu_threads": threads,
+        "timing": {"method": "cuda events" if device.type == "cuda" else "wall clock (perf_counter)",
+                   "warmup": req.warmup, "repeats": req.repeats,
+                   "statistic": timer.cfg.statistic, "spread": "p10/p90, min/max", "min_sample_s": req.min_sample_s,
+                   "cuda_graphs": bool(device.type == "cuda" and req.graphs)},
+        "grid": {"name": grid.name, **{k: v for k, v in asdict(grid).items() if k != "name"}},
+        "skipped_points": [{k: r[k] for k in ("kind", "dtype", "batch", "seqlen", "status", "note")}
+                           for r in rows if r["status"] != "ok"],
+        "measured_s": round(time.time() - started, 1), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **req.extra,
+    }
+    profile = {
+        "format": PROFILE_FORMAT, "name": name,
+        "device": {k: facts.get(k) for k in ("name", "type", "memory_bytes", "compute_capability", "torch", "cuda")},
+        "model": s.as_dict(), "layers_timed": layers, "attention_backend": backend, "activation_dtype": "bfloat16",
+        "cpu_threads": threads,
+        "dtypes": fitted, "skipped_dtypes": skipped,
+        "calibrated_range": {"decode_batch": [grid.decode_batches[0], grid.decode_batches[-1]],
+                             "decode_context": [grid.decode_contexts[0], grid.decode_contexts[-1]],
+                             "prefill_tokens": [grid.prefill_tokens[0], grid.prefill_tokens[-1]]},
+        "device_figures": device_figures(rows, s, fitted, weight_bytes,
+                                         {k: facts.get(k) for k in ("d2d_Bps", "h2d_Bps")}),
+    }
+    write_json_atomic(out / METADATA, metadata)
+    plot_fit(out / PLOT, rows, s, fitted)
+    write_json_atomic(out / PROFILE, profile)
+    return profile
