@@ -78,6 +78,7 @@ def headline(sweeps: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, f
     skew = skew[skew["model.preset"] == "llama-3.1-8b"].copy()
     skew["model.tasks"] = skew["model.tasks"].astype(str)
     tpot = skew.pivot_table(index=index, columns="variant", values="tpot_mean_s")
+    met = skew.pivot_table(index=index, columns="variant", values="slo_attainment")
     rows = []
     for key in need.index:
         g = need.loc[key]
@@ -91,6 +92,8 @@ def headline(sweeps: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, f
         if key in tpot.index:
             t = tpot.loc[key]
             row["sun_tpot_vs_dedicated"] = t["sun"] / t["dedicated"] - 1
+            # TPOT is compared where both designs serve the load within the SLO.
+            row["both_meet_slo"] = bool(min(met.loc[key, "sun"], met.loc[key, "dedicated"]) >= 0.9)
             row["qsun_tpot_speedup_over_sun"] = t["sun"] / t["qsun"] - 1
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -98,7 +101,10 @@ def headline(sweeps: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, f
     extremes = {
         "throughput_x_max": float(table["sun_throughput_per_gpu_x"].max()),
         "gpus_saved_max": float(table["sun_decode_gpus_saved"].max()),
-        "tpot_diff_max": float(table["sun_tpot_vs_dedicated"].abs().max()) if "sun_tpot_vs_dedicated" in table else nan,
+        "tpot_diff_min": float(table.loc[table["both_meet_slo"].fillna(False).astype(bool),
+                                         "sun_tpot_vs_dedicated"].min()) if "both_meet_slo" in table else nan,
+        "tpot_diff_max": float(table.loc[table["both_meet_slo"].fillna(False).astype(bool),
+                                         "sun_tpot_vs_dedicated"].max()) if "both_meet_slo" in table else nan,
         "qsun_speedup_mean": float(table["qsun_tpot_speedup_over_sun"].mean())
         if "qsun_tpot_speedup_over_sun" in table else nan,
     }
@@ -159,7 +165,8 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
     figs = _figures(outputs, out / "figures")
     lines = [
         "# sunsim experiments", "",
-        "Regenerate everything here with one command: `sunsim experiments` (about 10 minutes on 2 cores).",
+        "Regenerate everything here with one command: `sunsim experiments` (about 15 minutes on 2 cores;",
+        "`sunsim experiments --report-only` redraws figures, tables and this page from the tables already here).",
         f"Profile for every figure and table: **{profile}**. No measured GPU profile has been committed yet; the",
         "calibration command in `calibration/README.md` makes one, and `--set hardware.profile=PATH` uses it.", "",
         "## Headline", "",
@@ -176,24 +183,38 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
     for r in table.to_dict("records"):
         gpus = " / ".join(f"{r[f'decode_gpus_{v}']:.0f}" for v in ("dedicated", "sun", "qsun", "dedicated-int4"))
         goodput = " / ".join(f"{r[f'goodput_per_gpu_{v}']:.2f}" for v in ("dedicated", "sun", "qsun"))
+        tpot = _pct(r.get("sun_tpot_vs_dedicated", nan))
+        if r.get("both_meet_slo") is False:
+            tpot += " (dedicated misses the SLO)"
         lines.append(f"| {r['models']} | {r['zipf_s']:g} | {gpus} | {r['sun_decode_gpus_saved']:.0%} | {goodput} | "
-                     f"{r['sun_throughput_per_gpu_x']:.2f}x | {_pct(r.get('sun_tpot_vs_dedicated', nan))} | "
+                     f"{r['sun_throughput_per_gpu_x']:.2f}x | {tpot} | "
                      f"{_pct(r.get('qsun_tpot_speedup_over_sun', nan))} |")
     lines += [
         "", "Against the paper's claims:", "",
         "| claim (paper) | sunsim (this profile) |", "|---|---|",
         f"| up to 2.0x throughput per GPU | up to {ext['throughput_x_max']:.2f}x goodput per GPU (SUN vs dedicated) |",
-        f"| TPOT within 5% | SUN's mean TPOT differs from dedicated by at most {ext['tpot_diff_max']:.0%} at 240 req/s |",
+        f"| TPOT within 5% | where both meet the SLO at 240 req/s, SUN's mean TPOT differs from dedicated's by "
+        f"{_pct(ext['tpot_diff_min'])} to {_pct(ext['tpot_diff_max'])} |",
         f"| up to 50% fewer decode GPUs | up to {ext['gpus_saved_max']:.0%} fewer decode GPUs |",
         f"| QSUN about 45% faster decode | QSUN's TPOT {ext['qsun_speedup_mean']:.0%} faster than SUN (mean over skews) |",
         "",
-        "Where and why they differ: the gains come from pooling, so they grow with skew and vanish with uniform",
-        "popularity, where a shared pool and per-model pools are the same machine. Because the baseline here sizes",
-        "its pools to traffic, it is stronger than an even split, and sharing then wins mostly through statistical",
-        "multiplexing and the one-GPU-per-model floor of cold models. The TPOT of SUN at equal load is close to",
-        "dedicated's when both meet the SLO (the same step times; differences are batch composition). QSUN's",
-        "speed-up is the roofline's int4 figure (weights about a third of bf16's bytes, lower kernel efficiency):",
-        "a measured profile replaces it with what real kernels give on your GPU.", "",
+        "Where and why they differ:", "",
+        "- **Pooling is the whole gain**, so it grows with skew and with the number of task models per decode GPU,",
+        "  and vanishes for 4 models with uniform popularity, where one shared pool and per-model pools are the",
+        "  same machine (1.00x). Every dedicated pool needs at least one GPU: with 8 models on 8 decode GPUs each",
+        "  model gets exactly one, the hot model's GPU saturates and the cold ones idle, which is why the 8-model",
+        "  rows go past the paper's 2.0x. With more GPUs per model that floor weighs less and the gap narrows",
+        "  towards the 4-model rows (1.0-1.5x), the range of the paper's figure.",
+        "- **Dedicated pools here are sized to traffic** (a popularity split), a stronger baseline than an even",
+        "  split; the decode GPUs it needs still exceed SUN's because whole GPUs cannot follow fractional shares.",
+        "- **TPOT**: where both designs meet the SLO, SUN's TPOT is the same or lower: the same step times, and",
+        "  load spread evenly rather than concentrated on the hot model's GPUs.",
+        "- **QSUN** runs the roofline's int4 figure: weight reads shrink about 3.6x and the step becomes KV- and",
+        "  overhead-bound, hence about 2x faster TPOT rather than the paper's 45% (real AWQ kernels at serving batch",
+        "  sizes reach less). The CPU-measured profile in `calibration/` shows how strongly real kernels decide this",
+        "  (int4 3.1x faster than bf16 at batch 1, slower from batch 16); a measured H100 profile replaces the",
+        "  analytic figure (`--set hardware.profile=PATH`). QSUN needs no fewer decode GPUs than SUN at this load:",
+        "  the plan is limited by KV memory and TTFT as much as by step time.", "",
     ]
     for stem, caption in figs.items():
         lines += [f"![{caption}](figures/{stem}.png)", "", f"*{caption}; profile {profile}.* "
@@ -227,10 +248,26 @@ def _runs_table(runs: dict[str, Path]) -> str:
     return "\n".join(rows)
 
 
+def load_outputs(out: Path) -> Outputs:
+    """The outputs of an earlier ``run_all`` into ``out``."""
+    missing = [str(out / n) for n in RUNS if not (out / n / "comparison.csv").exists()]
+    missing += [str(out / "sweeps" / f"{n}.csv") for n in SWEEPS if not (out / "sweeps" / f"{n}.csv").exists()]
+    if missing:
+        raise ValueError(f"--report-only: no experiment results at {', '.join(missing)}; run `sunsim experiments`")
+    return Outputs({n: out / n for n in RUNS}, {n: pd.read_csv(out / "sweeps" / f"{n}.csv") for n in SWEEPS})
+
+
 def regenerate(out: Path, quick: bool = False, workers: int | None = None,
-               say: Callable[[str], None] = print) -> Path:
+               say: Callable[[str], None] = print, report_only: bool = False) -> Path:
     """Everything: experiments, README with headline and figures, full report."""
     out.mkdir(parents=True, exist_ok=True)
+    if report_only:
+        outputs = load_outputs(out)
+        profile = str(outputs.sweeps["skew"]["profile"].dropna().iloc[0])
+        say("figures and README")
+        write_readme(outputs, out, profile)
+        report.write_report(out, out / "report")
+        return out / "README.md"
     stage = Path(tempfile.mkdtemp(prefix=".experiments-", dir=out))
     try:
         outputs = run_all(stage, quick, workers, say)

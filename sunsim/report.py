@@ -196,44 +196,92 @@ def _short(v) -> str:
     return f"{v:g}" if isinstance(v, (int, float, np.number)) else str(v)
 
 
+#: More lines than this in one axes and a sweep's other parameters get a panel each.
+MAX_LINES = 8
+
+
+def _combo_key(df: pd.DataFrame, cols: list[str]) -> pd.Series:
+    return df[cols].astype(str).agg(" | ".join, axis=1) if cols else pd.Series("", index=df.index)
+
+
 @_styled
 def plot_metric_vs_param(sweep: pd.DataFrame, param: str, metric: str, out_base: Path | None = None,
                          title: str | None = None, reference: float | None = None) -> Figure:
     """``metric`` against swept ``param``: one line per variant (and per value of other swept
-    parameters), averaged over seeds with the min-max range shaded when there are several."""
+    parameters), averaged over seeds with the min-max range shaded when there are several.
+
+    When the other swept parameters would make more than :data:`MAX_LINES` lines, each of
+    their combinations gets its own panel (small multiples) with one line per variant.
+    Latencies spanning more than a decade are drawn on a log axis.
+    """
     if param not in sweep.columns or metric not in sweep.columns:
         raise ValueError(f"sweep table lacks {param!r} or {metric!r}")
     others = [p for p in swept_params(sweep) if p != param]
     agg = aggregate_seeds(sweep, param, metric, ["variant"] + others)
     label, scale = METRICS.get(metric, (metric, 1.0))
     colors = _variant_colors(sweep["variant"])
-    fig, ax = _new_figure()
+    agg["_combo"] = _combo_key(agg, others)
+    combos = list(dict.fromkeys(agg["_combo"]))
+    facet = len(combos) > 1 and agg.groupby(["variant", "_combo"], observed=True).ngroups > MAX_LINES
+    panels = combos if facet else [None]
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    if facet:
+        fig, axes = _new_figure(4.0 * ncols + 2.2, 3.0 * nrows + 1.0, nrows=nrows, ncols=ncols, squeeze=False,
+                                sharex=True, sharey=True)
+    else:
+        fig, axes = _new_figure(squeeze=False)
     styles = ["-", "--", ":", "-."]
     markers = ["o", "s", "^", "D", "v", "P"]
-    combos = list(dict.fromkeys(agg[others].itertuples(index=False, name=None))) if others else [()]
+    values = agg["mean"] * scale
+    log_y = metric.endswith("_s") and values.min() > 0 and values.max() / values.min() > 20
+    # Whole-number metrics (GPU counts) often tie: nudge each variant sideways so none hides another.
+    variants = list(dict.fromkeys(agg["variant"]))
+    span = float(agg["_x"].max() - agg["_x"].min()) or 1.0
+    dodge = {v: (i - (len(variants) - 1) / 2) * 0.012 * span for i, v in enumerate(variants)} \
+        if metric == "min_decode_gpus" else dict.fromkeys(variants, 0.0)
     n = 0
-    for (variant, *rest), part in agg.groupby(["variant"] + others, sort=False, dropna=False):
-        k = combos.index(tuple(rest)) if others else 0
-        ax.plot(part["_x"], part["mean"] * scale, color=colors[variant], ls=styles[k % 4],
-                marker=markers[k % len(markers)], ms=5, label=_group_label(variant, dict(zip(others, rest))))
-        if (part["n"] > 1).any():
-            ax.fill_between(part["_x"], part["lo"] * scale, part["hi"] * scale, color=colors[variant], alpha=0.15,
-                            lw=0)
-        n += 1
-    if reference is not None:
-        ax.axhline(reference * scale, color="0.35", ls="--", lw=1)
-    if agg.attrs.get("labels"):
-        ax.set_xticks(range(len(agg.attrs["labels"])), [_wrap(s) for s in agg.attrs["labels"]])
-        ax.set_xlim(-0.5, len(agg.attrs["labels"]) - 0.5)
-    if metric == "min_decode_gpus":  # counts: whole numbers, from zero so ratios read true
-        ax.yaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylim(bottom=0)
-    ax.set_xlabel(param_label(param))
-    ax.set_ylabel(label)
+    for k, combo in enumerate(panels):
+        ax = axes.flat[k]
+        part_all = agg if combo is None else agg[agg["_combo"] == combo]
+        for (variant, key), part in part_all.groupby(["variant", "_combo"], sort=False, observed=True):
+            style = 0 if facet else combos.index(key)
+            extra = {} if facet else dict(zip(others, part[others].iloc[0]))
+            ax.plot(part["_x"] + dodge[variant], part["mean"] * scale, color=colors[variant], ls=styles[style % 4],
+                    marker=markers[style % len(markers)], ms=5, label=_group_label(variant, extra))
+            if (part["n"] > 1).any():
+                ax.fill_between(part["_x"], part["lo"] * scale, part["hi"] * scale, color=colors[variant],
+                                alpha=0.15, lw=0)
+            n += 1 if k == 0 else 0
+        if facet:
+            ax.set_title(", ".join(f"{o.rsplit('.', 1)[-1]}={_short(v)}" for o, v in zip(others, combo.split(" | "))),
+                         fontsize=10, loc="left")
+        if reference is not None:
+            ax.axhline(reference * scale, color="0.35", ls="--", lw=1)
+        if agg.attrs.get("labels"):
+            ax.set_xticks(range(len(agg.attrs["labels"])), [_wrap(s) for s in agg.attrs["labels"]])
+            ax.set_xlim(-0.5, len(agg.attrs["labels"]) - 0.5)
+        if log_y:
+            ax.set_yscale("log")
+        if metric == "min_decode_gpus":  # counts: whole numbers, from zero so ratios read true
+            ax.yaxis.get_major_locator().set_params(integer=True)
+            ax.set_ylim(bottom=0)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[-1, :]:
+        ax.set_xlabel(param_label(param))
+    for ax in axes[:, 0]:
+        ax.set_ylabel(label)
     seeds = int(sweep["seed"].nunique()) if "seed" in sweep.columns else 1
     note = f" (mean of {seeds} seeds, band = min-max)" if seeds > 1 else ""
-    _title(ax, (title or f"{label.split(' (')[0]} vs {param}") + note, profile_label(sweep))
-    _legend(ax, n, "variant")
+    heading = (title or f"{label.split(' (')[0]} vs {param}") + note
+    if facet:
+        fig.suptitle(f"{heading}\nprofile: {profile_label(sweep)}", x=0.01, ha="left")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, title="variant", loc="outside right upper", frameon=False)
+    else:
+        _title(axes[0, 0], heading, profile_label(sweep))
+        _legend(axes[0, 0], n, "variant")
     save_figure(fig, out_base)
     return fig
 
