@@ -497,17 +497,23 @@ def _resolve_paths(sc: Scenario, base: Path) -> Scenario:
     return Scenario.model_validate(data)
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """A YAML file that must hold a mapping (a scenario, a sweep), with errors that say which file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ScenarioError(f"cannot read {what} {str(path)!r}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{what} {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{what} {str(path)!r}: the file must hold a mapping at the top level")
+    return data
+
+
 def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
     """Read, override (``--set``) and validate a scenario file."""
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise ScenarioError(f"cannot read scenario {str(p)!r}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"scenario {str(p)!r} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ScenarioError(f"scenario {str(p)!r}: the file must hold a mapping at the top level")
+    data = read_yaml_mapping(p, "scenario")
     for text in overrides:
         keypath, value = parse_override(text)
         apply_override(data, keypath, value)

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .metrics import comparison_row
 from .runner import run_scenario
-from .scenario import Scenario, ScenarioError, apply_override, scenario_from_dict
+from .scenario import Scenario, ScenarioError, apply_override, parse_override, read_yaml_mapping, scenario_from_dict
 
 EXECUTORS = ("local", "ray")
 
@@ -95,17 +94,10 @@ class Sweep:
 def load_sweep(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
     """Read a sweep file, expand its grid and check every point's scenario before anything runs."""
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise ScenarioError(f"cannot read sweep {str(p)!r}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"sweep {str(p)!r} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ScenarioError(f"sweep {str(p)!r}: the file must hold a mapping")
+    raw = read_yaml_mapping(p, "sweep")
     for text in overrides:
-        key, _, value = text.partition("=")
-        raw.setdefault("set", {})[key] = yaml.safe_load(value)
+        keypath, value = parse_override(text)
+        raw.setdefault("set", {})[".".join(keypath)] = value
     raw.setdefault("name", p.stem)
     try:
         spec = SweepSpec.model_validate(raw)
@@ -115,10 +107,9 @@ def load_sweep(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
     base_path = (p.parent / spec.scenario) if not Path(spec.scenario).is_absolute() else Path(spec.scenario)
     if not base_path.exists() and Path(spec.scenario).exists():
         base_path = Path(spec.scenario)
-    try:
-        base = yaml.safe_load(base_path.read_text())
-    except OSError:
-        raise ScenarioError(f"sweep.scenario: cannot read {spec.scenario!r}") from None
+    if not base_path.exists():
+        raise ScenarioError(f"sweep.scenario: no scenario file at {spec.scenario!r}")
+    base = read_yaml_mapping(base_path, "scenario")
     base.setdefault("name", base_path.stem)
     if not spec.grid and len(spec.seeds) < 2:
         raise ScenarioError("sweep.grid is empty: give at least one parameter with values (or several seeds)")
