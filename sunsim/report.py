@@ -62,6 +62,9 @@ METRICS: dict[str, tuple[str, float]] = {
     "tpot_p50_s": ("TPOT p50 (ms)", 1e3),
     "tpot_p90_s": ("TPOT p90 (ms)", 1e3),
     "e2e_p50_s": ("end-to-end latency p50 (s)", 1.0),
+    "ttft_mean_s": ("TTFT mean (s)", 1.0),
+    "kv_wait_mean_s": ("first token to KV in decode memory, mean (s)", 1.0),
+    "kv_wait_p90_s": ("first token to KV in decode memory, p90 (s)", 1.0),
     "slo_attainment": ("SLO attainment (% of requests)", 100.0),
     "decode_busy_mean": ("decode busy fraction, mean (%)", 100.0),
     "decode_mean_batch": ("mean decode batch (requests)", 1.0),
@@ -235,6 +238,8 @@ def plot_metric_vs_param(sweep: pd.DataFrame, param: str, metric: str, out_base:
     markers = ["o", "s", "^", "D", "v", "P"]
     values = agg["mean"] * scale
     log_y = metric.endswith("_s") and values.min() > 0 and values.max() / values.min() > 20
+    xs = agg["_x"]
+    log_x = not agg.attrs.get("labels") and xs.min() > 0 and xs.max() / xs.min() >= 100
     # Whole-number metrics (GPU counts) often tie: nudge each variant sideways so none hides another.
     variants = list(dict.fromkeys(agg["variant"]))
     span = float(agg["_x"].max() - agg["_x"].min()) or 1.0
@@ -262,7 +267,9 @@ def plot_metric_vs_param(sweep: pd.DataFrame, param: str, metric: str, out_base:
             ax.set_xticks(range(len(agg.attrs["labels"])), [_wrap(s) for s in agg.attrs["labels"]])
             ax.set_xlim(-0.5, len(agg.attrs["labels"]) - 0.5)
         if log_y:
-            ax.set_yscale("log")
+            _log_axis(ax.yaxis, ax.set_yscale)
+        if log_x:
+            _log_axis(ax.xaxis, ax.set_xscale)
         if metric == "min_decode_gpus":  # counts: whole numbers, from zero so ratios read true
             ax.yaxis.get_major_locator().set_params(integer=True)
             ax.set_ylim(bottom=0)
@@ -284,6 +291,14 @@ def plot_metric_vs_param(sweep: pd.DataFrame, param: str, metric: str, out_base:
         _legend(axes[0, 0], n, "variant")
     save_figure(fig, out_base)
     return fig
+
+
+def _log_axis(axis, set_scale: Callable) -> None:
+    """Log scale with plain numbers (0.01, 0.1, 1, 10) and unlabelled minor ticks, which would overlap."""
+    set_scale("log")
+    axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _wrap(text: str, width: int = 18) -> str:
@@ -471,7 +486,7 @@ def plot_latency_cdfs(run: RunData | Path, out_base: Path | None = None) -> Figu
         ax_tpot.plot(*_cdf_points(tpot, len(tpot)), **style)
     slo_ttft, slo_tpot = run.slo
     for ax, slo, scale, unit, name in ((ax_ttft, slo_ttft, 1.0, "s", "TTFT"), (ax_tpot, slo_tpot, 1e3, "ms", "TPOT")):
-        ax.set_xscale("log")
+        _log_axis(ax.xaxis, ax.set_xscale)
         ax.set_ylim(0, 1.02)
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.set_xlabel(f"{name} ({unit}, log scale)")
