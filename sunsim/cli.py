@@ -117,9 +117,10 @@ def _extensions() -> list[Callable]:
     """Subcommands living in their own modules (sweeps, planning, reports, calibration)."""
     from calibration import commands as calibration_commands
 
-    from . import plan_cli, report_cli, sweep_cli
+    from . import experiments_cli, plan_cli, report_cli, sweep_cli
 
-    return [sweep_cli.register, plan_cli.register, report_cli.register, calibration_commands.register]
+    return [sweep_cli.register, plan_cli.register, experiments_cli.register, report_cli.register,
+            calibration_commands.register]
 
 
 def main(argv: list[str] | None = None) -> int:
