@@ -7,7 +7,7 @@ request, a request with context ``c`` holds ``c + j`` KV tokens at its ``j``-th 
 after its output tokens. The same trace is then simulated with the profile and per-request TPOT
 and per-step time are compared.
 
-Two measurement choices, both to compare like with like:
+Three measurement choices, all to compare like with like:
 
 * The loop keeps a clock that advances by each iteration's measured duration and jumps idle gaps
   to the next arrival instead of sleeping, so OS wake-up latency is not counted as decode time.
