@@ -124,13 +124,12 @@ class InterconnectSpec(_Strict):
 
 # --- serving ---------------------------------------------------------------------------------
 class Split(_Strict):
-    """``total`` workers split over the models by their traffic share (at least one each).
-
-    Sized to the initial popularity, as an operator provisioning dedicated pools would.
-    """
+    """``total`` workers split over the models (at least one each): ``by: popularity`` in
+    proportion to their initial traffic share, as an operator provisioning dedicated pools
+    would, or ``by: even`` in equal parts."""
 
     total: int = Field(ge=1)
-    by: Literal["popularity"]
+    by: Literal["popularity", "even"]
 
 
 WorkerCount = Union[Annotated[int, Field(ge=0)], dict[str, Annotated[int, Field(ge=0)]], Split]
@@ -371,7 +370,8 @@ class Scenario(_Strict):
         if isinstance(workers, int):
             return {t: workers for t in tasks}
         if isinstance(workers, Split):
-            return dict(zip(tasks, split_by_share(workers.total, self.popularity())))
+            share = self.popularity() if workers.by == "popularity" else np.full(len(tasks), 1 / len(tasks))
+            return dict(zip(tasks, split_by_share(workers.total, share)))
         return {t: workers.get(t, 0) for t in tasks}
 
 

@@ -64,5 +64,7 @@ def test_split_in_a_scenario():
     sc = make_scenario(variants=[{"name": "d", "mode": "dedicated", "workers": {"total": 10, "by": "popularity"}}])
     counts = sc.counts(sc.variants[0].workers)
     assert sum(counts.values()) == 10 and counts["a"] > counts["d"]
+    even = make_scenario(variants=[{"name": "d", "mode": "dedicated", "workers": {"total": 10, "by": "even"}}])
+    assert sorted(even.counts(even.variants[0].workers).values()) == [2, 2, 3, 3]
     with pytest.raises(ScenarioError, match="variants.0.workers|variants\\[0\\].workers"):
         make_scenario(variants=[{"name": "d", "mode": "dedicated", "workers": {"total": 2, "by": "popularity"}}])
