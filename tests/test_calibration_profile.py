@@ -102,24 +102,57 @@ def test_cost_for_calibrated_and_uncalibrated_shapes(profile_dir: Path) -> None:
     assert ana["kind"] == "analytic" and 1 < ana["time_ms"] < 20
 
 
-def test_validate_tracks_the_real_loop(profile_dir: Path) -> None:
-    """The real decode loop and the simulator agree (loosely here, since the test suite shares the
-    CPU with other tests; the targets are checked on the committed reports, made on a quiet machine)."""
+def test_validate_runs_the_real_loop_end_to_end(profile_dir: Path) -> None:
+    """``sunsim validate`` serves a trace with the real kernels and reports per-request errors.
+
+    The suite shares a small CPU with other tests, so real step times here say little about accuracy
+    (the targets are checked on the committed reports, made on a quiet machine): this asserts the
+    pipeline and that simulated and real TPOT are of the same order.
+    """
     from calibration.validate import validate
 
-    # A shared CPU's timing noise only ever slows steps (in bursts); judge the best of a few traces.
-    best = None
-    for seed in (0, 1, 2):
-        report = validate(profile_dir, requests=64, dtypes=["bf16"], seed=seed)
-        tpot = report["dtypes"]["bf16"]["tpot"]
-        if best is None or tpot["median_rel"] < best["median_rel"]:
-            best = tpot
-        if report["meets_targets"]:
-            break
-    assert best["median_rel"] <= 0.25 and best["p90_rel"] <= 0.5, best
+    report = validate(profile_dir, requests=48, dtypes=["bf16"], seed=0)
+    r = report["dtypes"]["bf16"]
     assert (profile_dir / "validation.json").exists() and (profile_dir / "validation.md").exists()
-    assert report["dtypes"]["bf16"]["mean_batch"] > 1.5  # batches really mixed requests
-    assert np.isfinite(report["dtypes"]["bf16"]["step_time"]["median_rel"])
+    assert r["mean_batch"] > 1.5  # batches really mixed requests
+    assert np.isfinite(r["step_time"]["median_rel"]) and np.isfinite(r["tpot"]["median_rel"])
+    ratio = r["tpot_ms"]["sim_median"] / r["tpot_ms"]["real_median"]
+    assert 1 / 3 < ratio < 3, r["tpot_ms"]
+
+
+def test_real_loop_and_simulator_batch_the_same_way(profile_dir: Path) -> None:
+    """With each real step's time replaced by the cost model's prediction for that very batch, the real
+    decode loop and ``simulate_decode_worker`` must give the same per-request times: the two implement
+    the same continuous batching (joins at iteration boundaries, leaves after the last token)."""
+    import torch
+
+    from calibration.kvcache import pick_backend
+    from calibration.model import Stack
+    from calibration.validate import make_trace, serve
+    from sunsim.cluster import simulate_decode_worker
+    from sunsim.costmodel import decode_step_time
+
+    shape = preset("tiny")
+    cost = measured_cost_model(read_profile(profile_dir), shape, "bf16")
+
+    class PredictedTimer:
+        """Runs each step for real, but reports the model's time for its batch (no clock noise)."""
+
+        cfg = type("Cfg", (), {"statistic": "median"})()
+
+        def once(self, step) -> float:
+            step()
+            batch = step.__defaults__[1]
+            return decode_step_time(cost, len(batch.lengths), batch.kv_tokens)
+
+    trace = make_trace(cost, 40, (64, 400), (1, 8), (4, 40), seed=3)
+    dev = torch.device("cpu")
+    stack = Stack(shape, "bf16", shape.layers, dev, int((trace.context + trace.output).max()) + 2)
+    real = serve(stack, trace, PredictedTimer(), pick_backend(dev, shape.kv_heads, shape.head_dim, shape.heads), 1)
+    sim = simulate_decode_worker(cost, trace.arrival_s, trace.context, trace.output, max_batch=trace.max_batch)
+    np.testing.assert_allclose(real["decode_start_s"], sim["decode_start_s"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(real["finish_s"], sim["finish_s"], rtol=1e-9, atol=1e-12)
+    assert max(b for b, _, _ in real["steps"]) > 1
 
 
 @pytest.mark.parametrize("name", ["cpu-tiny", "cpu-llama-3.1-8b"])
