@@ -117,8 +117,6 @@ class Interconnect:
         self.contention = contention
         self.kv_bytes_per_token = kv_bytes_per_token
         self._links: dict[object, Link] = {}
-        self.bytes_moved = 0.0
-        self.busy_s = 0.0
 
     def duration(self, tokens: int) -> float:
         return self.latency_s + tokens * self.kv_bytes_per_token / self.bandwidth_Bps
@@ -127,8 +125,6 @@ class Interconnect:
         """Move ``tokens`` of KV from prefill worker ``src`` to decode worker ``dst``, then call ``done``."""
         now = self.env.now
         dur = self.duration(tokens)
-        self.bytes_moved += tokens * self.kv_bytes_per_token
-        self.busy_s += dur
         if self.contention == "none":
             end = now + dur
         else:

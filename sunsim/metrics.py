@@ -111,8 +111,7 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
     }
     per_model = {}
     for name, part in df.groupby("model", sort=False):
-        pm_gpus = {"prefill": sum(1 for w in res.prefill_workers if _prefill_model(res, w.wid) == name),
-                   "decode": sum(1 for p in res.decode_pool_of if p == name)}
+        pm_gpus = {"prefill": res.prefill_pool_of.count(name), "decode": res.decode_pool_of.count(name)}
         pm_gpus["total"] = pm_gpus["prefill"] + pm_gpus["decode"]
         per_model[str(name)] = _figures(part, span, pm_gpus, slo.ttft_s, slo.tpot_s)
     summary["per_model"] = dict(sorted(per_model.items(), key=lambda kv: sc.model.tasks.index(kv[0])))
@@ -144,17 +143,6 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
     summary["sim"] = {"wall_s": res.wall_s, "events": res.events,
                       "requests_per_wall_s": len(df) / res.wall_s if res.wall_s > 0 else None}
     return summary
-
-
-def _prefill_model(res: VariantResult, wid: int) -> str:
-    # Prefill workers are laid out model by model in task order.
-    counts = res.scenario.counts(res.scenario.prefill.workers)
-    edge = 0
-    for t in res.scenario.model.tasks:
-        edge += counts[t]
-        if wid < edge:
-            return t
-    return ""
 
 
 def comparison_row(summary: dict) -> dict:

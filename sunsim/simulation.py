@@ -36,6 +36,7 @@ class VariantResult:
     prefill_workers: list[PrefillWorker]
     decode_workers: list[DecodeWorker]
     decode_pool_of: list[str]  # per decode worker: its model, or "shared"
+    prefill_pool_of: list[str]  # per prefill worker: its model
     kv_capacity_tokens: int
     end_s: float
     wall_s: float
@@ -60,6 +61,11 @@ def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str) -> int:
 
 def load_profile(sc: Scenario) -> dict | None:
     return None if sc.hardware.profile == "analytic" else read_profile(sc.hardware.profile)
+
+
+def profile_info(sc: Scenario) -> ProfileInfo:
+    """Which profile a scenario's costs come from (name, analytic or measured, device)."""
+    return make_cost_model(gpu_spec(sc.hardware.gpu), sc.shape, PREFILL_DTYPE, load_profile(sc)).info
 
 
 class _Plan:
@@ -201,5 +207,6 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     return VariantResult(
         scenario=sc, variant=variant, stream=stream, records=rec, profile=plan.decode_cost.info,
         prefill_workers=prefill_workers, decode_workers=decode_workers, decode_pool_of=pool_of,
+        prefill_pool_of=[t for t in tasks for _ in range(plan.prefill_counts[t])],
         kv_capacity_tokens=plan.kv_capacity, end_s=end, wall_s=wall, events=events, interconnect=link,
     )

@@ -174,17 +174,11 @@ def run_point(sweep_data: dict, point: dict) -> list[dict]:
 
 def _plan_rows(spec: SweepSpec, sc: Scenario) -> list[dict]:
     from .planning import plan, plan_rows
+    from .simulation import profile_info
 
     target = spec.attainment or sc.slo.attainment
     plans = plan(sc, target, spec.variants, goodput=spec.goodput, max_gpus=spec.max_gpus)
-    return plan_rows(sc, plans, profile=sweep_profile_name(sc))
-
-
-def sweep_profile_name(sc: Scenario) -> str:
-    from .simulation import load_profile
-
-    profile = load_profile(sc)
-    return f"analytic-{sc.hardware.gpu}" if profile is None else profile["name"]
+    return plan_rows(sc, plans, profile=profile_info(sc).name)
 
 
 def _cell(v: Any) -> Any:
