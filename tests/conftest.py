@@ -10,7 +10,7 @@ import pytest
 from sunsim.scenario import Scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACE = ROOT.parent / "shared" / "traces" / "azure-conv-2023.csv"
+TRACE = ROOT / "scenarios" / "traces" / "azure-conv-2023.csv"
 
 BASE: dict = {
     "name": "t",
