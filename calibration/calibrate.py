@@ -21,8 +21,8 @@ from pathlib import Path
 
 from sunsim.architecture import ModelShape
 from sunsim.costmodel import PROFILE_FORMAT
+from sunsim.output import write_json as write_json_atomic
 
-from .atomic import write_json_atomic
 from .errors import CalibrationError
 from .formats import check_format
 from .grid import Grid, preset_grid, trim_prefill

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from sunsim.errors import InputError
 
-class CalibrationError(ValueError):
+
+class CalibrationError(InputError):
     """A calibration, cost or validation request is invalid; the message names the offending field."""
 
 

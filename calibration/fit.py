@@ -14,6 +14,7 @@ import numpy as np
 
 from sunsim.architecture import ModelShape
 
+from .errors import CalibrationError
 from .raw import ok_rows
 
 
@@ -59,7 +60,7 @@ def fit_dtype(rows: list[dict], shape: ModelShape, dtype: str, layers_timed: int
     pre = ok_rows(rows, "prefill_layer", dtype)
     hd, hp = ok_rows(rows, "head_decode", dtype), ok_rows(rows, "head_prefill", dtype)
     if not dec or not pre or not hd or not hp:
-        raise ValueError(f"no usable {dtype} timings to fit (all points failed or were skipped)")
+        raise CalibrationError(f"no usable {dtype} timings to fit (all points failed or were skipped)")
     hd_x, hd_y = _table(hd, "batch")
     hp_x, hp_y = _table(hp, "tokens")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from sunsim.architecture import ModelShape
+from sunsim.output import write_atomic
 
-from .atomic import write_atomic
 from .raw import ok_rows
 
 

@@ -9,7 +9,7 @@ import csv
 import io
 from pathlib import Path
 
-from .atomic import write_text_atomic
+from sunsim.output import write_text as write_text_atomic
 
 KEY = ("kind", "dtype", "batch", "seqlen", "lengths", "layers")
 COLUMNS = (*KEY, "tokens", "kv_tokens", "sum_sq", "time_s", "median_s", "q25_s", "p10_s", "p90_s", "min_s", "max_s", "repeats",

@@ -29,8 +29,9 @@ import numpy as np
 
 from sunsim.architecture import ModelShape
 from sunsim.costmodel import CostModel, decode_step_time, measured_cost_model, read_profile
+from sunsim.output import write_json as write_json_atomic
+from sunsim.output import write_text as write_text_atomic
 
-from .atomic import write_json_atomic, write_text_atomic
 from .errors import CalibrationError
 from .profile_models import recomposed_model
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .errors import InputError
+
 #: Bytes per weight element for each decode weight format. Low-bit formats add their
 #: scales: int8 keeps one bf16 scale per output channel (negligible), int4 keeps a bf16
 #: scale and zero point per group of 128 weights (AWQ-style W4A16).
@@ -40,9 +42,9 @@ class ModelShape:
     def __post_init__(self) -> None:
         for field in ("hidden", "layers", "heads", "kv_heads", "head_dim", "intermediate", "vocab"):
             if getattr(self, field) <= 0:
-                raise ValueError(f"model.{field} must be a positive integer, got {getattr(self, field)}")
+                raise InputError(f"model.{field} must be a positive integer, got {getattr(self, field)}")
         if self.heads % self.kv_heads:
-            raise ValueError(
+            raise InputError(
                 f"model.heads ({self.heads}) must be a multiple of model.kv_heads ({self.kv_heads})"
             )
 
@@ -74,7 +76,7 @@ class ModelShape:
     def weight_bytes(self, dtype: str) -> float:
         """Bytes of weights on one GPU for a weight format (embedding, head and norms in 16-bit)."""
         if dtype not in WEIGHT_BYTES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         return self.linear_params * WEIGHT_BYTES[dtype] + (self.params - self.linear_params) * 2.0
 
     @property
@@ -107,4 +109,4 @@ def preset(name: str) -> ModelShape:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"model.preset must be one of {', '.join(PRESETS)}, got {name!r}") from None
+        raise InputError(f"model.preset must be one of {', '.join(PRESETS)}, got {name!r}") from None

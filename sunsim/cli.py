@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
-from .costmodel import ProfileError
-from .scenario import ScenarioError, load_scenario
-
-err_console = Console(stderr=True)
-console = Console(width=None if sys.stdout.isatty() else 120)
+from .console import console, err_console
+from .errors import InputError, Terminated
+from .names import check_name
+from .output import check_file_target
+from .scenario import load_scenario
 
 #: Rows of the side-by-side comparison: (label, column of the comparison table, format).
 COMPARISON_ROWS: list[tuple[str, str, str]] = [
@@ -64,10 +64,14 @@ def _fmt(fmt: str, v) -> str:
 
 # --------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run_scenario, write_run
+    from .runner import check_run_output, run_scenario, select_variants, write_run
 
     sc = load_scenario(args.scenario, args.set)
-    out = Path(args.out) if args.out else Path("results") / sc.name
+    out = Path(args.out) if args.out else Path("results") / check_name(sc.name, "name")
+    # Every output is checked before simulating: a bad path costs nothing and clobbers nothing.
+    check_run_output(out, [v.name for v in select_variants(sc, args.variant)])
+    if args.trace_out:
+        check_file_target(Path(args.trace_out), "--trace-out")
     with console.status("simulating...") as status:
         def progress(v, i, n):
             status.update(f"simulating variant {v.name} ({i + 1}/{n})")
@@ -124,16 +128,39 @@ def _extensions() -> list[Callable]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Bad input exits 2 with its message; a bug keeps its traceback.
+
+    SIGTERM is turned into an exception for the duration, so staging folders and worker
+    processes are cleaned up exactly as after Ctrl-C.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _on_sigterm(_terminate)
     try:
         return args.func(args)
-    except (ScenarioError, ProfileError, ValueError) as exc:
+    except InputError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+    except Terminated:
+        err_console.print("terminated")
+        return 128 + signal.SIGTERM
+    finally:
+        _on_sigterm(previous)
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def _on_sigterm(handler):
+    """Install a SIGTERM handler (main thread only; elsewhere signals cannot be handled); return the old one."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, TypeError):  # not the main thread, or no previous Python-level handler to restore
+        return None
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from .architecture import DTYPES, WEIGHT_BYTES, ModelShape
+from .errors import InputError
 from .hardware import GPU
 
 PROFILE_FORMAT = "sunsim-profile/1"
@@ -136,7 +137,7 @@ def _interp_extrapolate(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
     return float(ys[-1] + slope * (x - xs[-1]))
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A measured profile is missing, corrupt, or does not fit the scenario."""
 
 

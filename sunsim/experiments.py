@@ -7,9 +7,6 @@ the headline table comparing SUN, QSUN and dedicated pools with the paper's clai
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import report
+from .errors import InputError
+from .output import publish, staging, write_text
 from .report import RATE
 from .runner import run_scenario, write_run
 from .scenario import load_scenario
@@ -244,9 +243,7 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
         "- `report/report.md`: every figure `sunsim report` draws for these results.", "",
     ]
     path = out / "README.md"
-    tmp = path.with_name(".README.md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines))
     return path
 
 
@@ -292,7 +289,7 @@ def load_outputs(out: Path) -> Outputs:
     missing = [str(out / n) for n in RUNS if not (out / n / "comparison.csv").exists()]
     missing += [str(out / "sweeps" / f"{n}.csv") for n in SWEEPS if not (out / "sweeps" / f"{n}.csv").exists()]
     if missing:
-        raise ValueError(f"--report-only: no experiment results at {', '.join(missing)}; run `sunsim experiments`")
+        raise InputError(f"--report-only: no experiment results at {', '.join(missing)}; run `sunsim experiments`")
     return Outputs({n: out / n for n in RUNS}, {n: pd.read_csv(out / "sweeps" / f"{n}.csv") for n in SWEEPS})
 
 
@@ -307,18 +304,11 @@ def regenerate(out: Path, quick: bool = False, workers: int | None = None,
         write_readme(outputs, out, profile)
         report.write_report(out, out / "report")
         return out / "README.md"
-    stage = Path(tempfile.mkdtemp(prefix=".experiments-", dir=out))
-    try:
+    with staging(out) as stage:
         outputs = run_all(stage, quick, workers, say)
         profile = str(outputs.sweeps["skew"]["profile"].dropna().iloc[0])
         say("figures and README")
         write_readme(outputs, stage, profile)
         report.write_report(stage, stage / "report")
-        for item in stage.iterdir():
-            target = out / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        publish(stage, out, require_marker=False)
     return out / "README.md"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import InputError
+
 GB = 1e9
 GIB = 2**30
 
@@ -26,7 +28,7 @@ class GPU:
         """
         if dtype == "fp8":
             if self.fp8_flops is None:
-                raise ValueError(f"dtype fp8 is not supported on gpu {self.name!r} (no fp8 tensor cores)")
+                raise InputError(f"dtype fp8 is not supported on gpu {self.name!r} (no fp8 tensor cores)")
             return self.fp8_flops
         return self.bf16_flops
 
@@ -49,4 +51,4 @@ def gpu(name: str) -> GPU:
     try:
         return GPUS[name]
     except KeyError:
-        raise ValueError(f"hardware.gpu must be one of {', '.join(GPUS)}, got {name!r}") from None
+        raise InputError(f"hardware.gpu must be one of {', '.join(GPUS)}, got {name!r}") from None

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import yaml
 from rich.table import Table
 
+from .console import console
+from .errors import InputError
+from .names import check_name
+from .output import check_file_target, check_output_folder, write_table, write_text
 from .planning import plan, plan_rows
 from .scenario import load_scenario
 
+#: The files ``plan`` writes into its output folder.
+PLAN_FILES = ("plan.csv", "plan_summary.csv", "scenario.yaml")
+
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .cli import console
-
     overrides = list(args.set)
     if args.slo_ttft is not None:
         overrides.append(f"slo.ttft_s={args.slo_ttft}")
@@ -27,7 +29,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     sc = load_scenario(args.scenario, overrides)
     target = args.attainment if args.attainment is not None else sc.slo.attainment
     if not 0 < target <= 1:
-        raise ValueError(f"--attainment must be in (0, 1], got {target}")
+        raise InputError(f"--attainment must be in (0, 1], got {target}")
+    out = Path(args.out) if args.out else Path("results") / check_name(sc.name, "name") / "plan"
+    check_output_folder(out, "--out")  # before any planning: a bad folder costs nothing
+    for name in PLAN_FILES:
+        check_file_target(out / name, "--out")
     probes: list[dict] = []
     frontier = Table(title=f"frontier explored (SLO TTFT<={sc.slo.ttft_s}s, TPOT<={sc.slo.tpot_s * 1e3:g}ms, "
                            f"attainment>={target:.0%} for every model)", title_justify="left")
@@ -58,7 +64,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
                        "-" if r.goodput_rps is None else f"{r.goodput_rps:.1f}",
                        "-" if r.goodput_rps_per_gpu is None else f"{r.goodput_rps_per_gpu:.2f}")
     console.print(result)
-    out = Path(args.out) if args.out else Path("results") / sc.name / "plan"
     _write(out, {"plan.csv": pd.DataFrame(probes), "plan_summary.csv": summary},
            scenario=yaml.safe_dump(sc.model_dump(mode="json"), sort_keys=False))
     console.print(f"plan tables in {out}/")
@@ -66,16 +71,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _write(out: Path, tables: dict[str, pd.DataFrame], scenario: str) -> None:
+    """Each file atomically (a reader never sees a partial table); scenario.yaml last."""
     out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
-    try:
-        for name, df in tables.items():
-            df.to_csv(stage / name, index=False, float_format="%.6g")
-        (stage / "scenario.yaml").write_text(scenario)
-        for name in [*tables, "scenario.yaml"]:
-            os.replace(stage / name, out / name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    for name, df in tables.items():
+        write_table(df, out / name, float_format="%.6g")
+    write_text(out / "scenario.yaml", scenario)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -31,6 +31,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from .errors import InputError
+from .output import write_figure, write_text
+
 SKEW = "workload.popularity.s"
 RATE = "workload.rate"
 
@@ -126,7 +129,7 @@ def save_figure(fig: Figure, out_base: Path | None) -> list[Path]:
     paths = [out_base.with_name(f"{out_base.name}.{ext}") for ext in ("png", "svg")]  # stems may hold dots
     with matplotlib.rc_context(STYLE):
         for p in paths:
-            fig.savefig(p, dpi=DPI)
+            write_figure(fig, p, dpi=DPI)
     return paths
 
 
@@ -218,7 +221,7 @@ def plot_metric_vs_param(sweep: pd.DataFrame, param: str, metric: str, out_base:
     Latencies spanning more than a decade are drawn on a log axis.
     """
     if param not in sweep.columns or metric not in sweep.columns:
-        raise ValueError(f"sweep table lacks {param!r} or {metric!r}")
+        raise InputError(f"sweep table lacks {param!r} or {metric!r}")
     others = [p for p in swept_params(sweep) if p != param]
     agg = aggregate_seeds(sweep, param, metric, ["variant"] + others)
     label, scale = METRICS.get(metric, (metric, 1.0))
@@ -417,9 +420,9 @@ def _read_table(path: Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         return pd.read_csv(path)
     except ImportError as exc:
-        raise ValueError(f"{path}: reading Parquet needs pyarrow ({exc})") from None
+        raise InputError(f"{path}: reading Parquet needs pyarrow ({exc})") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise ValueError(f"{path}: cannot read table ({exc})") from None
+        raise InputError(f"{path}: cannot read table ({exc})") from None
 
 
 def _variant_file(vdir: Path, stem: str) -> Path | None:
@@ -454,7 +457,7 @@ def load_run(path: Path) -> RunData:
 def _require(df: pd.DataFrame, cols: set[str], path: Path, what: str) -> None:
     missing = sorted(cols - set(df.columns))
     if missing:
-        raise ValueError(f"{path}: not {what}: missing column(s) {', '.join(missing)}")
+        raise InputError(f"{path}: not {what}: missing column(s) {', '.join(missing)}")
 
 
 def _cdf_points(values: np.ndarray, total: int, max_points: int = 600) -> tuple[np.ndarray, np.ndarray]:
@@ -473,7 +476,7 @@ def plot_latency_cdfs(run: RunData | Path, out_base: Path | None = None) -> Figu
     Unfinished requests count as never meeting any latency, so a curve tops out at the finished share."""
     run = run if isinstance(run, RunData) else load_run(Path(run))
     if not run.requests:
-        raise ValueError(f"{run.path}: no per-variant requests tables to draw latency CDFs from")
+        raise InputError(f"{run.path}: no per-variant requests tables to draw latency CDFs from")
     colors = _variant_colors(run.comparison["variant"].astype(str))
     fig, (ax_ttft, ax_tpot) = _new_figure(11, 4.6, ncols=2)
     for k, (v, df) in enumerate(run.requests.items()):
@@ -599,16 +602,16 @@ _EXPECTED = ("a run folder (with comparison.csv), a sweep table (.csv/.parquet w
 def _load_table_source(path: Path) -> SweepData | PlanData:
     """A table file is a sweep table or a plan table; anything else is rejected with what is missing."""
     if path.suffix not in (".csv", ".parquet"):
-        raise ValueError(f"{path}: not a table (.csv or .parquet); expected {_EXPECTED}")
+        raise InputError(f"{path}: not a table (.csv or .parquet); expected {_EXPECTED}")
     if path.name == "comparison.csv":
-        raise ValueError(f"{path}: this is a run's comparison table; pass its folder {path.parent} instead")
+        raise InputError(f"{path}: this is a run's comparison table; pass its folder {path.parent} instead")
     df = _read_table(path)
     if PLAN_NEEDS <= set(df.columns):
         return _load_plan(path, df)
     _require(df, SWEEP_NEEDS, path, "a sweep table (or a plan table)")
     measured = [m for m in METRICS if m in df.columns]
     if not measured:
-        raise ValueError(f"{path}: not a sweep table: no metric columns (expected some of {', '.join(METRICS)})")
+        raise InputError(f"{path}: not a sweep table: no metric columns (expected some of {', '.join(METRICS)})")
     ok = df[df["status"].astype(str) == "ok"] if "status" in df.columns else df
     return SweepData(path, df, ok.reset_index(drop=True))
 
@@ -648,14 +651,14 @@ def load_sources(source: Path) -> list[RunData | SweepData | PlanData | Path]:
     """Everything a report can be drawn from; ValueError naming the path when there is nothing."""
     source = Path(source)
     if not source.exists():
-        raise ValueError(f"{source}: no such file or folder; expected {_EXPECTED}")
+        raise InputError(f"{source}: no such file or folder; expected {_EXPECTED}")
     if source.is_file():
         return [_load_table_source(source)]
     if (source / "comparison.csv").is_file():
         return [load_run(source)]
     found = _scan_folder(source)
     if not found:
-        raise ValueError(f"{source}: nothing to report: found no run folder, sweep table or plan table; "
+        raise InputError(f"{source}: nothing to report: found no run folder, sweep table or plan table; "
                          f"expected {_EXPECTED}")
     return found
 
@@ -870,7 +873,7 @@ def write_report(source: Path | str, out_dir: Path | str | None = None,
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=".report-staging-", dir=out_dir.parent))
     except OSError as exc:
-        raise ValueError(f"{out_dir}: cannot write the report there ({exc.strerror})") from None
+        raise InputError(f"{out_dir}: cannot write the report there ({exc.strerror})") from None
     try:
         drawer = _Drawer(stage / "figures", on_progress)
         sections = [_run_section(r, drawer, base) for r in runs]
@@ -879,7 +882,7 @@ def write_report(source: Path | str, out_dir: Path | str | None = None,
         if len(plans) > 1 and (across := _plans_vs_skew(plans, drawer)) is not None:
             sections.append(across)
         (stage / "figures").mkdir(exist_ok=True)
-        (stage / "report.md").write_text(_render(sections, source, skipped))
+        write_text(stage / "report.md", _render(sections, source, skipped))
         _move_into_place(stage, out_dir)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from rich.console import Console
-
-console = Console(width=None if sys.stdout.isatty() else 120)
+from .console import console
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Draw the report with a live status line; input problems surface as ValueError (exit code 2)."""
+    """Draw the report with a live status line; input problems surface as InputError (exit code 2)."""
     from .report import write_report  # matplotlib loads only when a report is asked for
 
     with console.status("reading results...") as status:

@@ -6,10 +6,6 @@ folder that is moved into place only at the end, so a failure leaves no half-wri
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +13,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from .errors import InputError
 from .metrics import comparison_row, request_table, summarize
+from .names import check_name
+from .output import MARKER, check_replaceable, mark, publish, staging, write_json, write_table, write_text
 from .scenario import Scenario, ScenarioError, VariantSpec
 from .simulation import VariantResult, check_variant, load_profile, simulate_variant
 from .workload import RequestStream, build_workload
@@ -73,41 +72,48 @@ def worker_timeline(res: VariantResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["worker", "pool", "time_s", "batch", "kv_fraction"])
 
 
-def _write_table(df: pd.DataFrame, path: Path, fmt: str) -> Path:
-    if fmt == "parquet":
-        path = path.with_suffix(".parquet")
-        df.to_parquet(path, index=False)
-    else:
-        path = path.with_suffix(".csv")
-        df.to_csv(path, index=False, float_format="%.9g")
-    return path
+#: Files a run writes directly into its output folder (no variant may take these names).
+RUN_FILES = ("comparison.csv", "scenario.yaml")
+
+
+def check_run_output(out_dir: Path, variant_names: list[str], field: str = "--out") -> None:
+    """Refuse, before simulating, an output folder the run could not write or would have to clobber.
+
+    Variant names become folder names: they are checked again here (whatever validated them before).
+    """
+    for name in variant_names:
+        check_name(name, "variants.name")
+        if name in RUN_FILES:
+            raise InputError(f"variants.name: {name!r} is taken by the run's own {name}; choose another name")
+    check_replaceable(out_dir, variant_names, RUN_FILES, field)
 
 
 def write_run(run: ScenarioRun, out_dir: Path, fmt: str = "csv") -> list[Path]:
-    """Write per-variant ``requests`` tables and ``summary.json`` plus ``comparison.csv``."""
+    """Write per-variant ``requests`` tables and ``summary.json`` plus ``comparison.csv``.
+
+    Everything is written into a staging folder inside ``out_dir`` and then moved into place. Each
+    variant folder (and ``out_dir``) gets a marker; a variant folder already in ``out_dir`` is
+    replaced only if it carries that marker, i.e. if sunsim wrote it.
+    """
     out_dir = Path(out_dir)
+    names = [res.variant.name for res in run.results]
+    check_run_output(out_dir, names)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     except OSError as exc:
-        raise ScenarioError(f"--out: cannot write to {str(out_dir)!r} ({exc.strerror})") from None
-    try:
+        raise InputError(f"--out: cannot write to {str(out_dir)!r} ({exc.strerror})") from None
+    info = {"command": "run", "scenario": run.scenario.name}
+    with staging(out_dir) as stage:
         for res, summary, df in zip(run.results, run.summaries, run.tables):
             vdir = stage / res.variant.name
             vdir.mkdir()
-            _write_table(df, vdir / "requests", fmt)
+            write_table(df, vdir / f"requests.{'parquet' if fmt == 'parquet' else 'csv'}")
             if any(w.timeline for w in res.decode_workers):
-                worker_timeline(res).to_csv(vdir / "timeline.csv", index=False, float_format="%.9g")
-            (vdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        run.comparison.to_csv(stage / "comparison.csv", index=False, float_format="%.6g")
-        (stage / "scenario.yaml").write_text(yaml.safe_dump(run.scenario.model_dump(mode="json"), sort_keys=False))
-        written = []
-        for item in sorted(stage.iterdir()):
-            target = out_dir / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
-            written.append(target)
-        return written
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+                write_table(worker_timeline(res), vdir / "timeline.csv")
+            write_json(vdir / "summary.json", summary)
+            mark(vdir, {**info, "variant": res.variant.name})
+        write_table(run.comparison, stage / "comparison.csv", float_format="%.6g")
+        write_text(stage / "scenario.yaml",
+                   yaml.safe_dump(run.scenario.model_dump(mode="json"), sort_keys=False))
+        mark(stage, {**info, "variants": names})
+        return [p for p in publish(stage, out_dir) if p.name != MARKER]

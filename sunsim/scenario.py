@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .architecture import DTYPES, PRESETS, ModelShape
+from .errors import InputError
 from .hardware import GPUS, INTERCONNECTS
 
 ROUTING_POLICIES = ("round_robin", "least_loaded", "least_kv", "power_of_two")
@@ -21,7 +22,7 @@ Routing = Literal["round_robin", "least_loaded", "least_kv", "power_of_two"]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InputError):
     """A scenario that cannot be run; the message names the field."""
 
 

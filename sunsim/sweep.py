@@ -4,15 +4,23 @@ Each grid point runs all (or the chosen) variants of its scenario and yields one
 variant. Points run in local worker processes by default, or as Ray tasks on a Ray cluster.
 Finished points are kept as small part files next to the output table, so an interrupted
 sweep resumes where it stopped; the table itself is written only when every point has run.
+A part is keyed by a hash of its point's fully resolved scenario, so a changed base scenario or
+override recomputes the point instead of reusing a stale result. Worker processes die with the
+sweep, even when it is killed outright.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
 import json
 import os
 import shutil
+import signal
+import socket
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -24,11 +32,18 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .errors import InputError
 from .metrics import comparison_row
+from .names import check_name
+from .output import MARKER, check_file_target, mark, write_json, write_table
 from .runner import run_scenario
 from .scenario import Scenario, ScenarioError, apply_override, parse_override, read_yaml_mapping, scenario_from_dict
 
 EXECUTORS = ("local", "ray")
+#: Table formats a sweep can write, by extension.
+TABLE_SUFFIXES = (".csv", ".parquet")
+#: Seconds to wait for a TCP connection to a Ray cluster before giving up.
+RAY_PROBE_TIMEOUT_S = 3.0
 
 
 class SweepSpec(BaseModel):
@@ -51,6 +66,11 @@ class SweepSpec(BaseModel):
     max_gpus: int = Field(256, ge=1)
     goodput: bool = True
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return check_name(v, "name")  # becomes the default table's file name
+
     @field_validator("grid")
     @classmethod
     def _non_empty(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -65,12 +85,6 @@ class Point:
     index: int
     params: dict[str, Any]
     seed: int
-
-    @property
-    def key(self) -> str:
-        """Stable identity of a point across runs of the same sweep (for resuming)."""
-        blob = json.dumps({"params": self.params, "seed": self.seed}, sort_keys=True, default=str)
-        return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -89,6 +103,23 @@ class Sweep:
 
     def scenario(self, point: Point) -> Scenario:
         return scenario_from_dict(self.scenario_data(point), base_dir=self.base_dir)
+
+    def point_key(self, point: Point) -> str:
+        """Identity of a point's result: a hash of its fully resolved scenario and of what is computed.
+
+        Grid values and seed alone are not enough: a changed base scenario or ``--set`` gives the
+        same values a different result. (Files a scenario names, e.g. a trace, enter by path only.)
+        """
+        spec = self.spec
+        what = {"mode": spec.mode, "variants": spec.variants, "attainment": spec.attainment,
+                "max_gpus": spec.max_gpus, "goodput": spec.goodput}
+        try:
+            resolved: Any = self.scenario(point).model_dump(mode="json")
+        except ScenarioError:  # an invalid point is recorded as an error row; key it by its inputs
+            resolved = {"invalid": self.scenario_data(point)}
+        blob = json.dumps({"scenario": resolved, "computes": what}, sort_keys=True, separators=(",", ":"),
+                          default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def load_sweep(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
@@ -195,19 +226,71 @@ def _local(sweep: Sweep, points: list[Point], workers: int) -> Iterator[tuple[Po
         for p in points:
             yield p, run_point(payload, p.__dict__)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),))
+    finished = False
+    try:
         pending = {pool.submit(run_point, payload, p.__dict__): p for p in points}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield pending.pop(fut), fut.result()
+        finished = True
+    finally:
+        if not finished:  # interrupted: stop the running points now instead of waiting for them
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_init(parent: int) -> None:
+    """Make a worker process die with the sweep, however the sweep ends.
+
+    On Linux the kernel kills the worker when its parent dies (``PR_SET_PDEATHSIG``); everywhere a
+    watchdog thread exits when the parent id changes (the worker was re-parented). SIGTERM gets its
+    default action back (the parent's handler turns it into an exception, which a worker must not catch).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    if sys.platform.startswith("linux"):
         try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    yield pending.pop(fut), fut.result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="sunsim-parent-watch").start()
+
+
+def _watch_parent(parent: int, every_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
+
+
+def probe_address(address: str, timeout_s: float = RAY_PROBE_TIMEOUT_S) -> None:
+    """Fail within seconds, naming the address, when nothing answers at a Ray cluster address.
+
+    ``ray.init`` would otherwise retry for minutes. ``auto``/``local`` (Ray finds or starts a cluster)
+    are left to Ray.
+    """
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(f"--address: {address!r} is not HOST:PORT (or ray://HOST:PORT, auto, local)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise InputError(f"--address: no Ray cluster answers at {address!r} ({reason} within "
+                         f"{timeout_s:g} s)") from None
 
 
 def _ray(sweep: Sweep, points: list[Point], address: str | None) -> Iterator[tuple[Point, list[dict]]]:
+    if address:
+        probe_address(address)
     try:
         import ray
     except ImportError:
@@ -233,51 +316,59 @@ def parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
+def check_sweep_output(out: Path) -> Path:
+    """Refuse, before any point runs, a table path that is not a new path or regular ``.csv``/``.parquet``
+    file, or whose parts folder sunsim did not create."""
+    out = check_file_target(Path(out), "--out", TABLE_SUFFIXES)
+    parts = parts_dir(out)
+    if os.path.lexists(parts) and (parts.is_symlink() or not (parts / MARKER).is_file()):
+        raise InputError(f"--out: {str(parts)!r} (where finished points are kept) already exists and was not "
+                         f"written by sunsim (no {MARKER}); refusing to use it: choose another --out")
+    return out
+
+
 def run_sweep(sweep: Sweep, out: Path, executor: str = "local", workers: int | None = None,
               address: str | None = None,
               progress: Callable[[int, int, Point, list[dict]], None] | None = None) -> pd.DataFrame:
     """Run every point not already finished, then write the whole table to ``out``."""
     if executor not in EXECUTORS:
-        raise ScenarioError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    out = Path(out)
+        raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be a positive integer, got {workers}")
+    if executor == "ray" and address:
+        probe_address(address)
+    out = check_sweep_output(out)
     parts = parts_dir(out)
     try:
         parts.mkdir(parents=True, exist_ok=True)
+        mark(parts, {"command": "sweep", "sweep": sweep.spec.name})
     except OSError as exc:
-        raise ScenarioError(f"--out: cannot write next to {str(out)!r} ({exc.strerror})") from None
+        raise InputError(f"--out: cannot write next to {str(out)!r} ({exc.strerror})") from None
+    keys = {p.index: sweep.point_key(p) for p in sweep.points}
     done: dict[str, list[dict]] = {}
     for f in parts.glob("*.json"):
+        if f.name.startswith("."):
+            continue  # the marker
         try:
             rows = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError):
-            continue  # a part cut short by an interrupt: run that point again
-        if rows and all(r.get("status") == "ok" for r in rows):
+            continue  # unreadable: run that point again
+        if isinstance(rows, list) and rows and all(isinstance(r, dict) and r.get("status") == "ok" for r in rows):
             done[f.stem] = rows
-    todo = [p for p in sweep.points if p.key not in done]
+    todo = [p for p in sweep.points if keys[p.index] not in done]
     total, finished = len(sweep.points), len(sweep.points) - len(todo)
     if progress:
         progress(finished, total, None, [])  # type: ignore[arg-type]
     stream = _ray(sweep, todo, address) if executor == "ray" else _local(sweep, todo, workers or os.cpu_count() or 1)
     for point, rows in stream:
-        tmp = parts / f".{point.key}.tmp"
-        tmp.write_text(json.dumps(rows, default=str))
-        tmp.replace(parts / f"{point.key}.json")
-        done[point.key] = rows
+        write_json(parts / f"{keys[point.index]}.json", rows, indent=None)
+        done[keys[point.index]] = rows
         finished += 1
         if progress:
             progress(finished, total, point, rows)
     # Point numbers follow this sweep file, also for points resumed from parts.
-    table = pd.DataFrame([{**r, "point": p.index} for p in sweep.points for r in done[p.key]])
+    table = pd.DataFrame([{**r, "point": p.index} for p in sweep.points for r in done[keys[p.index]]])
     table.insert(0, "sweep", sweep.spec.name)
-    _write_atomic(table, out)
+    write_table(table, out, float_format="%.6g")
     shutil.rmtree(parts, ignore_errors=True)
     return table
-
-
-def _write_atomic(table: pd.DataFrame, out: Path) -> None:
-    tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix == ".parquet":
-        table.to_parquet(tmp, index=False)
-    else:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-    tmp.replace(out)

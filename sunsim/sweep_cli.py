@@ -7,14 +7,18 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .sweep import EXECUTORS, load_sweep, parts_dir, run_sweep
+from .console import console, err_console
+from .sweep import EXECUTORS, TABLE_SUFFIXES, check_sweep_output, load_sweep, parts_dir, probe_address, run_sweep
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .cli import console, err_console
-
+    if args.out:  # cheap checks first: a bad path or address fails before the points are checked
+        check_sweep_output(Path(args.out))
+    if args.executor == "ray" and args.address:
+        probe_address(args.address)
     sweep = load_sweep(args.sweep, args.set)
     out = Path(args.out) if args.out else Path("results") / "sweeps" / f"{sweep.spec.name}.csv"
+    check_sweep_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     resumed = parts_dir(out).exists()
     failures = 0
@@ -46,13 +50,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse reports the flag and exits 2 otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid of scenario variations (local processes or Ray)")
     p.add_argument("sweep", help="sweep YAML file (scenario, grid, seeds)")
-    p.add_argument("--out", help="output table, .csv or .parquet (default: results/sweeps/<name>.csv)")
+    p.add_argument("--out", help=f"output table, {' or '.join(TABLE_SUFFIXES)} (default: results/sweeps/<name>.csv)")
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local worker processes (default) or a Ray cluster")
-    p.add_argument("--workers", type=int, help="local worker processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, help="local worker processes (default: all cores)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario field for every point")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .output import check_file_target, write_text
 from .runner import ScenarioRun
 
 US = 1e6
@@ -54,8 +55,7 @@ def chrome_trace_events(run: ScenarioRun) -> list[dict]:
 
 
 def write_chrome_trace(run: ScenarioRun, path: Path) -> Path:
+    """Write the trace atomically; ``path`` must be a new path or a regular file (never a device)."""
+    path = check_file_target(Path(path), "--trace-out")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"traceEvents": chrome_trace_events(run), "displayTimeUnit": "ms"}))
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps({"traceEvents": chrome_trace_events(run), "displayTimeUnit": "ms"}))
