@@ -8,5 +8,5 @@ from rich.console import Console
 
 #: Results and progress.
 console = Console(width=None if sys.stdout.isatty() else 120)
-#: Errors and warnings.
-err_console = Console(stderr=True)
+#: Errors and warnings; not wrapped, so a path in a message is never broken across lines.
+err_console = Console(stderr=True, soft_wrap=True)

@@ -1,6 +1,15 @@
-"""Sweeps: a grid of 40+ points, progress, resume after an interrupt, Ray gives the same table."""
+"""Sweeps: a grid of 40+ points, progress, resume after an interrupt (only of the same scenarios),
+Ray gives the same table, workers never outlive the sweep."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -8,6 +17,8 @@ import yaml
 
 from sunsim.cli import main
 from sunsim.sweep import load_sweep, parts_dir, run_sweep
+
+from .conftest import ROOT
 
 SCENARIO = {
     "name": "small",
@@ -95,3 +106,130 @@ def test_ray_gives_the_same_table(tmp_path):
     local = run_sweep(load_sweep(path), tmp_path / "local.csv", workers=2)
     ray_table = run_sweep(load_sweep(path), tmp_path / "ray.csv", executor="ray")
     pd.testing.assert_frame_equal(local.drop(columns=VOLATILE), ray_table.drop(columns=VOLATILE))
+
+
+# --------------------------------------------------------------------------------------
+# Resume keys on the resolved scenario; workers die with the sweep.
+def _interrupted(tmp_path, path, overrides=(), after=3):
+    out = tmp_path / "table.csv"
+
+    def stop(done, total, point, rows):
+        if point is not None and done >= after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_sweep(path, overrides), out, workers=1, progress=stop)
+    return out
+
+
+def _resume(path, out, overrides=()):
+    ran = []
+    table = run_sweep(load_sweep(path, overrides), out, workers=1,
+                      progress=lambda d, t, p, r: ran.append(p) if p is not None else None)
+    return table, ran
+
+
+SMALL_GRID = {"workload.rate": [20, 40]}
+
+
+def test_resume_reuses_points_of_the_same_scenario(tmp_path):
+    path = _files(tmp_path, grid=SMALL_GRID, seeds=[1, 2])
+    out = _interrupted(tmp_path, path)
+    table, ran = _resume(path, out)
+    assert len(ran) == 1 and len(table) == 8
+
+
+def test_resume_recomputes_when_an_override_changes(tmp_path):
+    path = _files(tmp_path, grid=SMALL_GRID, seeds=[1, 2])
+    out = _interrupted(tmp_path, path)
+    table, ran = _resume(path, out, ["workload.duration_s=4"])  # half the requests of every point
+    assert len(ran) == 4  # nothing stale reused
+    fresh = run_sweep(load_sweep(path, ["workload.duration_s=4"]), tmp_path / "fresh.csv", workers=1)
+    pd.testing.assert_frame_equal(table.drop(columns=VOLATILE), fresh.drop(columns=VOLATILE))
+
+
+def test_resume_recomputes_when_the_base_scenario_changes(tmp_path):
+    path = _files(tmp_path, grid=SMALL_GRID, seeds=[1, 2])
+    out = _interrupted(tmp_path, path)
+    changed = {**SCENARIO, "prefill": {"workers": 3}}
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(changed))
+    table, ran = _resume(path, out)
+    assert len(ran) == 4
+    assert (table["prefill_gpus"] == 3 * 4).all()  # 3 prefill workers for each of the 4 models, not 2
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat_file.parent.name))
+    return kids
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"  # a zombie has exited (it waits for its reaper)
+
+
+def _start_long_sweep(tmp_path) -> tuple[subprocess.Popen, list[int]]:
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({**SCENARIO, "workload": {**SCENARIO["workload"],
+                                                                                "duration_s": 20, "rate": 40}}))
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump({"name": "long", "scenario": "s.yaml", "seeds": list(range(1000))}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "sunsim", "sweep", str(path), "--workers", "2",
+                             "--out", str(tmp_path / "long.csv")], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(600):  # until both workers run (polling, not a time threshold)
+        kids = _children(proc.pid)
+        if len(kids) >= 2 and len(list((tmp_path / "long.csv.parts").glob("[!.]*.json"))) >= 1:
+            return proc, kids
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"sweep did not start its workers: {proc.stderr.read().decode()}")
+
+
+def _wait_gone(pids: list[int], tries: int = 100) -> list[int]:
+    for _ in range(tries):
+        alive = [p for p in pids if not _gone(p)]
+        if not alive:
+            return []
+        time.sleep(0.05)
+    return alive
+
+
+def test_sigkill_of_a_sweep_takes_its_workers_with_it(tmp_path):
+    proc, kids = _start_long_sweep(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    try:
+        assert _wait_gone(kids) == []
+    finally:
+        for pid in kids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_of_a_sweep_stops_workers_and_keeps_finished_points(tmp_path):
+    proc, kids = _start_long_sweep(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=30) == 143
+        assert _wait_gone(kids) == []
+    finally:
+        for pid in kids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    err = proc.stderr.read().decode()
+    assert "Traceback" not in err and "terminated" in err
+    assert list((tmp_path / "long.csv.parts").glob("[!.]*.json"))  # finished points kept for a resume
+    assert not (tmp_path / "long.csv").exists()
