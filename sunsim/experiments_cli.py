@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .output import check_output_folder
 from .sweep_cli import positive_int
 
 
@@ -12,6 +13,7 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     from .console import console
     from .experiments import regenerate
 
+    check_output_folder(Path(args.out), "--out")  # before hours of experiments, not after
     path = regenerate(Path(args.out), quick=args.quick, workers=args.workers,
                       say=lambda m: console.print(m, highlight=False), report_only=args.report_only)
     console.print(f"wrote {path} and {Path(args.out) / 'report' / 'report.md'}")

@@ -6,12 +6,15 @@ import argparse
 from pathlib import Path
 
 from .console import console
+from .output import check_output_folder
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Draw the report with a live status line; input problems surface as InputError (exit code 2)."""
     from .report import write_report  # matplotlib loads only when a report is asked for
 
+    if args.out:
+        check_output_folder(Path(args.out), "--out")
     with console.status("reading results...") as status:
         report = write_report(Path(args.source), Path(args.out) if args.out else None, on_progress=status.update)
     figures = sorted((report.parent / "figures").glob("*.png"))

@@ -292,3 +292,24 @@ def test_unreachable_ray_address_fails_fast_naming_it(tmp_path, capsys):
                  "--out", str(tmp_path / "t.csv")]) == 2
     assert address in _err(capsys)
     assert not (tmp_path / "t.csv").exists()
+
+
+@pytest.mark.parametrize("argv", [["experiments", "--quick", "--out", "{f}"], ["report", "{d}", "-o", "{f}/r"]])
+def test_other_commands_check_their_output_folder_first(tmp_path, capsys, argv):
+    (tmp_path / "file").write_text("x")
+    argv = [a.format(f=tmp_path / "file", d=tmp_path) for a in argv]
+    assert main(argv) == 2
+    err = _err(capsys)
+    assert "--out" in err and str(tmp_path / "file") in err
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_plan_refuses_a_target_that_is_not_a_file_before_planning(tmp_path, capsys, monkeypatch):
+    import sunsim.plan_cli
+
+    monkeypatch.setattr(sunsim.plan_cli, "plan", lambda *a, **k: (_ for _ in ()).throw(AssertionError("planned")))
+    out = tmp_path / "p"
+    (out / "plan.csv").mkdir(parents=True)
+    assert main(["plan", str(_scenario(tmp_path)), "--out", str(out)]) == 2
+    err = _err(capsys)
+    assert "plan.csv" in err and "folder" in err
