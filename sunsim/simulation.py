@@ -117,8 +117,8 @@ class _Plan:
             raise ScenarioError(
                 f"workload: request {worst} needs {int(need[worst])} KV tokens (prompt {stream.prompt_tokens[worst]} + "
                 f"output {stream.output_tokens[worst]}) but a {variant.dtype} decode worker of variant "
-                f"{variant.name!r} holds at most {self.kv_capacity}; shorten the lengths (prompt_tokens.max, "
-                f"output_tokens.max) or free memory (hardware.reserve_gib, hardware.memory_utilization)"
+                f"{variant.name!r} holds at most {room} (after the decode.watermark); shorten the lengths (prompt_tokens.max, "
+                f"output_tokens.max) or free memory (hardware.reserve_gib, hardware.memory_utilization, decode.watermark)"
             )
         self.max_batch = variant.max_batch or sc.decode.max_batch
         d = sc.decode
