@@ -120,7 +120,7 @@ class PrefillWorker:
             self.held_tokens += tokens
             self.peak_held_tokens = max(self.peak_held_tokens, self.held_tokens)
             self._rec.prefill_start_s[batch] = env.now
-            duration = self.cost.prefill_time(tokens, int(np.dot(lengths, lengths)))
+            duration = self.cost.prefill_time(tokens, int(np.dot(lengths, lengths)), len(batch))
             self.busy_s += duration
             self.batches += 1
             yield env.timeout(duration)
@@ -420,7 +420,7 @@ class DecodeWorker:
         pause = swap_tokens * self.kv.kv_bytes_per_token / self.kv.swap_Bps
         if recompute:
             lengths = np.asarray(recompute, dtype=np.int64)
-            pause += self.cost.prefill_time(int(lengths.sum()), int(np.dot(lengths, lengths)))
+            pause += self.cost.prefill_time(int(lengths.sum()), int(np.dot(lengths, lengths)), len(lengths))
         return pause
 
     def _grow(self) -> float:

@@ -84,7 +84,7 @@ def reference_decode(cost, arrival, context, output, max_batch=None, capacity_to
             pause += swap_tokens * kv.kv_bytes_per_token / kv.swap_Bps
             if recompute:
                 lengths = np.asarray(recompute)
-                pause += cost.prefill_time(int(lengths.sum()), int(np.dot(lengths, lengths)))
+                pause += cost.prefill_time(int(lengths.sum()), int(np.dot(lengths, lengths)), len(lengths))
             peak = max(peak, used)
         else:
             while waiting and len(running) < cap:
