@@ -107,18 +107,18 @@ class _Plan:
         if sc.decode.kv_policy == "paged":
             room -= int(sc.decode.watermark * (self.kv_capacity // block)) * block
         worst = int(np.argmax(need))
-        if self.prefill_kv_capacity is not None and int(stream.prompt_tokens.max()) > self.prefill_kv_capacity:
-            raise ScenarioError(
-                f"workload: a prompt of {int(stream.prompt_tokens.max())} tokens does not fit the KV memory of a "
-                f"prefill GPU ({self.prefill_kv_capacity} tokens); shorten prompt_tokens.max or set "
-                f"prefill.kv_bound: false"
-            )
         if need[worst] > room:
             raise ScenarioError(
                 f"workload: request {worst} needs {int(need[worst])} KV tokens (prompt {stream.prompt_tokens[worst]} + "
                 f"output {stream.output_tokens[worst]}) but a {variant.dtype} decode worker of variant "
                 f"{variant.name!r} holds at most {room} (after the decode.watermark); shorten the lengths (prompt_tokens.max, "
                 f"output_tokens.max) or free memory (hardware.reserve_gib, hardware.memory_utilization, decode.watermark)"
+            )
+        longest = int(stream.prompt_tokens.max())
+        if self.prefill_kv_capacity is not None and longest > self.prefill_kv_capacity:
+            raise ScenarioError(
+                f"workload: a prompt needs {longest} KV tokens but a prefill GPU holds at most "
+                f"{self.prefill_kv_capacity}; shorten prompt_tokens.max or set prefill.kv_bound: false"
             )
         self.max_batch = variant.max_batch or sc.decode.max_batch
         d = sc.decode

@@ -14,9 +14,9 @@ from .conftest import make_scenario
 def _skewed(kv_bound: bool):
     # Zipf 2: the hot model's one decode GPU (with little KV memory) cannot keep up with its prefill GPUs.
     return make_scenario(
-        hardware={"memory_utilization": 0.3},
+        hardware={"memory_utilization": 0.28},
         prefill={"workers": 2, "kv_bound": kv_bound},
-        workload={"rate": 80, "duration_s": 15, "popularity": {"kind": "zipf", "s": 2.0}},
+        workload={"rate": 150, "duration_s": 15, "popularity": {"kind": "zipf", "s": 2.0}},
         variants=[{"name": "d", "mode": "dedicated", "workers": 1}],
     )
 
