@@ -33,16 +33,20 @@ class ProfileInfo:
     name: str
     kind: str  # "analytic" | "measured"
     device: str
+    source: str = ""  # measurements an analytic profile takes figures from
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "device": self.device}
+        out = {"name": self.name, "kind": self.kind, "device": self.device}
+        if self.source:
+            out["source"] = self.source
+        return out
 
 
 class CostModel(Protocol):
     info: ProfileInfo
 
-    def prefill_time(self, tokens: int, sum_sq_tokens: int) -> float:
-        """Seconds to prefill a batch of ``tokens`` prompt tokens whose lengths squared sum to ``sum_sq_tokens``."""
+    def prefill_time(self, tokens: int, sum_sq_tokens: int, prompts: int = 1) -> float:
+        """Seconds to prefill ``prompts`` prompts of ``tokens`` tokens in all, lengths squared summing to ``sum_sq_tokens``."""
 
     def decode_coeffs(self, batch: int) -> tuple[float, float]:
         """``(alpha, beta)`` so that one decode iteration takes ``alpha + beta * kv_tokens`` seconds."""
@@ -56,40 +60,21 @@ def decode_step_time(cost: CostModel, batch: int, kv_tokens: float) -> float:
 # --------------------------------------------------------------------------------------
 # Analytic roofline
 # --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Efficiency:
-    """Fractions of datasheet peaks that real kernels reach (stated, not measured).
-
-    Weight-bound decode GEMMs reach about 75-80% of peak bandwidth and large prefill
-    GEMMs about 75-80% of peak FLOPs on Hopper. Low-bit weight-only kernels of the Marlin
-    kind stream packed weights a little less efficiently and hide most of the dequantization
-    behind tensor-core math, so they lose a few points of each; fp8 GEMMs run at a lower
-    fraction of their (doubled) peak.
-    """
-
-    bandwidth: float
-    compute: float
-
-
-EFFICIENCY: dict[str, Efficiency] = {
-    "bf16": Efficiency(bandwidth=0.78, compute=0.75),
-    "fp16": Efficiency(bandwidth=0.78, compute=0.75),
-    "fp8": Efficiency(bandwidth=0.75, compute=0.60),
-    "int8": Efficiency(bandwidth=0.72, compute=0.70),
-    "int4": Efficiency(bandwidth=0.70, compute=0.65),
-}
-#: Attention kernels (flash) reach less of peak FLOPs than large GEMMs.
-ATTENTION_COMPUTE_EFFICIENCY = 0.5
-#: KV reads in decode attention are streaming reads.
-KV_BANDWIDTH_EFFICIENCY = 0.75
 #: Fixed per-iteration cost: launches (or graph replay), sampling, scheduling.
 DECODE_STEP_OVERHEAD_S = 0.5e-3
 PREFILL_BATCH_OVERHEAD_S = 2e-3
+EMBED_BYTES = 2.0  # embedding, LM head and norms stay 16-bit
 
 
 @dataclass(frozen=True)
 class AnalyticCostModel:
-    """Roofline from datasheet bandwidth and FLOPs, scaled by :data:`EFFICIENCY`."""
+    """Roofline from datasheet bandwidth and FLOPs, scaled by the GPU's :class:`~sunsim.hardware.Efficiency`.
+
+    Per pass: the layers' projections (a bf16 roofline, times the measured low-bit/bf16 time
+    ratio at that many rows for a low-bit format, see :class:`~sunsim.hardware.LowBitGemm`), the
+    16-bit LM head over the rows that need logits (every sequence in decode, the last token of
+    each prompt in prefill), the embedding rows of the pass's tokens and the norms, and attention.
+    """
 
     gpu: GPU
     shape: ModelShape
@@ -98,32 +83,45 @@ class AnalyticCostModel:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        eff, s = EFFICIENCY[self.dtype], self.shape
-        # Quantized layer weights + 16-bit embedding/head are read once per pass; only the head's GEMM is computed.
-        matmul_params = s.linear_params + s.vocab * s.hidden
+        self.gpu.dense_flops(self.dtype)  # fp8 on a GPU without fp8 tensor cores fails here
+        eff, s, g = self.gpu.efficiency, self.shape, self.gpu
+        bw, flops = g.bandwidth_Bps * eff.bandwidth, g.bf16_flops * eff.compute
+        head = s.vocab * s.hidden
+        norms = (2 * s.layers + 1) * s.hidden
         consts = {
-            "_read_s": s.weight_bytes(self.dtype) / (self.gpu.bandwidth_Bps * eff.bandwidth),
-            "_compute_s_per_token": 2.0 * matmul_params / (self.gpu.dense_flops(self.dtype) * eff.compute),
-            "_attn_s_per_sq": 2.0 * s.layers * s.heads * s.head_dim
-            / (self.gpu.bf16_flops * ATTENTION_COMPUTE_EFFICIENCY),
-            "_beta": s.kv_bytes_per_token / (self.gpu.bandwidth_Bps * KV_BANDWIDTH_EFFICIENCY),
+            "_proj_read_s": s.linear_params * WEIGHT_BYTES["bf16"] / bw,
+            "_proj_s_per_row": 2.0 * s.linear_params / flops,
+            "_head_read_s": head * EMBED_BYTES / bw,
+            "_head_s_per_row": 2.0 * head / flops,
+            "_norm_read_s": norms * EMBED_BYTES / bw,
+            "_embed_s_per_row": s.hidden * EMBED_BYTES / bw,
+            "_attn_s_per_sq": 2.0 * s.layers * s.heads * s.head_dim / (g.bf16_flops * eff.attention_compute),
+            "_beta": s.kv_bytes_per_token / (g.bandwidth_Bps * eff.kv_bandwidth),
         }
         for name, value in consts.items():
             object.__setattr__(self, name, value)  # frozen dataclass: derived constants set once
 
     @property
     def info(self) -> ProfileInfo:
-        return ProfileInfo(name=f"analytic-{self.gpu.name}", kind="analytic", device=self.gpu.name)
+        lowbit = self.gpu.lowbit
+        source = f"sunsim/data/{lowbit.source}" if lowbit is not None and self.dtype in lowbit.ratio else ""
+        return ProfileInfo(name=f"analytic-{self.gpu.name}", kind="analytic", device=self.gpu.name, source=source)
 
-    def _linear_time(self, tokens: int) -> float:
-        """Roofline of the linear layers: weight reads or matmul FLOPs, whichever is slower."""
-        return max(self._read_s, self._compute_s_per_token * tokens)
+    def projections_time(self, rows: int) -> float:
+        """The layers' projections over ``rows`` rows: bf16 roofline x the measured low-bit ratio."""
+        bf16 = max(self._proj_read_s, self._proj_s_per_row * rows)
+        lowbit = self.gpu.lowbit
+        return bf16 if lowbit is None else bf16 * lowbit.time_ratio(self.dtype, rows)
 
-    def prefill_time(self, tokens: int, sum_sq_tokens: int) -> float:
-        return PREFILL_BATCH_OVERHEAD_S + self._linear_time(tokens) + self._attn_s_per_sq * sum_sq_tokens
+    def _pass_time(self, rows: int, logit_rows: int) -> float:
+        head = max(self._head_read_s, self._head_s_per_row * logit_rows)
+        return self.projections_time(rows) + head + self._norm_read_s + self._embed_s_per_row * rows
+
+    def prefill_time(self, tokens: int, sum_sq_tokens: int, prompts: int = 1) -> float:
+        return PREFILL_BATCH_OVERHEAD_S + self._pass_time(tokens, prompts) + self._attn_s_per_sq * sum_sq_tokens
 
     def decode_coeffs(self, batch: int) -> tuple[float, float]:
-        return DECODE_STEP_OVERHEAD_S + self._linear_time(batch), self._beta
+        return DECODE_STEP_OVERHEAD_S + self._pass_time(batch, batch), self._beta
 
 
 # --------------------------------------------------------------------------------------
@@ -160,7 +158,8 @@ class MeasuredCostModel:
     prefill_linear: np.ndarray
     prefill_attn: float
 
-    def prefill_time(self, tokens: int, sum_sq_tokens: int) -> float:
+    def prefill_time(self, tokens: int, sum_sq_tokens: int, prompts: int = 1) -> float:
+        # The measured table is per token count (its LM-head share as calibrated).
         return _interp_extrapolate(tokens, self.prefill_tokens, self.prefill_linear) + self.prefill_attn * sum_sq_tokens
 
     def decode_coeffs(self, batch: int) -> tuple[float, float]:

@@ -3,7 +3,13 @@
 TTFT = first token - arrival; TPOT = (finish - first token) / (output tokens - 1);
 E2E = finish - arrival. SLO attainment counts requests meeting both the TTFT and the TPOT
 target (a request with one output token has no TPOT and is judged on TTFT alone);
-unfinished requests count as misses.
+unfinished requests count as misses. Only requests that arrived before the simulation
+stopped count at all (a horizon cuts the stream).
+
+Throughput measures capacity, not the drain: it counts the output tokens generated inside a
+steady-state window (from ``sim.warmup_fraction`` of the arrival span to the last arrival),
+the first token at its time and the decode tokens spread evenly over each request's decode;
+the drain (last arrival -> last finish) is reported on its own.
 """
 
 from __future__ import annotations
@@ -15,17 +21,18 @@ from .simulation import VariantResult
 
 REQUEST_COLUMNS = [
     "request_id", "model", "arrival_s", "prompt_tokens", "output_tokens", "prefill_worker", "decode_worker",
-    "prefill_start_s", "first_token_s", "kv_ready_s", "decode_start_s", "finish_s", "ttft_s", "tpot_s", "e2e_s",
+    "prefill_start_s", "first_token_s", "decode_admit_s", "kv_ready_s", "decode_start_s", "finish_s", "ttft_s",
+    "tpot_s", "e2e_s", "parked_s", "preemptions",
 ]
 
 
 def request_table(res: VariantResult) -> pd.DataFrame:
-    """One row per request, in arrival order, with the columns of :data:`REQUEST_COLUMNS`."""
+    """One row per request that arrived before the run stopped, in arrival order (:data:`REQUEST_COLUMNS`)."""
     s, r = res.stream, res.records
     ttft = r.first_token_s - s.arrival_s
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(s.output_tokens > 1, (r.finish_s - r.first_token_s) / (s.output_tokens - 1), np.nan)
-    return pd.DataFrame({
+    df = pd.DataFrame({
         "request_id": np.arange(len(s)),
         "model": np.asarray(s.models, dtype=object)[s.model],
         "arrival_s": s.arrival_s,
@@ -35,13 +42,44 @@ def request_table(res: VariantResult) -> pd.DataFrame:
         "decode_worker": r.decode_worker,
         "prefill_start_s": r.prefill_start_s,
         "first_token_s": r.first_token_s,
+        "decode_admit_s": r.decode_admit_s,
         "kv_ready_s": r.kv_ready_s,
         "decode_start_s": r.decode_start_s,
         "finish_s": r.finish_s,
         "ttft_s": ttft,
         "tpot_s": tpot,
         "e2e_s": r.finish_s - s.arrival_s,
+        # First token -> admitted by a decode worker: the KV sits parked in the prefill GPU's memory.
+        "parked_s": r.decode_admit_s - r.first_token_s,
+        "preemptions": r.preemptions,
     }, columns=REQUEST_COLUMNS)
+    return df[s.arrival_s <= res.end_s].reset_index(drop=True)
+
+
+def throughput_window(arrival_s: np.ndarray, warmup_fraction: float) -> tuple[float, float]:
+    """The steady-state window: warm-up (a share of the arrival span) excluded, ends at the last arrival."""
+    first, last = float(arrival_s.min()), float(arrival_s.max())
+    return first + warmup_fraction * (last - first), last
+
+
+def tokens_in_window(df: pd.DataFrame, start: float, end: float) -> float:
+    """Output tokens generated in ``[start, end]``.
+
+    The first token counts at its time; a request's other ``output - 1`` tokens are spread
+    evenly over its decode (decode start -> finish). Unfinished requests count their first token only.
+    """
+    first = df["first_token_s"].to_numpy(dtype=float)
+    ds = df["decode_start_s"].to_numpy(dtype=float)
+    fin = df["finish_s"].to_numpy(dtype=float)
+    rest = df["output_tokens"].to_numpy(dtype=float) - 1
+    total = float(((first >= start) & (first <= end)).sum())
+    ok = np.isfinite(ds) & np.isfinite(fin) & (rest > 0)
+    ds, fin, rest = ds[ok], fin[ok], rest[ok]
+    overlap = np.clip(np.minimum(fin, end) - np.maximum(ds, start), 0, None)
+    span = fin - ds
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(span > 0, overlap / span, ((ds >= start) & (ds <= end)).astype(float))
+    return total + float((rest * share).sum())
 
 
 def _stats(x: np.ndarray) -> dict[str, float | None]:
@@ -57,17 +95,18 @@ def slo_met(ttft: np.ndarray, tpot: np.ndarray, finished: np.ndarray, slo_ttft: 
     return finished & (ttft <= slo_ttft) & (np.isnan(tpot) | (tpot <= slo_tpot))
 
 
-def _figures(df: pd.DataFrame, span_s: float, gpus: dict[str, int], slo_ttft: float, slo_tpot: float) -> dict:
+def _figures(df: pd.DataFrame, window: tuple[float, float], gpus: dict[str, int], slo_ttft: float,
+             slo_tpot: float) -> dict:
     finished = df["finish_s"].notna().to_numpy()
-    out_tokens = float(df["output_tokens"].to_numpy()[finished].sum())
+    fin = df["finish_s"].to_numpy(dtype=float)
     ttft, tpot, e2e = (df[c].to_numpy(dtype=float) for c in ("ttft_s", "tpot_s", "e2e_s"))
     met = slo_met(ttft, tpot, finished, slo_ttft, slo_tpot)
-    span = max(span_s, 1e-12)
-    tps = out_tokens / span
+    span = max(window[1] - window[0], 1e-12)
+    tps = tokens_in_window(df, *window) / span
     return {
         "requests": {"arrived": int(len(df)), "finished": int(finished.sum()), "unfinished": int((~finished).sum())},
         "throughput": {
-            "requests_per_s": float(finished.sum() / span),
+            "requests_per_s": float(((fin >= window[0]) & (fin <= window[1])).sum() / span),
             "output_tokens_per_s": tps,
             "output_tokens_per_s_per_gpu": tps / gpus["total"] if gpus["total"] else None,
             "output_tokens_per_s_per_decode_gpu": tps / gpus["decode"] if gpus["decode"] else None,
@@ -77,6 +116,8 @@ def _figures(df: pd.DataFrame, span_s: float, gpus: dict[str, int], slo_ttft: fl
         "e2e_s": _stats(e2e),
         # First token -> KV in decode memory: waiting for memory, the link, and the transfer itself.
         "kv_wait_s": _stats(df["kv_ready_s"].to_numpy(dtype=float) - df["first_token_s"].to_numpy(dtype=float)),
+        "parked_s": _stats(df["parked_s"].to_numpy(dtype=float)),
+        "preemptions": int(df["preemptions"].sum()),
         "slo": {"ttft_s": slo_ttft, "tpot_s": slo_tpot,
                 "attainment": float(met.mean()) if len(met) else None,
                 # Each target alone: tells which stage (prefill or decode) misses.
@@ -93,7 +134,10 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
     prefill = len(res.prefill_workers)
     decode = len(res.decode_workers)
     gpus = {"prefill": prefill, "decode": decode, "total": prefill + decode}
-    span = res.end_s - float(res.stream.arrival_s[0])
+    arrival = df["arrival_s"].to_numpy(dtype=float)
+    window = throughput_window(arrival, sc.sim.warmup_fraction)
+    last_finish = float(np.nanmax(df["finish_s"].to_numpy(dtype=float))) if df["finish_s"].notna().any() else None
+    all_done = bool(df["finish_s"].notna().all())
     slo = sc.slo
     summary = {
         "scenario": sc.name,
@@ -107,13 +151,16 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
         "profile": res.profile.as_dict(),
         "gpus": gpus,
         "duration_s": res.end_s,
-        **_figures(df, span, gpus, slo.ttft_s, slo.tpot_s),
+        "window": {"start_s": window[0], "end_s": window[1], "warmup_fraction": sc.sim.warmup_fraction},
+        # Last arrival -> last finish (-> the stop, if requests were left unfinished).
+        "drain_s": (last_finish if all_done and last_finish is not None else res.end_s) - window[1],
+        **_figures(df, window, gpus, slo.ttft_s, slo.tpot_s),
     }
     per_model = {}
     for name, part in df.groupby("model", sort=False):
         pm_gpus = {"prefill": res.prefill_pool_of.count(name), "decode": res.decode_pool_of.count(name)}
         pm_gpus["total"] = pm_gpus["prefill"] + pm_gpus["decode"]
-        per_model[str(name)] = _figures(part, span, pm_gpus, slo.ttft_s, slo.tpot_s)
+        per_model[str(name)] = _figures(part, window, pm_gpus, slo.ttft_s, slo.tpot_s)
     summary["per_model"] = dict(sorted(per_model.items(), key=lambda kv: sc.model.tasks.index(kv[0])))
     summary["decode_workers"] = [
         {
@@ -124,6 +171,8 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
             "peak_kv_fraction": w.peak_blocks / w.capacity_blocks,
             "tokens": int(w.tokens),
             "iterations": int(w.iterations),
+            "preemptions": int(w.preemptions),
+            "restore_s": w.restore_s,
         }
         for w in res.decode_workers
     ]
@@ -135,11 +184,18 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
         "mean_batch": float(sum(w.tokens for w in res.decode_workers)
                             / max(1, sum(w.iterations for w in res.decode_workers))),
         "kv_capacity_tokens": res.kv_capacity_tokens,
+        "kv_policy": sc.decode.kv_policy,
+        "preemption": sc.decode.preemption,
+        "preemptions": int(sum(w.preemptions for w in res.decode_workers)),
     }
+    cap = res.prefill_kv_capacity_tokens
     summary["prefill_workers"] = [
-        {"worker": w.wid, "busy_fraction": w.busy_s / res.end_s if res.end_s > 0 else 0.0, "batches": w.batches}
+        {"worker": w.wid, "busy_fraction": w.busy_s / res.end_s if res.end_s > 0 else 0.0, "batches": w.batches,
+         "peak_kv_tokens": int(w.peak_held_tokens), "peak_kv_fraction": w.peak_held_tokens / cap if cap else None,
+         "stalled_s": w.stalled_s}
         for w in res.prefill_workers
     ]
+    summary["prefill_kv_capacity_tokens"] = cap
     summary["sim"] = {"wall_s": res.wall_s, "events": res.events,
                       "requests_per_wall_s": len(df) / res.wall_s if res.wall_s > 0 else None}
     return summary
@@ -167,5 +223,7 @@ def comparison_row(summary: dict) -> dict:
         "decode_busy_mean": s["decode_utilization"]["mean_busy_fraction"],
         "decode_busy_min": s["decode_utilization"]["min_busy_fraction"],
         "decode_mean_batch": s["decode_utilization"]["mean_batch"],
+        "drain_s": s["drain_s"], "window_start_s": s["window"]["start_s"], "window_end_s": s["window"]["end_s"],
+        "preemptions": s["preemptions"], "parked_mean_s": s["parked_s"]["mean"],
         "sim_wall_s": s["sim"]["wall_s"], "sim_requests_per_wall_s": s["sim"]["requests_per_wall_s"],
     }

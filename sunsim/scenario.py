@@ -141,11 +141,23 @@ class PrefillSpec(_Strict):
     workers: WorkerCount = 1
     max_batch_tokens: int = Field(8192, gt=0)
     routing: Routing = "least_loaded"
+    #: Prefilled KV waits in the prefill GPU's memory until handed to decode; ``true`` bounds it by
+    #: that memory (a batch that would not fit stalls), ``false`` lets it grow without limit.
+    kv_bound: bool = True
 
 
 class DecodeDefaults(_Strict):
     block_tokens: int = Field(16, gt=0)
     max_batch: int | None = Field(None, gt=0)
+    #: ``paged``: blocks allocated as tokens are generated, preemption when they run out (vLLM);
+    #: ``reserve``: prompt + true output reserved at admission (clairvoyant, never preempts).
+    kv_policy: Literal["paged", "reserve"] = "paged"
+    #: What a preempted request loses: ``recompute`` (vLLM's default) or ``swap`` (KV to host memory).
+    preemption: Literal["recompute", "swap"] = "recompute"
+    #: Share of a decode GPU's KV blocks that admission keeps free (vLLM's watermark).
+    watermark: float = Field(0.01, ge=0, lt=1)
+    #: Host link for swapped KV, GB/s per direction (PCIe 5 x16).
+    swap_GBps: PositiveFloat = 64.0
 
 
 class VariantSpec(_Strict):
@@ -303,6 +315,8 @@ class SimSpec(_Strict):
     drain_s: float = Field(600.0, ge=0)
     #: Hard stop (simulated seconds); default: last arrival + drain_s.
     horizon_s: PositiveFloat | None = None
+    #: Throughput is measured from this share of the arrival span (warm-up excluded) to the last arrival.
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)
 
 
 class Scenario(_Strict):

@@ -13,7 +13,7 @@ import numpy as np
 import simpy
 
 from .architecture import ModelShape
-from .cluster import DecodeWorker, Interconnect, PrefillWorker, Records
+from .cluster import DecodeWorker, Interconnect, KVPolicy, PrefillWorker, Records
 from .costmodel import CostModel, ProfileInfo, make_cost_model, read_profile
 from .hardware import GIB
 from .hardware import gpu as gpu_spec
@@ -38,21 +38,22 @@ class VariantResult:
     decode_pool_of: list[str]  # per decode worker: its model, or "shared"
     prefill_pool_of: list[str]  # per prefill worker: its model
     kv_capacity_tokens: int
+    prefill_kv_capacity_tokens: int | None
     end_s: float
     wall_s: float
     events: int
     interconnect: Interconnect
 
 
-def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str) -> int:
-    """KV tokens one decode GPU holds: usable memory minus decode weights minus the reserve."""
+def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = "decode") -> int:
+    """KV tokens one GPU holds: usable memory minus its weights (by dtype) minus the reserve."""
     hw = sc.hardware
     free = gpu_spec(hw.gpu).memory_bytes * hw.memory_utilization - shape.weight_bytes(dtype) - hw.reserve_gib * GIB
     block = sc.decode.block_tokens
     tokens = int(free // shape.kv_bytes_per_token) // block * block
     if tokens < block:
         raise ScenarioError(
-            f"hardware: the {dtype} decode weights of {shape.name} ({shape.weight_bytes(dtype) / GIB:.1f} GiB) "
+            f"hardware: the {dtype} {role} weights of {shape.name} ({shape.weight_bytes(dtype) / GIB:.1f} GiB) "
             f"leave no KV memory on a {hw.gpu} (memory_utilization={hw.memory_utilization}, "
             f"reserve_gib={hw.reserve_gib})"
         )
@@ -80,6 +81,8 @@ class _Plan:
         except ValueError as exc:
             raise ScenarioError(f"variants.{variant.name}.dtype: {exc}") from None
         self.kv_capacity = kv_capacity_tokens(sc, shape, variant.dtype)
+        self.prefill_kv_capacity = kv_capacity_tokens(sc, shape, PREFILL_DTYPE, "prefill") \
+            if sc.prefill.kv_bound else None
         tasks = sc.model.tasks
         busy = set(np.unique(stream.model).tolist())
 
@@ -99,15 +102,28 @@ class _Plan:
 
         block = sc.decode.block_tokens
         need = -(-(stream.prompt_tokens + stream.output_tokens) // block) * block
+        # Paged admission also keeps the watermark free.
+        room = self.kv_capacity
+        if sc.decode.kv_policy == "paged":
+            room -= int(sc.decode.watermark * (self.kv_capacity // block)) * block
         worst = int(np.argmax(need))
-        if need[worst] > self.kv_capacity:
+        if need[worst] > room:
             raise ScenarioError(
                 f"workload: request {worst} needs {int(need[worst])} KV tokens (prompt {stream.prompt_tokens[worst]} + "
                 f"output {stream.output_tokens[worst]}) but a {variant.dtype} decode worker of variant "
-                f"{variant.name!r} holds at most {self.kv_capacity}; shorten the lengths (prompt_tokens.max, "
-                f"output_tokens.max) or free memory (hardware.reserve_gib, hardware.memory_utilization)"
+                f"{variant.name!r} holds at most {room} (after the decode.watermark); shorten the lengths (prompt_tokens.max, "
+                f"output_tokens.max) or free memory (hardware.reserve_gib, hardware.memory_utilization, decode.watermark)"
+            )
+        longest = int(stream.prompt_tokens.max())
+        if self.prefill_kv_capacity is not None and longest > self.prefill_kv_capacity:
+            raise ScenarioError(
+                f"workload: a prompt needs {longest} KV tokens but a prefill GPU holds at most "
+                f"{self.prefill_kv_capacity}; shorten prompt_tokens.max or set prefill.kv_bound: false"
             )
         self.max_batch = variant.max_batch or sc.decode.max_batch
+        d = sc.decode
+        self.kv_policy = KVPolicy(policy=d.kv_policy, preemption=d.preemption, watermark=d.watermark,
+                                  swap_Bps=d.swap_GBps * 1e9, kv_bytes_per_token=shape.kv_bytes_per_token)
 
     @property
     def gpus(self) -> dict[str, int]:
@@ -150,15 +166,22 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     pools: list[list[DecodeWorker]] = []
 
     def start_transfer(rid: int, worker: DecodeWorker) -> None:
-        link.transfer(int(prompt[rid]) + 1, int(rec.prefill_worker[rid]), worker.wid,
-                      lambda: worker.kv_arrived(rid))
+        # The prompt's KV moves; the first output token's KV is computed by the first decode step.
+        src = int(rec.prefill_worker[rid])
+
+        def arrived() -> None:
+            prefill_workers[src].release(int(prompt[rid]))  # the prefill GPU's copy is freed
+            worker.kv_arrived(rid)
+
+        link.transfer(int(prompt[rid]), src, worker.wid, arrived)
 
     for pool_name, count in plan.decode_counts.items():
         pool = []
         for _ in range(count):
             w = DecodeWorker(env, len(decode_workers), plan.decode_cost, plan.kv_capacity, sc.decode.block_tokens,
                              plan.max_batch, prompt, output, rec, start_transfer,
-                             timeline=[] if keep_timeline else None, on_finished=count_finished)
+                             timeline=[] if keep_timeline else None, on_finished=count_finished,
+                             kv=plan.kv_policy)
             decode_workers.append(w)
             pool_of.append(pool_name)
             pool.append(w)
@@ -168,8 +191,9 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     else:
         decode_pool_for_model = list(range(len(tasks)))
 
-    def prefill_done(rid: int, _pw: int) -> None:
+    def prefill_done(rid: int, pw: int) -> None:
         if output[rid] <= 1:  # the only token came from prefill
+            prefill_workers[pw].release(int(prompt[rid]))
             rec.finish_s[rid] = env.now
             count_finished(1)
             return
@@ -182,7 +206,7 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         pool = []
         for _ in range(plan.prefill_counts[t]):
             w = PrefillWorker(env, len(prefill_workers), plan.prefill_cost, sc.prefill.max_batch_tokens,
-                              prompt, rec, prefill_done)
+                              prompt, rec, prefill_done, plan.prefill_kv_capacity)
             prefill_workers.append(w)
             pool.append(w)
         prefill_pools.append(pool)
@@ -208,5 +232,5 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         scenario=sc, variant=variant, stream=stream, records=rec, profile=plan.decode_cost.info,
         prefill_workers=prefill_workers, decode_workers=decode_workers, decode_pool_of=pool_of,
         prefill_pool_of=[t for t in tasks for _ in range(plan.prefill_counts[t])],
-        kv_capacity_tokens=plan.kv_capacity, end_s=end, wall_s=wall, events=events, interconnect=link,
+        kv_capacity_tokens=plan.kv_capacity, prefill_kv_capacity_tokens=plan.prefill_kv_capacity, end_s=end, wall_s=wall, events=events, interconnect=link,
     )
