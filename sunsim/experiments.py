@@ -126,7 +126,7 @@ def _figures(outputs: Outputs, fig_dir: Path) -> dict[str, str]:
     figs: dict[str, str] = {}
 
     def rps(df: pd.DataFrame) -> str:  # the load the runs served, measured
-        return f"{df['requests_per_s'].mean():.0f} req/s served"
+        return f"{df['requests_per_s'].mean():.0f} req/s completed"
     llama4 = sw["skew"][(sw["skew"]["model.preset"] == "llama-3.1-8b") & (sw["skew"]["model.tasks"].astype(str) == "4")]
     drop = ["model.preset", "model.tasks"]
     report.plot_throughput_vs_skew(llama4.drop(columns=drop), fig_dir / "throughput_vs_skew")
@@ -135,8 +135,10 @@ def _figures(outputs: Outputs, fig_dir: Path) -> dict[str, str]:
     report.plot_metric_vs_param(sw["skew"][sw["skew"]["variant"].isin(["dedicated", "sun"])
                                            & (sw["skew"]["model.preset"] == "llama-3.1-8b")].drop(columns="model.preset"),
                                 "workload.popularity.s", "tpot_p90_s", fig_dir / "tpot_vs_skew_by_models",
-                                title="TPOT p90 vs skew, 2/4/8 task models")
-    figs["tpot_vs_skew_by_models"] = "TPOT p90 vs skew for 2, 4 and 8 task models (Llama-3.1-8B)"
+                                title="TPOT p90 vs skew by number of task models")
+    counts = sorted({int(m) for m in sw["skew"]["model.tasks"]})
+    listed = ", ".join(map(str, counts[:-1])) + (" and " if len(counts) > 1 else "") + str(counts[-1])
+    figs["tpot_vs_skew_by_models"] = f"TPOT p90 vs skew for {listed} task models (Llama-3.1-8B)"
     report.plot_decode_gpus_vs_param(sw["plan-skew"], out_base=fig_dir / "decode_gpus_vs_skew")
     plan = sw["plan-skew"]
     models = " and ".join(sorted({str(m) for m in plan.get("model.tasks", pd.Series([4]))}, key=int))
@@ -194,13 +196,13 @@ def interconnect_finding(ic: pd.DataFrame, target: float = 0.9) -> str | None:
                 f"{ic['interconnect.bandwidth_GBps'].min():g} GB/s up.") if len(ic) else None
     edge = float(slow["interconnect.bandwidth_GBps"].max())
     faster = ic[ic["interconnect.bandwidth_GBps"] > edge]
-    above = f"less from {float(faster['interconnect.bandwidth_GBps'].min()):g} GB/s up" if len(faster) else \
-        "at every bandwidth tried"
+    above = f", less from {float(faster['interconnect.bandwidth_GBps'].min()):g} GB/s up" if len(faster) else \
+        " (every bandwidth tried)"
     missing = ic[ic["slo_attainment"] < target]
     miss = (f"; the links queue and TPOT (which includes the hand-off) misses the SLO from "
             f"{float(missing['interconnect.bandwidth_GBps'].max()):g} GB/s down") if len(missing) else ""
     return (f"- **interconnect**: the KV hand-off (first token to KV in decode memory) takes longer than the whole "
-            f"TTFT at {edge:g} GB/s per decode NIC and below, {above} (`interconnect.csv`, columns "
+            f"TTFT at {edge:g} GB/s per decode NIC and below{above} (`interconnect.csv`, columns "
             f"`kv_wait_mean_s` and `ttft_mean_s`){miss}.")
 
 
@@ -379,8 +381,9 @@ def tpot_finding(table: pd.DataFrame) -> str:
     if not len(ok):
         return "- **TPOT**: in no configuration do both designs meet the SLO."
     d = ok["sun_tpot_vs_dedicated"]
-    word = ("lower" if d.max() < -0.01 else "higher" if d.min() > 0.01 else
-            "the same within 1%" if d.abs().max() <= 0.01 else "lower or higher by configuration")
+    word = ("the same within 1%" if d.abs().max() <= 0.01 else "lower" if d.max() < -0.01 else
+            "the same or lower" if d.max() <= 0.01 else "higher" if d.min() > 0.01 else
+            "the same or higher" if d.min() >= -0.01 else "lower or higher by configuration")
     return (f"- **TPOT**: in the {len(ok)} configurations where both meet the SLO, SUN's mean TPOT is {word} than "
             f"dedicated pools' ({_pct(d.min())} to {_pct(d.max())}).")
 
@@ -413,7 +416,7 @@ def routing_finding(rt: pd.DataFrame, target: float = 0.9) -> str | None:
              "the SLO fails with all of them" if (met < target).all() else
              "the SLO fails with " + ", ".join(f"`{p}`" for p in met[met < target].index))
     rps = rt["requests_per_s"].mean()
-    return (f"- **routing** (shared pool, {rps:.0f} req/s served): TPOT p90 from {mean.iloc[0] * 1e3:.1f} ms "
+    return (f"- **routing** (shared pool, {rps:.0f} req/s completed): TPOT p90 from {mean.iloc[0] * 1e3:.1f} ms "
             f"(`{best}`) to {mean.iloc[-1] * 1e3:.1f} ms (`{worst}`), mean over seeds; on TPOT p90 {said}; {holds}.")
 
 
@@ -445,15 +448,15 @@ def short_outputs_finding(so: pd.DataFrame) -> str | None:
     return (f"- **short outputs** (trace prompts, {short}-token outputs, `short-outputs.csv`): the KV hand-off takes "
             f"{_range(*ks, '.0%')} of a request's time after its first token, against {_range(*kl, '.0%')} with "
             f"{long_}-token outputs, and decode batches average {bs:.1f} requests against {bl:.1f}: {limit}. "
-            f"SUN's mean-TPOT gain over dedicated pools ({_range(*_span(gs), '.0%')}) {trend} the "
-            f"{long_}-token one ({_range(*_span(gl), '.0%')}).")
+            f"SUN's mean-TPOT gain over dedicated pools ({_range(*_span(gs), '.1%')}) {trend} the "
+            f"{long_}-token one ({_range(*_span(gl), '.1%')}).")
 
 
 def run_findings(runs: dict[str, Path], target: float = 0.9) -> list[str]:
     """Per extra run: how SUN compares with dedicated pools on TPOT p90 and SLO attainment."""
     lines = []
-    what = {"trace": "the Azure conversation trace (lengths and arrival pattern)",
-            "burst": "gamma arrivals, bursty", "shift": "the hot model changes mid-run"}
+    what = {"trace": "the Azure conversation trace's lengths and arrivals",
+            "burst": "bursty gamma arrivals", "shift": "the hot model changes mid-run"}
     for name, desc in what.items():
         if name not in runs:
             continue
@@ -465,7 +468,7 @@ def run_findings(runs: dict[str, Path], target: float = 0.9) -> list[str]:
                       within="is within 1% of")
         slo = ("both meet the SLO" if min(sun["slo_attainment"], ded["slo_attainment"]) >= target else
                f"SLO attainment {sun['slo_attainment']:.1%} (SUN) vs {ded['slo_attainment']:.1%} (dedicated)")
-        lines.append(f"- **{name}** ({desc}, {sun['requests_per_s']:.0f} req/s served): SUN's TPOT p90 "
+        lines.append(f"- **{name}** ({desc}, {sun['requests_per_s']:.0f} req/s completed): SUN's TPOT p90 "
                      f"({sun['tpot_p90_s'] * 1e3:.1f} ms) {word} dedicated pools' ({ded['tpot_p90_s'] * 1e3:.1f} ms); "
                      f"{slo}.")
     return lines
