@@ -23,7 +23,9 @@ from .sweep import Sweep, expand_points, load_sweep, run_sweep
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "scenarios" / "experiments"
 RUNS = ("paper", "trace", "burst", "shift")
-SWEEPS = ("skew", "load", "plan-skew", "routing", "interconnect")
+SWEEPS = ("skew", "load", "plan-skew", "routing", "interconnect", "short-outputs")
+#: Sweeps a page from older results may lack (their findings are left out).
+OPTIONAL = ("short-outputs",)
 #: Scaled-down settings for a quick check of the whole pipeline (tests, smoke runs).
 QUICK = ["workload.duration_s=15"]
 
@@ -121,32 +123,42 @@ def _figures(outputs: Outputs, fig_dir: Path) -> dict[str, str]:
     fig_dir.mkdir(parents=True, exist_ok=True)
     sw = {k: _ok(v) for k, v in outputs.sweeps.items()}
     figs: dict[str, str] = {}
+
+    def rps(df: pd.DataFrame) -> str:  # the load the runs served, measured
+        return f"{df['requests_per_s'].mean():.0f} req/s completed"
     llama4 = sw["skew"][(sw["skew"]["model.preset"] == "llama-3.1-8b") & (sw["skew"]["model.tasks"].astype(str) == "4")]
     drop = ["model.preset", "model.tasks"]
     report.plot_throughput_vs_skew(llama4.drop(columns=drop), fig_dir / "throughput_vs_skew")
-    figs["throughput_vs_skew"] = "Throughput per GPU vs skew (4 models, Llama-3.1-8B, 240 req/s, 8 decode GPUs)"
+    figs["throughput_vs_skew"] = (f"Throughput per GPU vs skew (4 models, Llama-3.1-8B, {rps(llama4)}, "
+                                  f"{_range(*_span(llama4['decode_gpus']), '.0f')} decode GPUs)")
     report.plot_metric_vs_param(sw["skew"][sw["skew"]["variant"].isin(["dedicated", "sun"])
                                            & (sw["skew"]["model.preset"] == "llama-3.1-8b")].drop(columns="model.preset"),
                                 "workload.popularity.s", "tpot_p90_s", fig_dir / "tpot_vs_skew_by_models",
-                                title="TPOT p90 vs skew, 2/4/8 task models")
-    figs["tpot_vs_skew_by_models"] = "TPOT p90 vs skew for 2, 4 and 8 task models (Llama-3.1-8B)"
+                                title="TPOT p90 vs skew by number of task models")
+    counts = sorted({int(m) for m in sw["skew"]["model.tasks"]})
+    listed = ", ".join(map(str, counts[:-1])) + (" and " if len(counts) > 1 else "") + str(counts[-1])
+    figs["tpot_vs_skew_by_models"] = f"TPOT p90 vs skew for {listed} task models (Llama-3.1-8B)"
     report.plot_decode_gpus_vs_param(sw["plan-skew"], out_base=fig_dir / "decode_gpus_vs_skew")
-    figs["decode_gpus_vs_skew"] = "Decode GPUs needed to meet the SLO at 240 req/s vs skew, 4 and 8 models"
+    plan = sw["plan-skew"]
+    models = " and ".join(sorted({str(m) for m in plan.get("model.tasks", pd.Series([4]))}, key=int))
+    figs["decode_gpus_vs_skew"] = (f"Decode GPUs needed to meet the SLO at {_range(*_span(plan['rate']), 'g')} req/s "
+                                   f"vs skew, {models} models")
     report.plot_metric_vs_param(sw["plan-skew"], "workload.popularity.s", "goodput_rps_per_gpu",
-                                fig_dir / "goodput_per_gpu_vs_skew", title="Goodput per GPU vs skew (32-GPU fleet)")
-    figs["goodput_per_gpu_vs_skew"] = ("Goodput (req/s meeting the SLO for 90% of requests) per GPU vs skew; with 8 "
-                                       "models both dedicated splits give each model one GPU, so their lines coincide")
+                                fig_dir / "goodput_per_gpu_vs_skew", title=f"Goodput per GPU vs skew ({_range(*_span(plan['goodput_gpus']), '.0f')}-GPU fleet)")
+    figs["goodput_per_gpu_vs_skew"] = "Goodput (the highest rate meeting the SLO attainment target) per GPU vs skew"
     report.plot_slo_vs_rate(sw["load"], fig_dir / "slo_vs_rate", target=0.9)
-    figs["slo_vs_rate"] = "SLO attainment vs request rate, short (100) and long (400 token) outputs, Zipf 1.0"
+    outs = " and ".join(f"{v:g}" for v in sorted(sw["load"]["workload.output_tokens.mean"].unique()))
+    figs["slo_vs_rate"] = f"SLO attainment vs request rate, mean outputs of {outs} tokens"
     report.plot_metric_vs_param(sw["load"], RATE, "tokens_per_s_per_decode_gpu", fig_dir / "throughput_vs_rate",
                                 title="Throughput per decode GPU vs request rate")
-    figs["throughput_vs_rate"] = "Output tokens/s per decode GPU vs request rate, short and long outputs"
+    figs["throughput_vs_rate"] = f"Output tokens/s per decode GPU vs request rate, mean outputs of {outs} tokens"
     report.plot_latency_cdfs(outputs.runs["paper"], fig_dir / "latency_cdfs")
-    figs["latency_cdfs"] = "TTFT and TPOT distributions of the base experiment (240 req/s, Zipf 1.0)"
+    paper = pd.read_csv(outputs.runs["paper"] / "comparison.csv")
+    figs["latency_cdfs"] = f"TTFT and TPOT distributions of the base experiment ({rps(paper)})"
     shift = report.load_run(outputs.runs["shift"])
     if shift.timeline is not None:
         report.plot_timeline(shift.timeline, fig_dir / "shift_timeline", profile=shift.profile)
-        figs["shift_timeline"] = "Batch size and KV occupancy per decode worker when the hot model changes at 60 s"
+        figs["shift_timeline"] = "Batch size and KV occupancy per decode worker when the hot model changes mid-run"
     routing = sw["routing"].copy()
     routing["routing"] = [r["variants.sun.routing"] if r["variant"] == "sun" else r["variants.qsun.routing"]
                           for _, r in routing.iterrows()]
@@ -154,34 +166,68 @@ def _figures(outputs: Outputs, fig_dir: Path) -> dict[str, str]:
     routing = routing.drop(columns=["variants.sun.routing", "variants.qsun.routing"])
     routing = routing.rename(columns={"routing": "variants.routing"})
     report.plot_metric_vs_param(routing, "variants.routing", "tpot_p90_s", fig_dir / "routing",
-                                title="TPOT p90 by decode routing policy at 320 req/s")
-    figs["routing"] = "Decode routing policies of the shared pool at 320 req/s"
+                                title=f"TPOT p90 by decode routing policy ({rps(routing)})")
+    figs["routing"] = f"Decode routing policies of the shared pool ({rps(routing)})"
     report.plot_metric_vs_param(sw["interconnect"], "interconnect.bandwidth_GBps", "kv_wait_mean_s",
                                 fig_dir / "kv_wait_vs_bandwidth", title="KV hand-off time vs interconnect bandwidth")
     figs["kv_wait_vs_bandwidth"] = "Mean first-token-to-KV-in-decode time vs interconnect bandwidth"
     return figs
 
 
+def _setting(outputs: Outputs) -> dict:
+    """The base experiment's numbers, read from the run beside the tables (its scenario.yaml)."""
+    import yaml
+
+    sc = yaml.safe_load((outputs.runs["paper"] / "scenario.yaml").read_text())
+    wl = sc["workload"]
+    return {"rate": wl["rate"], "prompt": wl["prompt_tokens"].get("mean"), "output": wl["output_tokens"].get("mean"),
+            "ttft": sc["slo"]["ttft_s"], "tpot": sc["slo"]["tpot_s"], "target": sc["slo"].get("attainment", 0.9),
+            "preset": sc["model"]["preset"], "gpu": sc["hardware"]["gpu"]}
+
+
+def interconnect_finding(ic: pd.DataFrame, target: float = 0.9) -> str | None:
+    """Where the KV hand-off starts to cost more than the whole TTFT, and where TPOT breaks."""
+    ic = _ok(ic)
+    ic = ic[ic["variant"] == "sun"].sort_values("interconnect.bandwidth_GBps")
+    slow = ic[ic["kv_wait_mean_s"] > ic["ttft_mean_s"]]
+    if not len(slow):
+        return (f"- **interconnect**: the KV hand-off takes less than the TTFT at every bandwidth tried, from "
+                f"{ic['interconnect.bandwidth_GBps'].min():g} GB/s up.") if len(ic) else None
+    edge = float(slow["interconnect.bandwidth_GBps"].max())
+    faster = ic[ic["interconnect.bandwidth_GBps"] > edge]
+    above = f", less from {float(faster['interconnect.bandwidth_GBps'].min()):g} GB/s up" if len(faster) else \
+        " (every bandwidth tried)"
+    missing = ic[ic["slo_attainment"] < target]
+    miss = (f"; the links queue and TPOT (which includes the hand-off) misses the SLO from "
+            f"{float(missing['interconnect.bandwidth_GBps'].max()):g} GB/s down") if len(missing) else ""
+    return (f"- **interconnect**: the KV hand-off (first token to KV in decode memory) takes longer than the whole "
+            f"TTFT at {edge:g} GB/s per decode NIC and below{above} (`interconnect.csv`, columns "
+            f"`kv_wait_mean_s` and `ttft_mean_s`){miss}.")
+
+
 def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
-    table, ext = headline(outputs.sweeps)
+    table, _ = headline(outputs.sweeps)
     figs = _figures(outputs, out / "figures")
-    rows4 = table[table["models"] == "4"]
-    four = (f"{rows4['sun_throughput_per_gpu_x'].min():.1f}-{rows4['sun_throughput_per_gpu_x'].max():.1f}x over "
-            f"traffic-sized pools, {rows4['sun_throughput_per_gpu_x_even'].min():.1f}-"
-            f"{rows4['sun_throughput_per_gpu_x_even'].max():.1f}x over even ones") if len(rows4) else "-"
+    st = _setting(outputs)
+    plan = _ok(outputs.sweeps["plan-skew"])
+    fleet = _range(*_span(plan["goodput_gpus"]), ".0f")
+    prefill = _range(*_span(plan["prefill_gpus"]), ".0f")
+    decode = _range(*_span(_ok(outputs.sweeps["skew"])["decode_gpus"]), ".0f")
     lines = [
         "# sunsim experiments", "",
-        "Regenerate everything here with one command: `sunsim experiments` (about 6 minutes on 2 cores;",
-        "`sunsim experiments --report-only` redraws figures, tables and this page from the tables already here).",
-        f"Profile for every figure and table: **{profile}**. No measured GPU profile has been committed yet; the",
-        "calibration command in `calibration/README.md` makes one, and `--set hardware.profile=PATH` uses it.", "",
+        "Regenerate everything here with one command: `sunsim experiments`",
+        "(`sunsim experiments --report-only` redraws figures, tables and this page from the tables already here).",
+        "Every number and comparison on this page is computed from the tables beside it.",
+        f"Profile for every figure and table: **{profile}**. `--set hardware.profile=PATH` uses a measured one",
+        "(see `calibration/README.md`).", "",
         "## Headline", "",
-        "4 or 8 task models on the Llama-3.1-8B shape, H100s, 240 req/s Poisson, prompts ~1024 and outputs ~200 tokens,",
-        "SLO TTFT <= 1 s and TPOT <= 40 ms for 90% of requests. Dedicated decode pools are sized to each model's",
-        "traffic share (at least one GPU each), the strong form of the baseline; `dedicated-even` splits the same",
-        "GPUs equally. Decode GPUs needed come from",
-        "`sunsim plan` at 240 req/s; goodput (the highest rate with 90% of requests in SLO) is measured on the",
-        "8-decode-GPU fleet with 24 prefill GPUs sized to popularity, so that decode, not prefill, limits it.", "",
+        f"Task models on the {st['preset']} shape, {st['gpu']} GPUs, {st['rate']:g} req/s Poisson, prompts "
+        f"~{st['prompt']:g} and outputs ~{st['output']:g} tokens, SLO TTFT <= {st['ttft']:g} s and TPOT <= "
+        f"{st['tpot'] * 1e3:g} ms for {st['target']:.0%} of requests. Dedicated decode pools are sized to each "
+        "model's traffic share (at least one GPU each); `dedicated-even` splits the same GPUs equally. Decode GPUs "
+        f"needed come from `sunsim plan` at {_range(*_span(plan['rate']), 'g')} req/s; goodput (the highest rate "
+        f"with {st['target']:.0%} of requests in SLO) is measured on a {fleet}-GPU fleet with {prefill} prefill "
+        f"GPUs, {decode} of them decode GPUs in the run sweeps.", "",
         "| models | Zipf s | decode GPUs needed: dedicated / SUN / QSUN / dedicated-int4 | SUN saves | goodput per GPU "
         "(req/s): dedicated / dedicated-even / SUN / QSUN | SUN x (vs dedicated / vs even) | SUN TPOT vs dedicated "
         "| QSUN TPOT speed-up over SUN |",
@@ -193,53 +239,34 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
         goodput = " / ".join(f"{r[f'goodput_per_gpu_{v}']:.2f}" for v in ("dedicated", "dedicated-even", "sun", "qsun"))
         tpot = _pct(r.get("sun_tpot_vs_dedicated", nan))
         if r.get("both_meet_slo") is False:
-            tpot += " (dedicated misses the SLO)"
+            tpot += " (one design misses the SLO)"
         lines.append(f"| {r['models']} | {r['zipf_s']:g} | {gpus} | {r['sun_decode_gpus_saved']:.0%} | {goodput} | "
                      f"{r['sun_throughput_per_gpu_x']:.2f}x / {r['sun_throughput_per_gpu_x_even']:.2f}x | {tpot} | "
                      f"{_pct(r.get('qsun_tpot_speedup_over_sun', nan))} |")
+    seeds = plan["seed"].nunique()
     lines += [
-        "", "Against the paper's claims:", "",
+        "", f"Against the paper's claims (intervals: min-max over the runs that give each figure; the plans have "
+        f"{seeds} seed(s) per configuration):", "",
         "| claim (paper) | sunsim (this profile) |", "|---|---|",
-        f"| up to 2.0x throughput per GPU | up to {ext['throughput_x_max']:.2f}x goodput per GPU over dedicated pools "
-        f"sized to traffic, up to {ext['throughput_x_even_max']:.2f}x over evenly split pools |",
-        f"| TPOT within 5% | where both meet the SLO at 240 req/s, SUN's mean TPOT differs from dedicated's by "
-        f"{_pct(ext['tpot_diff_min'])} to {_pct(ext['tpot_diff_max'])} |",
-        f"| up to 50% fewer decode GPUs | up to {ext['gpus_saved_max']:.0%} fewer decode GPUs |",
-        f"| QSUN about 45% faster decode | QSUN's TPOT {ext['qsun_speedup_mean']:.0%} faster than SUN (mean over skews) |",
-        "",
-        "Where and why they differ:", "",
-        "- **Pooling is the whole gain**, so it grows with skew and with the number of task models per decode GPU,",
-        "  and vanishes for 4 models with uniform popularity, where one shared pool and per-model pools are the",
-        "  same machine (1.00x). Every dedicated pool needs at least one GPU: with 8 models on 8 decode GPUs each",
-        "  model gets exactly one, the hot model's GPU saturates and the cold ones idle, which is why the 8-model",
-        "  rows go past the paper's 2.0x. With more GPUs per model that floor weighs less and the gap narrows",
-        f"  towards the 4-model rows ({four}), the range of the paper's figure.",
-        "- **Two baselines**: dedicated pools sized to traffic (a popularity split) and split evenly (the naive",
-        "  one, `dedicated-even`). The even split loses most under skew; even the traffic-sized one needs more",
-        "  decode GPUs than SUN because whole GPUs cannot follow fractional shares. The decode GPUs needed (from",
-        "  `plan`) are the same for both: the planner sizes each model's pool on its own.",
-        "- **TPOT**: where both designs meet the SLO, SUN's TPOT is the same or lower: the same step times, and",
-        "  load spread evenly rather than concentrated on the hot model's GPUs.",
-        "- **QSUN** runs the roofline's int4 figure: weight reads shrink about 3.6x and the step becomes KV- and",
-        "  overhead-bound, hence about 2x faster TPOT rather than the paper's 45% (real AWQ kernels at serving batch",
-        "  sizes reach less). The CPU-measured profile in `calibration/` shows how strongly real kernels decide this",
-        "  (int4 3.1x faster than bf16 at batch 1, slower from batch 16); a measured H100 profile replaces the",
-        "  analytic figure (`--set hardware.profile=PATH`). QSUN needs no fewer decode GPUs than SUN at this load:",
-        "  the plan is limited by KV memory and TTFT as much as by step time.", "",
+        *[f"| {claim} | {ours} |" for claim, ours in claims(outputs.sweeps)],
+        "", "Where they differ, from the same tables:", "",
+        pooling_finding(table), baselines_finding(table), tpot_finding(table), qsun_finding(table), "",
     ]
     for stem, caption in figs.items():
         lines += [f"![{caption}](figures/{stem}.png)", "", f"*{caption}; profile {profile}.* "
                   f"([SVG](figures/{stem}.svg))", ""]
+    found = [interconnect_finding(outputs.sweeps["interconnect"], st["target"]),
+             routing_finding(outputs.sweeps["routing"], st["target"])]
+    if "short-outputs" in outputs.sweeps:
+        found.append(short_outputs_finding(outputs.sweeps["short-outputs"]))
     lines += [
         "## Beyond the paper", "",
         _runs_table(outputs.runs), "",
-        "- **trace**: the real Azure conversation trace (lengths and arrival pattern), rescaled to 240 req/s.",
-        "- **burst**: gamma arrivals with CV 4 at the same mean rate.",
-        "- **shift**: the hot model changes at 60 s; dedicated pools sized to the first popularity cannot follow.",
-        *_findings(outputs.sweeps),
+        *run_findings(outputs.runs, st["target"]),
+        *[f for f in found if f],
         "", "## Files", "",
         "- `sweeps/*.csv`: one row per (grid point, variant); `plan-skew.csv` holds the plans.",
-        "- `<experiment>/`: per-variant `requests.csv`, `summary.json`, `timeline.csv` and `comparison.csv`.",
+        "- `<experiment>/`: per-variant `summary.json` and `comparison.csv`, and the scenario.",
         "- `report/report.md`: every figure `sunsim report` draws for these results.", "",
     ]
     path = out / "README.md"
@@ -247,29 +274,200 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
     return path
 
 
-def _findings(sweeps: dict[str, pd.DataFrame]) -> list[str]:
-    """One-line answers from the routing and interconnect sweeps."""
+# --------------------------------------------------------------------------------------
+# Sentences computed from the tables: every number and comparative word comes from the data.
+# --------------------------------------------------------------------------------------
+def _span(values) -> tuple[float, float]:
+    v = [float(x) for x in values if x == x]
+    return (min(v), max(v)) if v else (float("nan"), float("nan"))
+
+
+def versus(a, b, higher_is_better: bool = True, tol: float = 0.0, within: str = "is within the spread of") -> str:
+    """``"beats"``, ``"is within the spread of"`` or ``"loses to"``: ``a`` against ``b``.
+
+    ``a`` and ``b`` are samples (seeds, configurations) of one figure; their min-max ranges,
+    each widened by ``tol`` (relative), overlapping means the difference is within the spread."""
+    (alo, ahi), (blo, bhi) = _span(a), _span(b)
+    if alo * (1 - tol) <= bhi * (1 + tol) and blo * (1 - tol) <= ahi * (1 + tol):
+        return within
+    better = alo > bhi if higher_is_better else ahi < blo
+    return "beats" if better else "loses to"
+
+
+def _range(lo: float, hi: float, fmt: str) -> str:
+    return f"{lo:{fmt}}" if f"{lo:{fmt}}" == f"{hi:{fmt}}" else f"{lo:{fmt}} to {hi:{fmt}}"
+
+
+def claims(sweeps: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
+    """The paper's claims restated: per claim, sunsim's extreme and its min-max interval over
+    every run that gives the figure (grid configurations x seeds), with a verdict word."""
+    plan = _ok(sweeps["plan-skew"]).copy()
+    if "model.tasks" not in plan.columns:
+        plan["model.tasks"] = 4
+    key = ["model.tasks", "workload.popularity.s", "seed"]
+    p = plan.pivot_table(index=key, columns="variant", values=["goodput_rps_per_gpu", "min_decode_gpus"])
+    x = (p[("goodput_rps_per_gpu", "sun")] / p[("goodput_rps_per_gpu", "dedicated")]).dropna()
+    saved = (1 - p[("min_decode_gpus", "sun")] / p[("min_decode_gpus", "dedicated")]).dropna()
+    skew = _ok(sweeps["skew"])
+    skew = skew[skew["model.preset"] == "llama-3.1-8b"]
+    k2 = ["model.tasks", "workload.popularity.s", "seed"]
+    t = skew.pivot_table(index=k2, columns="variant", values="tpot_mean_s")
+    met = skew.pivot_table(index=k2, columns="variant", values="slo_attainment")
+    both = (met["sun"] >= 0.9) & (met["dedicated"] >= 0.9)
+    tdiff = (t["sun"] / t["dedicated"] - 1)[both].dropna()
+    qx = (t["sun"] / t["qsun"] - 1).dropna()
+    n = len(plan[["model.tasks", "workload.popularity.s"]].drop_duplicates())
+    seeds = plan["seed"].nunique()
+
+    def runs(s: pd.Series, what: str) -> str:
+        return f"{len(s)} {what}"
+
+    rows = []
+    if len(x):
+        word = "exceeds" if x.max() > 2.0 * 1.05 else "matches" if x.max() >= 2.0 * 0.95 else "falls short of"
+        rows.append(("up to 2.0x throughput per GPU",
+                     f"up to {x.max():.2f}x goodput per GPU over traffic-sized dedicated pools (min-max "
+                     f"{x.min():.2f}x to {x.max():.2f}x over {runs(x, 'plans')}: {n} configurations x {seeds} "
+                     f"seed(s)); {word} the paper"))
+    if len(tdiff):
+        lo, hi = tdiff.min(), tdiff.max()
+        word = ("holds" if max(abs(lo), abs(hi)) <= 0.05 else
+                "holds with SUN faster" if hi <= 0.05 else "does not hold")
+        rows.append(("TPOT within 5%", f"SUN's mean TPOT differs from dedicated's by {_pct(lo)} to {_pct(hi)} "
+                     f"(min-max over {runs(tdiff, 'runs')} where both meet the SLO); {word}"))
+    if len(saved):
+        word = "exceeds" if saved.max() > 0.5 + 0.025 else "matches" if saved.max() >= 0.5 - 0.025 else "falls short of"
+        rows.append(("up to 50% fewer decode GPUs",
+                     f"up to {saved.max():.0%} fewer (min-max {saved.min():.0%} to {saved.max():.0%} over "
+                     f"{runs(saved, 'plans')}); {word} the paper"))
+    if len(qx):
+        word = "exceeds" if qx.min() > 0.45 * 1.1 else "matches" if qx.max() >= 0.45 * 0.9 else "falls short of"
+        rows.append(("QSUN about 45% faster decode",
+                     f"QSUN's mean TPOT {qx.median():.0%} faster than SUN's (median; min-max {qx.min():.0%} to "
+                     f"{qx.max():.0%} over {runs(qx, 'runs')}); {word} the paper"))
+    return rows
+
+
+def pooling_finding(table: pd.DataFrame) -> str:
+    """How SUN's goodput-per-GPU ratio over traffic-sized pools moves with skew and model count."""
+    parts = []
+    for models, g in table.groupby("models", sort=True):
+        g = g.sort_values("zipf_s")
+        lo, hi = g.iloc[0], g.iloc[-1]
+        trend = ("grows" if hi["sun_throughput_per_gpu_x"] > lo["sun_throughput_per_gpu_x"] * 1.02 else
+                 "shrinks" if hi["sun_throughput_per_gpu_x"] < lo["sun_throughput_per_gpu_x"] * 0.98 else "stays level")
+        parts.append(f"with {models} models it {trend} from {lo['sun_throughput_per_gpu_x']:.2f}x at Zipf "
+                     f"{lo['zipf_s']:g} to {hi['sun_throughput_per_gpu_x']:.2f}x at Zipf {hi['zipf_s']:g}")
+    return "- **Pooling**: SUN's goodput per GPU over traffic-sized dedicated pools: " + "; ".join(parts) + "."
+
+
+def baselines_finding(table: pd.DataFrame) -> str:
+    """The even split against the traffic-sized one at the highest skew."""
+    top = table[table["zipf_s"] == table["zipf_s"].max()]
+    even, sized = top["goodput_per_gpu_dedicated-even"], top["goodput_per_gpu_dedicated"]
+    word = versus(even, sized)
+    return (f"- **Two baselines**: at Zipf {table['zipf_s'].max():g} the even split (`dedicated-even`, "
+            f"{_range(*_span(even), '.2f')} req/s per GPU) {word} pools sized to traffic "
+            f"({_range(*_span(sized), '.2f')} req/s per GPU) across model counts.")
+
+
+def tpot_finding(table: pd.DataFrame) -> str:
+    if "both_meet_slo" not in table:
+        return "- **TPOT**: no configuration of the skew sweep matches the plan sweep."
+    ok = table[table["both_meet_slo"].fillna(False).astype(bool)]
+    if not len(ok):
+        return "- **TPOT**: in no configuration do both designs meet the SLO."
+    d = ok["sun_tpot_vs_dedicated"]
+    word = ("the same within 1%" if d.abs().max() <= 0.01 else "lower" if d.max() < -0.01 else
+            "the same or lower" if d.max() <= 0.01 else "higher" if d.min() > 0.01 else
+            "the same or higher" if d.min() >= -0.01 else "lower or higher by configuration")
+    return (f"- **TPOT**: in the {len(ok)} configurations where both meet the SLO, SUN's mean TPOT is {word} than "
+            f"dedicated pools' ({_pct(d.min())} to {_pct(d.max())}).")
+
+
+def qsun_finding(table: pd.DataFrame) -> str:
+    q = table["qsun_tpot_speedup_over_sun"].dropna() if "qsun_tpot_speedup_over_sun" in table else pd.Series()
+    fewer = int((table["decode_gpus_qsun"] < table["decode_gpus_sun"]).sum())
+    same = int((table["decode_gpus_qsun"] == table["decode_gpus_sun"]).sum())
+    speed = f"QSUN's TPOT is {_range(q.min(), q.max(), '.0%')} faster than SUN's" if len(q) else "no TPOT data"
+    return (f"- **QSUN** (int4 decode on this profile): {speed}; it needs fewer decode GPUs than SUN in {fewer}, "
+            f"as many in {same}, of {len(table)} planned configurations.")
+
+
+def routing_finding(rt: pd.DataFrame, target: float = 0.9) -> str | None:
+    rt = _ok(rt)
+    rt = rt[(rt["variants.sun.routing"] == rt["variants.qsun.routing"]) & (rt["variant"] == "sun")]
+    if not len(rt):
+        return None
+    by = rt.groupby("variants.sun.routing")
+    mean = by["tpot_p90_s"].mean().sort_values()
+    best, worst = mean.index[0], mean.index[-1]
+    rr = rt[rt["variants.sun.routing"] == "round_robin"]["tpot_p90_s"]
+    aware = [p for p in mean.index if p != "round_robin"]
+    words = {p: versus(rt[rt["variants.sun.routing"] == p]["tpot_p90_s"], rr, higher_is_better=False,
+                       within="is within the seed spread of")
+             for p in aware} if len(rr) else {}
+    said = "; ".join(f"`{p}` {w} round robin" for p, w in words.items())
+    met = by["slo_attainment"].min()
+    holds = ("the SLO holds with all of them" if (met >= target).all() else
+             "the SLO fails with all of them" if (met < target).all() else
+             "the SLO fails with " + ", ".join(f"`{p}`" for p in met[met < target].index))
+    rps = rt["requests_per_s"].mean()
+    return (f"- **routing** (shared pool, {rps:.0f} req/s completed): TPOT p90 from {mean.iloc[0] * 1e3:.1f} ms "
+            f"(`{best}`) to {mean.iloc[-1] * 1e3:.1f} ms (`{worst}`), mean over seeds; on TPOT p90 {said}; {holds}.")
+
+
+def short_outputs_finding(so: pd.DataFrame) -> str | None:
+    """Short against long outputs on the same prompts and link: where a request's time after
+    its first token goes (KV hand-off vs decode) and what is left of SUN's advantage."""
+    so = _ok(so)
+    col = "workload.output_tokens.value"
+    if not len(so) or col not in so:
+        return None
+    so = so.copy()
+    # TPOT x (outputs - 1) is the time from first token to finish, which holds the hand-off.
+    so["after_first_s"] = so["tpot_mean_s"] * (so[col] - 1)
+    so["kv_share"] = so["kv_wait_mean_s"] / so["after_first_s"]
+    short, long_ = so[col].min(), so[col].max()
+    s, g = so[so[col] == short], so[so[col] == long_]
+
+    def gain(d: pd.DataFrame) -> pd.Series:
+        p = d.pivot_table(index="seed", columns="variant", values="tpot_mean_s")
+        return 1 - p["sun"] / p["dedicated"]
+
+    gs, gl = gain(s), gain(g)
+    trend = versus(gs, gl, within="is within the seed spread of").replace("beats", "is larger than").replace(
+        "loses to", "is smaller than")
+    ks, kl = _span(s["kv_share"]), _span(g["kv_share"])
+    bs, bl = s["decode_mean_batch"].mean(), g["decode_mean_batch"].mean()
+    limit = ("so the KV link, not decode compute, is what these pools spend a request's time on"
+             if ks[0] > kl[1] and bs < bl else "decode compute still dominates")
+    return (f"- **short outputs** (trace prompts, {short}-token outputs, `short-outputs.csv`): the KV hand-off takes "
+            f"{_range(*ks, '.0%')} of a request's time after its first token, against {_range(*kl, '.0%')} with "
+            f"{long_}-token outputs, and decode batches average {bs:.1f} requests against {bl:.1f}: {limit}. "
+            f"SUN's mean-TPOT gain over dedicated pools ({_range(*_span(gs), '.1%')}) {trend} the "
+            f"{long_}-token one ({_range(*_span(gl), '.1%')}).")
+
+
+def run_findings(runs: dict[str, Path], target: float = 0.9) -> list[str]:
+    """Per extra run: how SUN compares with dedicated pools on TPOT p90 and SLO attainment."""
     lines = []
-    ic = _ok(sweeps["interconnect"])
-    ic = ic[ic["variant"] == "sun"].sort_values("interconnect.bandwidth_GBps")
-    slow = ic[ic["kv_wait_mean_s"] > ic["ttft_mean_s"]]
-    if len(slow):
-        edge = float(slow["interconnect.bandwidth_GBps"].max())
-        faster = ic[ic["interconnect.bandwidth_GBps"] > edge]
-        above = f"{float(faster['interconnect.bandwidth_GBps'].min()):g}" if len(faster) else "-"
-        missing = ic[ic["slo_attainment"] < 0.9]
-        miss = (f"; the links queue and TPOT (which includes the hand-off) misses the SLO from "
-                f"{float(missing['interconnect.bandwidth_GBps'].max()):g} GB/s down") if len(missing) else ""
-        lines.append(f"- **interconnect**: the KV hand-off (first token to KV in decode memory) takes longer than "
-                     f"the whole TTFT at {edge:g} GB/s per decode NIC and below, and less from {above} GB/s up "
-                     f"(`interconnect.csv`, columns `kv_wait_mean_s` and `ttft_mean_s`){miss}.")
-    rt = _ok(sweeps["routing"])
-    rt = rt[rt["variants.sun.routing"] == rt["variants.qsun.routing"]]
-    if len(rt):
-        by = rt[rt["variant"] == "sun"].groupby("variants.sun.routing")["tpot_p90_s"].mean().sort_values()
-        lines.append(f"- **routing** (shared pool, 320 req/s): TPOT p90 from {by.iloc[0] * 1e3:.1f} ms "
-                     f"(`{by.index[0]}`) to {by.iloc[-1] * 1e3:.1f} ms (`{by.index[-1]}`); load-aware policies "
-                     f"beat round robin by a few percent, and the SLO holds with all of them.")
+    what = {"trace": "the Azure conversation trace's lengths and arrivals",
+            "burst": "bursty gamma arrivals", "shift": "the hot model changes mid-run"}
+    for name, desc in what.items():
+        if name not in runs:
+            continue
+        comp = pd.read_csv(runs[name] / "comparison.csv").set_index("variant")
+        if not {"sun", "dedicated"} <= set(comp.index):
+            continue
+        sun, ded = comp.loc["sun"], comp.loc["dedicated"]
+        word = versus([sun["tpot_p90_s"]], [ded["tpot_p90_s"]], higher_is_better=False, tol=0.005,
+                      within="is within 1% of")
+        slo = ("both meet the SLO" if min(sun["slo_attainment"], ded["slo_attainment"]) >= target else
+               f"SLO attainment {sun['slo_attainment']:.1%} (SUN) vs {ded['slo_attainment']:.1%} (dedicated)")
+        lines.append(f"- **{name}** ({desc}, {sun['requests_per_s']:.0f} req/s completed): SUN's TPOT p90 "
+                     f"({sun['tpot_p90_s'] * 1e3:.1f} ms) {word} dedicated pools' ({ded['tpot_p90_s'] * 1e3:.1f} ms); "
+                     f"{slo}.")
     return lines
 
 
@@ -287,10 +485,12 @@ def _runs_table(runs: dict[str, Path]) -> str:
 def load_outputs(out: Path) -> Outputs:
     """The outputs of an earlier ``run_all`` into ``out``."""
     missing = [str(out / n) for n in RUNS if not (out / n / "comparison.csv").exists()]
-    missing += [str(out / "sweeps" / f"{n}.csv") for n in SWEEPS if not (out / "sweeps" / f"{n}.csv").exists()]
+    missing += [str(out / "sweeps" / f"{n}.csv") for n in SWEEPS
+                if n not in OPTIONAL and not (out / "sweeps" / f"{n}.csv").exists()]
     if missing:
         raise InputError(f"--report-only: no experiment results at {', '.join(missing)}; run `sunsim experiments`")
-    return Outputs({n: out / n for n in RUNS}, {n: pd.read_csv(out / "sweeps" / f"{n}.csv") for n in SWEEPS})
+    return Outputs({n: out / n for n in RUNS}, {n: pd.read_csv(out / "sweeps" / f"{n}.csv") for n in SWEEPS
+                                                if (out / "sweeps" / f"{n}.csv").exists()})
 
 
 def regenerate(out: Path, quick: bool = False, workers: int | None = None,

@@ -14,6 +14,7 @@ from sunsim.scenario import ScenarioError, split_by_share
 from .conftest import make_scenario
 
 
+@pytest.mark.slow
 def test_quick_experiments_write_headline_and_figures(tmp_path):
     out = tmp_path / "results"
     assert main(["experiments", "--quick", "--out", str(out), "--workers", "2"]) == 0

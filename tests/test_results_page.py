@@ -1,0 +1,128 @@
+"""The results page's sentences follow their tables: change a table, the sentence changes."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from sunsim.experiments import (
+    baselines_finding,
+    claims,
+    routing_finding,
+    run_findings,
+    short_outputs_finding,
+    versus,
+)
+
+
+def test_versus_picks_the_word_from_the_data():
+    assert versus([10, 11], [7, 8]) == "beats"
+    assert versus([7, 8], [10, 11]) == "loses to"
+    assert versus([7, 10], [9, 12]) == "is within the spread of"
+    assert versus([7, 8], [10, 11], higher_is_better=False) == "beats"  # lower latency wins
+    assert versus([100], [100.4], tol=0.005, within="is within 1% of") == "is within 1% of"
+
+
+def _routing(tpot: dict[str, list[float]], met: float = 1.0) -> pd.DataFrame:
+    rows = []
+    for policy, values in tpot.items():
+        for seed, v in enumerate(values):
+            for variant in ("sun", "qsun"):
+                rows.append({"status": "ok", "seed": seed, "variant": variant, "variants.sun.routing": policy,
+                             "variants.qsun.routing": policy, "tpot_p90_s": v, "slo_attainment": met,
+                             "requests_per_s": 320.0})
+    return pd.DataFrame(rows)
+
+
+def test_routing_sentence_follows_the_table():
+    s = routing_finding(_routing({"round_robin": [0.0146, 0.0148], "least_kv": [0.0139, 0.0141]}))
+    assert "`least_kv` beats round robin" in s and "from 14.0 ms (`least_kv`) to 14.7 ms (`round_robin`)" in s
+    assert "the SLO holds with all of them" in s and "320 req/s completed" in s
+    # Swap which policy is faster: the numbers and the word change with it.
+    s = routing_finding(_routing({"round_robin": [0.0139, 0.0141], "least_kv": [0.0146, 0.0148]}))
+    assert "`least_kv` loses to round robin" in s and "from 14.0 ms (`round_robin`) to 14.7 ms (`least_kv`)" in s
+    s = routing_finding(_routing({"round_robin": [0.0139, 0.0146], "least_kv": [0.0140, 0.0147]}, met=0.5))
+    assert "`least_kv` is within the seed spread of round robin" in s and "the SLO fails with all of them" in s
+
+
+def _plan(sun_goodput: float, sun_gpus: int = 4) -> pd.DataFrame:
+    rows = []
+    for s in (0.0, 1.0):
+        for seed in (1, 2):
+            for v, g, n in (("dedicated", 10.0, 5), ("dedicated-even", 8.0, 5), ("sun", sun_goodput, sun_gpus),
+                            ("qsun", sun_goodput, sun_gpus)):
+                rows.append({"status": "ok", "seed": seed, "model.tasks": 4, "workload.popularity.s": s,
+                             "variant": v, "goodput_rps_per_gpu": g * (1 + 0.01 * seed), "min_decode_gpus": n,
+                             "rate": 240, "goodput_gpus": 32, "prefill_gpus": 24})
+    return pd.DataFrame(rows)
+
+
+def _skew(sun_tpot: float) -> pd.DataFrame:
+    rows = []
+    for s in (0.0, 1.0):
+        for seed in (1, 2):
+            for v, t in (("dedicated", 0.010), ("sun", sun_tpot), ("qsun", 0.005)):
+                rows.append({"status": "ok", "seed": seed, "model.preset": "llama-3.1-8b", "model.tasks": 4,
+                             "workload.popularity.s": s, "variant": v, "tpot_mean_s": t, "slo_attainment": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_claims_are_restated_with_intervals_and_verdicts():
+    rows = dict(claims({"plan-skew": _plan(25.0), "skew": _skew(0.0101)}))
+    thr = rows["up to 2.0x throughput per GPU"]
+    assert "up to 2.50x" in thr and "over 4 plans: 2 configurations x 2 seed(s)" in thr and "exceeds" in thr
+    assert "+1% to +1%" in rows["TPOT within 5%"] and "; holds" in rows["TPOT within 5%"]
+    assert "up to 20% fewer" in rows["up to 50% fewer decode GPUs"]
+    assert "falls short of" in rows["up to 50% fewer decode GPUs"]
+    assert "102% faster" in rows["QSUN about 45% faster decode"]
+    # Other data, other numbers and words.
+    rows = dict(claims({"plan-skew": _plan(12.0, sun_gpus=2), "skew": _skew(0.0120)}))
+    assert "up to 1.20x" in rows["up to 2.0x throughput per GPU"]
+    assert "falls short of" in rows["up to 2.0x throughput per GPU"]
+    assert "does not hold" in rows["TPOT within 5%"] and "+20%" in rows["TPOT within 5%"]
+    assert "up to 60% fewer" in rows["up to 50% fewer decode GPUs"] and "exceeds" in rows["up to 50% fewer decode GPUs"]
+
+
+def test_baselines_sentence_flips_with_the_goodputs():
+    table = pd.DataFrame({"zipf_s": [0.0, 2.0], "goodput_per_gpu_dedicated": [15.0, 12.0],
+                          "goodput_per_gpu_dedicated-even": [15.0, 5.5]})
+    assert "(`dedicated-even`, 5.50 req/s per GPU) loses to pools sized to traffic (12.00" in baselines_finding(table)
+    table["goodput_per_gpu_dedicated-even"] = [15.0, 13.0]
+    assert "13.00 req/s per GPU) beats pools sized to traffic" in baselines_finding(table)
+
+
+def _short(kv_short: float, sun_gain_short: float) -> pd.DataFrame:
+    rows = []
+    for out, kv, batch, gain in ((24, kv_short, 5.0, sun_gain_short), (200, 0.05, 69.0, 0.03)):
+        for seed in (1, 2):
+            for v in ("dedicated", "sun"):
+                tpot = 0.010 * (1 - gain if v == "sun" else 1)
+                rows.append({"status": "ok", "seed": seed, "variant": v, "workload.output_tokens.value": out,
+                             "tpot_mean_s": tpot, "kv_wait_mean_s": kv * (tpot * (out - 1)),
+                             "decode_mean_batch": batch})
+    return pd.DataFrame(rows)
+
+
+def test_short_outputs_finding_is_computed_from_its_table():
+    s = short_outputs_finding(_short(kv_short=0.4, sun_gain_short=0.01))
+    assert "takes 40% of a request's time after its first token" in s
+    assert "the KV link, not decode compute" in s and "batches average 5.0 requests against 69.0" in s
+    assert "SUN's mean-TPOT gain over dedicated pools (1.0%) is smaller than the 200-token one (3.0%)" in s
+    s = short_outputs_finding(_short(kv_short=0.01, sun_gain_short=0.10))
+    assert "takes 1% of" in s and "decode compute still dominates" in s and "(10.0%) is larger than" in s
+
+
+def test_run_findings_follow_the_comparison(tmp_path):
+    def write(sun_tpot: float, sun_met: float) -> None:
+        d = tmp_path / "shift"
+        d.mkdir(exist_ok=True)
+        pd.DataFrame({"variant": ["dedicated", "sun"], "tpot_p90_s": [0.294, sun_tpot],
+                      "slo_attainment": [0.731, sun_met], "requests_per_s": [200.0, 200.0]}).to_csv(
+            d / "comparison.csv", index=False)
+
+    write(0.010, 1.0)
+    [s] = run_findings({"shift": tmp_path / "shift"})
+    assert "SUN's TPOT p90 (10.0 ms) beats dedicated pools' (294.0 ms)" in s
+    assert "SLO attainment 100.0% (SUN) vs 73.1% (dedicated)" in s
+    write(0.500, 0.5)
+    [s] = run_findings({"shift": tmp_path / "shift"})
+    assert "(500.0 ms) loses to" in s and "50.0% (SUN)" in s
