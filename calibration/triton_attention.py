@@ -29,7 +29,7 @@ def available() -> bool:
 if triton is not None:
 
     @triton.jit
-    def _decode_kernel(Q, K, V, Lens, Slots, O, L,
+    def _decode_kernel(Q, K, V, Lens, Slots, Out, Lse,
                        stride_qb, stride_qh, stride_ks, stride_kh, stride_kt, stride_vs, stride_vh, stride_vt,
                        stride_ob, stride_oh, stride_os, stride_lb, stride_lh, sm_scale,
                        GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr,
@@ -69,8 +69,8 @@ if triton is not None:
         has = l_i > 0
         out = acc / tl.where(has, l_i, 1.0)[:, None]
         lse = tl.where(has, m_i + tl.log(tl.where(has, l_i, 1.0)), float("-inf"))
-        tl.store(O + b * stride_ob + heads[:, None] * stride_oh + sp * stride_os + d[None, :], out, mask=gmask[:, None])
-        tl.store(L + b * stride_lb + heads * stride_lh + sp, lse, mask=gmask)
+        tl.store(Out + b * stride_ob + heads[:, None] * stride_oh + sp * stride_os + d[None, :], out, mask=gmask[:, None])
+        tl.store(Lse + b * stride_lb + heads * stride_lh + sp, lse, mask=gmask)
 
 
 def default_splits(batch: int, kv_heads: int, max_len: int, device: torch.device) -> int:
