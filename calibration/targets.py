@@ -86,7 +86,7 @@ def evaluate(rows: list[dict], profile: dict, metadata: dict, validation: dict |
     out.append(Target("decode_layer_vs_gemm", "bf16 decode layer / its 4 GEMMs, batch 1", ratio,
                       f"<= {LAYER_VS_GEMM}", None if ratio is None else ratio <= LAYER_VS_GEMM, enforced))
 
-    attn = [r for d in profile.get("dtypes", {}) for r in ok_rows(rows, "attention", d)]
+    attn = ok_rows(rows, "attention")  # the same kernel in every format
     frac, what = None, "KV read / copy bandwidth, batch 64 ctx 1024"
     d2d = (metadata.get("device") or {}).get("d2d_Bps")
     if attn and d2d:
