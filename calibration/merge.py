@@ -25,6 +25,9 @@ def merge_profiles(dirs: list[Path], out: Path, name: str, status: dict[str, str
         merged["skipped_dtypes"].update(p.get("skipped_dtypes", {}))
         figs["dtypes"].update(p["device_figures"]["dtypes"])
         merged["kernels_by_rows"].update(p.get("kernels_by_rows", {}))
+    for fmt, st in status.items():  # formats that cannot run on this device
+        if st.startswith("skipped:"):
+            merged["skipped_dtypes"][fmt] = st.removeprefix("skipped:").strip()
     merged["device_figures"] = figs
     meta = dict(metas[0], name=name, dtypes=list(merged["dtypes"]), format_status=status,
                 format_dirs={m["dtypes"][0]: str(d) for m, d in zip(metas, dirs)})
