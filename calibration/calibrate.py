@@ -104,10 +104,9 @@ def check_request(req: Request) -> tuple[list[str], int]:
         raise CalibrationError(f"repeats: must be at least 1, got {req.repeats}")
     if req.time_budget is not None and req.time_budget <= 0:
         raise CalibrationError(f"time_budget: must be a positive number of seconds, got {req.time_budget}")
-    from .kvcache import BACKENDS
-
-    if req.attention not in ("auto", *BACKENDS):
-        raise CalibrationError(f"attention: must be auto or one of {', '.join(BACKENDS)}, got {req.attention!r}")
+    backends = ("triton-paged", "sdpa-masked", "sdpa-loop")  # calibration.kvcache.BACKENDS, without torch
+    if req.attention not in ("auto", *backends):
+        raise CalibrationError(f"attention: must be auto or one of {', '.join(backends)}, got {req.attention!r}")
     if isinstance(req.grid, str):
         trim_prefill(preset_grid(device_type, req.grid), req.max_prefill_tokens)
     _check_out(Path(req.out), req.shape, device_type)
