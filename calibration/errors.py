@@ -11,3 +11,7 @@ class CalibrationError(InputError):
 
 class UnsupportedFormat(CalibrationError):
     """A weight format cannot run on this device (e.g. fp8 without fp8 tensor cores)."""
+
+
+class BudgetExceeded(RuntimeError):
+    """The calibration's time budget ran out; finished formats are kept, the current one is dropped."""

@@ -44,7 +44,7 @@ def rel_errors(pred: np.ndarray, meas: np.ndarray) -> dict:
 
 
 def _table(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Median time per ``key`` value (several rows may share one, e.g. head rows at equal tokens)."""
+    """Mean time per ``key`` value (several rows may share one, e.g. head rows at equal tokens)."""
     ks = sorted({r[key] for r in rows})
     return np.array(ks, float), np.array([np.mean([r["time_s"] for r in rows if r[key] == k]) for k in ks])
 

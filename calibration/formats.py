@@ -1,8 +1,17 @@
-"""Weight formats of the linear layers: 16-bit, int8 / int4 weight-only, and fp8.
+"""Weight formats of the linear layers: 16-bit, int8 / int4 weight-only, and fp8 (W8A8).
 
 Each format is a small module with ``forward(x: [M, K]) -> [M, N]`` built from a full-precision
 weight, so the decoder layer is the same code in every format and only the GEMM kernel changes.
-Activations are always bf16 (16-bit); the KV cache is never quantized.
+On a GPU the low-bit formats use the kernels serving engines run:
+
+* int4 / int8 (W4A16 group 128, W8A16 per channel): gemlite's Triton kernels, which pick a GEMV,
+  split-K GEMM or GEMM kernel by row count (``kernel_for`` names the one a row count gets);
+* fp8 (W8A8): ``torch._scaled_mm`` with row-wise activation scales and per-output-channel weight
+  scales; the activation quantization is one fused kernel per layer input (q/k/v share one input,
+  so do gate/up), compiled when ``fuse`` is on.
+
+On a CPU the torch private kernels (``_weight_int8pack_mm``, ``_weight_int4pack_mm_for_cpu``) run;
+fp8 has no CPU kernel. Activations are bf16; the KV cache is never quantized.
 """
 
 from __future__ import annotations
@@ -14,10 +23,11 @@ from .errors import CalibrationError, UnsupportedFormat
 
 FORMATS = ("bf16", "int8", "int4", "fp8")
 INT4_GROUP = 128
-#: ``innerKTiles`` of the int4 packing; 8 is what the CUDA tinygemm kernel is tuned for.
+#: ``innerKTiles`` of the CPU int4 packing.
 INT4_INNER_K_TILES = 8
 ACT_DTYPE = torch.bfloat16
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
+GEMLITE_MIN_TRITON = (3, 6)
 
 
 def check_format(fmt: str) -> str:
@@ -35,6 +45,31 @@ def unsupported_reason(fmt: str, device: torch.device) -> str | None:
         cap = torch.cuda.get_device_capability(device)
         if cap < (8, 9):
             return f"fp8 needs compute capability >= 8.9 (fp8 tensor cores); this GPU has {cap[0]}.{cap[1]}"
+    if fmt in ("int4", "int8") and device.type == "cuda":
+        return gemlite_missing()
+    return None
+
+
+def gemlite_version() -> str | None:
+    try:
+        import gemlite
+    except Exception:  # noqa: BLE001 - any import failure means: not usable
+        return None
+    return getattr(gemlite, "__version__", "unknown")
+
+
+def gemlite_missing() -> str | None:
+    """Why gemlite cannot be used here (``None`` when it can): its kernels need triton >= 3.6."""
+    try:
+        import triton
+    except ImportError:
+        return "int4/int8 on a GPU run gemlite's Triton kernels; triton is not installed"
+    ver = tuple(int(p) for p in triton.__version__.split(".")[:2] if p.isdigit())
+    if ver < GEMLITE_MIN_TRITON:
+        return f"gemlite needs triton >= 3.6, found {triton.__version__}"
+    if gemlite_version() is None:
+        return ("int4/int8 on a GPU run gemlite's Triton kernels; gemlite is not importable "
+                "(carry its wheel: calibration/fetch_wheels.sh)")
     return None
 
 
@@ -43,7 +78,7 @@ class Bf16Linear(nn.Module):
 
     kernel = "torch.nn.functional.linear(bf16)"
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, fuse: bool = False) -> None:
         super().__init__()
         self.register_buffer("w", weight.to(ACT_DTYPE).contiguous())
 
@@ -51,124 +86,197 @@ class Bf16Linear(nn.Module):
     def weight_bytes(self) -> int:
         return self.w.numel() * self.w.element_size()
 
+    def kernel_for(self, rows: int) -> str:
+        return self.kernel
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.linear(x, self.w)
 
 
+def int8_quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: ``w ~ q * scale[:, None]``."""
+    w = weight.float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8)
+    return torch.round(w / scale[:, None]).clamp(-128, 127).to(torch.int8), scale
+
+
+def int4_quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """AWQ-style asymmetric 4-bit, group 128: ``w ~ lo + q * scale`` per group; returns q, scale, lo."""
+    n, k = weight.shape
+    if k % INT4_GROUP or n % 8:
+        raise CalibrationError(f"int4 needs in_features % {INT4_GROUP} == 0 and out_features % 8 == 0, got {n}x{k}")
+    w = weight.float().reshape(n, k // INT4_GROUP, INT4_GROUP)
+    lo, hi = w.amin(-1), w.amax(-1)
+    scale = ((hi - lo) / 15.0).clamp(min=1e-8)
+    q = torch.clamp(torch.round((w - lo[..., None]) / scale[..., None]), 0, 15).to(torch.int32).reshape(n, k)
+    return q, scale, lo
+
+
+def hqq_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The int4 weights in gemlite's (HQQ) convention ``w ~ (W_q - zeros) * scales``, per group.
+
+    Returns ``W_q`` uint8 ``[N, K]`` in 0..15 and bf16 ``scales``, ``zeros`` of ``[N, K / 128]``.
+    """
+    q, scale, lo = int4_quantize(weight)
+    return q.to(torch.uint8), scale.to(ACT_DTYPE), (-lo / scale).to(ACT_DTYPE)
+
+
+class _GemliteLinear(nn.Module):
+    """Weight-only low-bit GEMM through gemlite (GPU)."""
+
+    bits = 0
+
+    def __init__(self, weight: torch.Tensor, fuse: bool = False) -> None:
+        super().__init__()
+        reason = gemlite_missing()
+        if reason:
+            raise UnsupportedFormat(f"dtypes: {reason}")
+        self.n, self.k = weight.shape
+        self.gl = self._build(weight)
+        self.kernel = f"gemlite {gemlite_version()} A16W{self.bits}"
+
+    def _build(self, weight: torch.Tensor) -> nn.Module:
+        raise NotImplementedError
+
+    def kernel_for(self, rows: int) -> str:
+        from gemlite.core import get_matmul_type
+
+        return f"{self.kernel} {get_matmul_type(rows, self.bits)}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gl(x)
+
+
+class GemliteInt4Linear(_GemliteLinear):
+    bits = 4
+
+    def _build(self, weight: torch.Tensor) -> nn.Module:
+        from gemlite.helper import A16W4_HQQ_INT
+
+        w_q, scales, zeros = hqq_int4(weight)
+        return A16W4_HQQ_INT(device=str(weight.device), dtype=ACT_DTYPE).from_weights(w_q, scales, zeros)
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.n * self.k // 2 + 2 * (self.n * self.k // INT4_GROUP) * 2
+
+
+class GemliteInt8Linear(_GemliteLinear):
+    bits = 8
+
+    def _build(self, weight: torch.Tensor) -> nn.Module:
+        from gemlite.helper import A16W8_INT8
+
+        return A16W8_INT8(device=str(weight.device), dtype=ACT_DTYPE).from_weights(weight.to(ACT_DTYPE))
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.n * self.k + self.n * 4
+
+
 class Int8Linear(nn.Module):
-    """W8A16: int8 weights with one scale per output channel (symmetric)."""
+    """W8A16 on a CPU: int8 weights with one scale per output channel (``torch._weight_int8pack_mm``)."""
 
     kernel = "torch._weight_int8pack_mm"
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, fuse: bool = False) -> None:
         super().__init__()
-        w = weight.float()
-        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8)
-        q = torch.round(w / scale[:, None]).clamp(-128, 127).to(torch.int8)
+        q, scale = int8_quantize(weight)
         self.register_buffer("q", q.contiguous())
         self.register_buffer("scale", scale.to(ACT_DTYPE))
-        if weight.device.type == "cuda" and not _int8pack_works(weight.device):
-            # Older builds lack the CUDA kernel: dequantize, then a 16-bit GEMM (recorded as such).
-            self.kernel = "dequantize+linear(bf16)"
 
     @property
     def weight_bytes(self) -> int:
         return self.q.numel() + self.scale.numel() * 2
 
+    def kernel_for(self, rows: int) -> str:
+        return self.kernel
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel == "torch._weight_int8pack_mm":
-            return torch._weight_int8pack_mm(x, self.q, self.scale)
-        return torch.nn.functional.linear(x, self.q.to(ACT_DTYPE) * self.scale[:, None])
+        return torch._weight_int8pack_mm(x, self.q, self.scale)
 
 
 class Int4Linear(nn.Module):
-    """W4A16, AWQ-style: asymmetric 4-bit weights, a bf16 scale and zero per group of 128 inputs.
+    """W4A16 on a CPU, AWQ-style group 128 (``torch._weight_int4pack_mm_for_cpu``, dequant ``(q-8)*scale+zero``)."""
 
-    Dequantization is ``(q - 8) * scale + zero`` per group, the convention of the tinygemm kernels
-    behind ``torch._weight_int4pack_mm`` (CUDA) and ``torch._weight_int4pack_mm_for_cpu``.
-    """
+    kernel = "torch._weight_int4pack_mm_for_cpu"
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, fuse: bool = False) -> None:
         super().__init__()
-        n, k = weight.shape
-        if k % INT4_GROUP or n % 8:
-            raise CalibrationError(f"int4 needs in_features % {INT4_GROUP} == 0 and out_features % 8 == 0, got {n}x{k}")
-        w = weight.float().reshape(n, k // INT4_GROUP, INT4_GROUP)
-        lo, hi = w.amin(-1), w.amax(-1)
-        scale = ((hi - lo) / 15.0).clamp(min=1e-8)
+        q, scale, lo = int4_quantize(weight)
         zero = lo + scale * 8.0
-        q = torch.clamp(torch.round((w - lo[..., None]) / scale[..., None]), 0, 15).to(torch.int32).reshape(n, k)
         self.register_buffer("scales_zeros", torch.stack([scale, zero], -1).transpose(0, 1).contiguous().to(ACT_DTYPE))
-        self.on_cuda = weight.device.type == "cuda"
-        if self.on_cuda:
-            packed_u8 = ((q[:, ::2] << 4) | q[:, 1::2]).to(torch.uint8)
-            self.register_buffer("packed", torch._convert_weight_to_int4pack(packed_u8, INT4_INNER_K_TILES))
-            self.kernel = "torch._weight_int4pack_mm"
-        else:
-            self.register_buffer("packed", torch._convert_weight_to_int4pack_for_cpu(q, INT4_INNER_K_TILES))
-            self.kernel = "torch._weight_int4pack_mm_for_cpu"
-        self.n, self.k = n, k
+        self.register_buffer("packed", torch._convert_weight_to_int4pack_for_cpu(q, INT4_INNER_K_TILES))
+        self.n, self.k = weight.shape
 
     @property
     def weight_bytes(self) -> int:
         return self.n * self.k // 2 + self.scales_zeros.numel() * 2
 
+    def kernel_for(self, rows: int) -> str:
+        return self.kernel
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.on_cuda:
-            return torch._weight_int4pack_mm(x, self.packed, INT4_GROUP, self.scales_zeros)
         return torch._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP, self.scales_zeros)
 
 
+def quantize_rowwise_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row dynamic e4m3 quantization: ``x ~ xq * scale`` with ``scale`` ``[M, 1]`` float32."""
+    scale = (x.abs().amax(dim=-1, keepdim=True).float() / FP8_MAX).clamp(min=1e-12)
+    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scale
+
+
+_FUSED_QUANT: dict[str, object] = {}
+
+
+def fused_quantizer(fuse: bool):
+    """The row-wise quantizer, compiled into one kernel when ``fuse`` (as engines fuse it)."""
+    if not fuse:
+        return quantize_rowwise_fp8
+    if "fn" not in _FUSED_QUANT:
+        _FUSED_QUANT["fn"] = torch.compile(quantize_rowwise_fp8, dynamic=True, fullgraph=True)
+    return _FUSED_QUANT["fn"]
+
+
 class Fp8Linear(nn.Module):
-    """FP8 (e4m3) weights and dynamically quantized fp8 activations, per-tensor scales (``torch._scaled_mm``)."""
+    """W8A8 fp8 (e4m3): per-output-channel weight scales, per-row activation scales, ``torch._scaled_mm``."""
 
-    kernel = "torch._scaled_mm(float8_e4m3fn)"
-
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, fuse: bool = False) -> None:
         super().__init__()
         w = weight.float()
-        w_scale = (w.abs().amax() / FP8_MAX).clamp(min=1e-12)
+        w_scale = (w.abs().amax(dim=1, keepdim=True) / FP8_MAX).clamp(min=1e-12)  # [N, 1]
         # _scaled_mm wants the second operand column-major: keep [N, K] row-major and pass its transpose.
         self.register_buffer("w", (w / w_scale).to(torch.float8_e4m3fn).contiguous())
-        self.register_buffer("w_scale", w_scale.reshape(()).float())
+        self.register_buffer("w_scale", w_scale.reshape(1, -1).contiguous())
+        self.quant = fused_quantizer(fuse)
+        self.kernel = ("torch._scaled_mm(e4m3, row-wise scales) + "
+                       + ("compiled row-wise activation quant" if fuse else "eager row-wise activation quant"))
 
     @property
     def weight_bytes(self) -> int:
-        return self.w.numel()
+        return self.w.numel() + self.w_scale.numel() * 4
+
+    def kernel_for(self, rows: int) -> str:
+        return self.kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = x.shape[0]
-        pad = (-m) % 16  # the fp8 GEMM wants every dimension a multiple of 16
-        if pad:
-            x = torch.nn.functional.pad(x, (0, 0, 0, pad))
-        x_scale = (x.abs().amax().float() / FP8_MAX).clamp(min=1e-12)
-        xq = (x / x_scale).to(torch.float8_e4m3fn)
-        out = torch._scaled_mm(xq, self.w.t(), scale_a=x_scale, scale_b=self.w_scale, out_dtype=ACT_DTYPE)
-        return out[:m] if pad else out
+        xq, x_scale = self.quant(x)
+        return torch._scaled_mm(xq, self.w.t(), scale_a=x_scale, scale_b=self.w_scale, out_dtype=ACT_DTYPE)
 
 
-_LINEARS: dict[str, type[nn.Module]] = {"bf16": Bf16Linear, "int8": Int8Linear, "int4": Int4Linear, "fp8": Fp8Linear}
+def linear_class(fmt: str, device: torch.device) -> type[nn.Module]:
+    if fmt == "bf16":
+        return Bf16Linear
+    if fmt == "fp8":
+        return Fp8Linear
+    if device.type == "cuda":
+        return GemliteInt4Linear if fmt == "int4" else GemliteInt8Linear
+    return Int4Linear if fmt == "int4" else Int8Linear
 
 
-def make_linear(weight: torch.Tensor, fmt: str) -> nn.Module:
+def make_linear(weight: torch.Tensor, fmt: str, fuse: bool = False) -> nn.Module:
     """A linear layer in ``fmt`` from a full-precision ``[out, in]`` weight on its target device."""
     reason = unsupported_reason(fmt, weight.device)
     if reason:
         raise UnsupportedFormat(f"dtypes: {reason}")
-    return _LINEARS[fmt](weight)
-
-
-_INT8_PROBE: dict[str, bool] = {}
-
-
-def _int8pack_works(device: torch.device) -> bool:
-    key = str(device)
-    if key not in _INT8_PROBE:
-        try:
-            torch._weight_int8pack_mm(torch.ones(1, 32, dtype=ACT_DTYPE, device=device),
-                                      torch.ones(8, 32, dtype=torch.int8, device=device),
-                                      torch.ones(8, dtype=ACT_DTYPE, device=device))
-            _INT8_PROBE[key] = True
-        except (RuntimeError, NotImplementedError):
-            _INT8_PROBE[key] = False
-    return _INT8_PROBE[key]
+    return linear_class(fmt, weight.device)(weight, fuse=fuse)

@@ -19,6 +19,7 @@ class Grid:
     mixed: tuple[tuple[int, ...], ...] = ()  # KV lengths of mixed-length decode batches
     stack_decode: tuple[tuple[int, int], ...] = ()  # (batch, context) full-stack checks
     stack_prefill: tuple[tuple[int, int], ...] = ()
+    attention: tuple[tuple[int, int], ...] = ()  # (batch, context) decode attention alone
     name: str = "custom"
 
     def __post_init__(self) -> None:
@@ -38,7 +39,7 @@ class Grid:
 
     @property
     def max_context(self) -> int:
-        return max([*self.decode_contexts, *(max(m) for m in self.mixed)])
+        return max([*self.decode_contexts, *(max(m) for m in self.mixed), *(c for _, c in self.attention)])
 
     @property
     def max_seq(self) -> int:
@@ -70,15 +71,17 @@ class GridSpec:
     contexts: tuple[int, ...]
     prefill_tokens: list[int] = field(default_factory=list)
     seqlens: list[int] = field(default_factory=list)
+    attention: tuple[tuple[int, int], ...] = ()
 
 
 SPECS: dict[tuple[str, str], GridSpec] = {
     ("cuda", "full"): GridSpec((1, 2, 4, 8, 16, 32, 64, 128, 256, 512), (128, 256, 512, 1024, 2048, 4096, 8192),
-                               [128, 256, 512, 1024, 2048, 4096, 8192, 16384], [128, 512, 2048, 8192]),
-    ("cuda", "quick"): GridSpec((1, 4, 16, 64, 256), (128, 1024, 4096), [128, 512, 2048, 8192], [128, 2048]),
+                               [128, 256, 512, 1024, 2048, 4096, 8192, 16384], [128, 512, 2048, 8192], ((1, 1024), (16, 1024), (64, 1024), (256, 1024))),
+    ("cuda", "quick"): GridSpec((1, 4, 16, 64, 256), (128, 1024, 4096), [128, 512, 2048, 8192], [128, 2048],
+                                ((1, 1024), (16, 1024), (64, 1024))),
     ("cpu", "full"): GridSpec((1, 2, 4, 8, 16, 32, 64), (128, 512, 1024, 2048), [128, 256, 512, 1024, 2048],
-                              [128, 512]),
-    ("cpu", "quick"): GridSpec((1, 2, 4, 8, 16), (128, 512, 2048), [128, 256, 512, 1024], [128]),
+                              [128, 512], ((1, 1024), (16, 1024))),
+    ("cpu", "quick"): GridSpec((1, 2, 4, 8, 16), (128, 512, 2048), [128, 256, 512, 1024], [128], ((1, 512), (8, 512))),
 }
 
 
@@ -91,7 +94,7 @@ def preset_grid(device_type: str, name: str) -> Grid:
     return Grid(
         decode_batches=b, decode_contexts=c, prefill_points=pre, mixed=_mixed(b, c),
         stack_decode=((b[0], c[0]), (b[len(b) // 2], c[len(c) // 2]), (b[-1], c[0])),
-        stack_prefill=(pre[0], pre[len(pre) // 2]), name=name,
+        stack_prefill=(pre[0], pre[len(pre) // 2]), attention=spec.attention, name=name,
     )
 
 

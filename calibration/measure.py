@@ -6,12 +6,18 @@ Kinds of rows:
 * ``decode_layer`` / ``decode_mixed``: one layer's decode step, uniform or mixed KV lengths;
 * ``prefill_layer``: one layer's prefill of ``batch`` prompts of ``seqlen`` tokens;
 * ``head_decode`` / ``head_prefill``: embedding, final norm, 16-bit LM head and argmax;
+* ``attention``: decode attention alone over ``batch`` sequences of ``seqlen`` cached tokens (its
+  KV read bandwidth is a target);
 * ``decode_stack`` / ``prefill_stack``: the whole instantiated stack, to check the composition
   ``layers x layer + head``.
+
+Each row names the GEMM kernel(s) it ran (``kernel``): a format may use a different kernel per
+row count, as engines do (gemlite: GEMV at one row, split-K GEMM, then GEMM).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +27,7 @@ import torch
 
 from sunsim.architecture import ModelShape
 
+from .errors import BudgetExceeded
 from .grid import Grid
 from .kvcache import KVCache
 from .model import DecodeBatch, Stack
@@ -42,12 +49,13 @@ class Point:
         return row_key(self.row())
 
     def row(self) -> dict:
-        lengths = self.lengths or ((self.seqlen,) * self.batch if self.kind.startswith("decode") else ())
-        tokens = self.batch if self.kind in ("gemm", "head_decode") or self.kind.startswith("decode") \
+        reads_kv = self.kind.startswith("decode") or self.kind == "attention"
+        lengths = self.lengths or ((self.seqlen,) * self.batch if reads_kv else ())
+        tokens = self.batch if self.kind in ("gemm", "head_decode", "attention") or self.kind.startswith("decode") \
             else self.batch * self.seqlen
         row = {"kind": self.kind, "dtype": self.dtype, "batch": self.batch, "seqlen": self.seqlen,
                "lengths": ";".join(map(str, self.lengths)), "layers": self.layers, "tokens": tokens,
-               "kv_tokens": sum(lengths) if self.kind.startswith("decode") else 0,
+               "kv_tokens": sum(lengths) if reads_kv else 0,
                "sum_sq": self.batch * self.seqlen ** 2 if self.kind.startswith("prefill") or self.kind == "head_prefill"
                else 0}
         return row
@@ -59,6 +67,7 @@ def grid_points(grid: Grid, dtype: str, layers: int) -> list[Point]:
     pts += [Point("head_decode", dtype, b, 0) for b in grid.decode_batches]
     pts += [Point("decode_layer", dtype, b, c) for b in grid.decode_batches for c in grid.decode_contexts]
     pts += [Point("decode_mixed", dtype, len(m), 0, m) for m in grid.mixed]
+    pts += [Point("attention", dtype, b, c) for b, c in grid.attention]
     pts += [Point("head_prefill", dtype, n, s) for n, s in grid.prefill_points]
     pts += [Point("prefill_layer", dtype, n, s) for n, s in grid.prefill_points]
     pts += [Point("decode_stack", dtype, b, c, layers=layers) for b, c in grid.stack_decode]
@@ -77,8 +86,9 @@ class Runner:
     """
 
     def __init__(self, shape: ModelShape, grid: Grid, layers: int, timer: Timer, backend: str,
-                 rotate: int | None = None) -> None:
+                 rotate: int | None = None, fuse: bool = False, deadline: float | None = None) -> None:
         self.shape, self.grid, self.layers, self.timer, self.backend = shape, grid, layers, timer, backend
+        self.fuse, self.deadline = fuse, deadline
         self.device = timer.cfg.device
         self.rotate = rotate or (layers if self.device.type == "cpu" else 1)
         self.max_pos = max(grid.max_context, grid.max_seq) + 2
@@ -88,14 +98,14 @@ class Runner:
         """One cache per instantiated layer: the rotated ones fit every grid point, the rest the stack points."""
         if not self._caches:
             s, g = self.shape, self.grid
-            big = (g.decode_batches[-1], g.max_context + 1)
+            big = (max(g.decode_batches[-1], *(b for b, _ in g.attention), 1), g.max_context + 1)
             small = (max((b for b, _ in g.stack_decode), default=1), max((c for _, c in g.stack_decode), default=1) + 1)
             self._caches = [KVCache(*(big if i < self.rotate else small), s.kv_heads, s.head_dim, self.device,
                                     self.backend) for i in range(self.layers)]
         return self._caches
 
     def build(self, dtype: str) -> Stack:
-        return Stack(self.shape, dtype, self.layers, self.device, self.max_pos)
+        return Stack(self.shape, dtype, self.layers, self.device, self.max_pos, fuse=self.fuse)
 
     def job(self, stack: Stack, p: Point) -> tuple[Callable[[], object], bool, int]:
         """The callable to time for a point, whether a CUDA graph may replay it, and how many layers it runs."""
@@ -135,7 +145,12 @@ class Runner:
                     y = lay.prefill(y, stack.rope)
                 return y
 
-            return run_prefill, False, len(rot)
+            return run_prefill, True, len(rot)
+        if p.kind == "attention":
+            step = DecodeBatch(list(range(p.batch)), [p.seqlen] * p.batch, dev)
+            q = torch.randn(p.batch, s.heads, s.head_dim, dtype=bf, device=dev)
+            cache = self.caches()[0]
+            return (lambda: cache.attend(q, step.slots, step.lengths, step.slots_t, step.lengths_t)), True, 1
         if p.kind == "decode_stack":
             step = DecodeBatch(list(range(p.batch)), [p.seqlen] * p.batch, dev)
             t = torch.randint(0, s.vocab, (p.batch,), device=dev)
@@ -143,14 +158,25 @@ class Runner:
             return (lambda: stack.decode(t, caches, step)), True, 1
         if p.kind == "prefill_stack":
             t = torch.randint(0, s.vocab, (p.batch, p.seqlen), device=dev)
-            return (lambda: stack.prefill(t)), False, 1
+            return (lambda: stack.prefill(t)), True, 1
         raise ValueError(f"unknown point kind {p.kind!r}")
 
+    def kernel(self, stack: Stack, p: Point) -> str:
+        if p.kind == "attention":
+            return f"attention:{self.backend}"
+        if p.kind.startswith("head"):
+            return "torch.nn.functional.linear(bf16)"
+        rows = p.row()["tokens"]
+        return stack.layers[0].kernels_for(rows)
+
     def time_point(self, stack: Stack, p: Point) -> dict:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise BudgetExceeded(f"time budget spent before {p.dtype} {p.kind} {p.batch}x{p.seqlen}")
         row = p.row()
+        row["kernel"] = self.kernel(stack, p)
         try:
             fn, graphable, per = self.job(stack, p)
-            stats = self.timer.measure(fn, graph=graphable).as_row()
+            stats = self.timer.measure(fn, graph=graphable, point={**row, "per": per}).as_row()
             for k in ("time_s", "median_s", "q25_s", "p10_s", "p90_s", "min_s", "max_s"):
                 stats[k] /= per
             row.update(stats, status="ok", note=f"mean over {per} layers" if per > 1 else "")

@@ -13,7 +13,7 @@ from sunsim.output import write_text as write_text_atomic
 
 KEY = ("kind", "dtype", "batch", "seqlen", "lengths", "layers")
 COLUMNS = (*KEY, "tokens", "kv_tokens", "sum_sq", "time_s", "median_s", "q25_s", "p10_s", "p90_s", "min_s", "max_s", "repeats",
-           "calls_per_sample", "status", "note")
+           "calls_per_sample", "status", "kernel", "note")
 _INTS = ("batch", "seqlen", "layers", "tokens", "kv_tokens", "sum_sq", "repeats", "calls_per_sample")
 _FLOATS = ("time_s", "median_s", "q25_s", "p10_s", "p90_s", "min_s", "max_s")
 

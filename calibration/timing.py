@@ -2,9 +2,12 @@
 
 Each sample is one call, as a serving loop makes it (back-to-back calls of a small kernel run
 faster from warm caches than a real step does). Fast points get extra samples, up to
-``point_budget_s`` of timing per point, and the statistic is the median, robust to a busy
-neighbour on a shared machine. ``min_sample_s`` > 0 instead averages that many seconds of
-back-to-back calls per sample, for sub-microsecond clocks where a single call is too short.
+``point_budget_s`` of timing per point. The statistic the fit uses is
+:attr:`TimingConfig.statistic`: the median on a GPU; the lower quartile on a CPU, where a busy
+neighbour on a shared machine only ever adds time (see there). ``min_sample_s`` > 0 instead
+averages that many seconds of back-to-back calls per sample, for sub-microsecond clocks where a
+single call is too short. Anything with ``measure(fn, graph=..., point=...)`` and ``once(fn)``
+can stand in for :class:`Timer` (tests inject a deterministic one).
 """
 
 from __future__ import annotations
@@ -80,8 +83,9 @@ class Timer:
         fn()
         return time.perf_counter() - t0
 
-    def measure(self, fn: Callable[[], object], graph: bool = False) -> Stats:
-        """Median over ``repeats`` samples after ``warmup`` calls; ``graph`` captures ``fn`` once on CUDA."""
+    def measure(self, fn: Callable[[], object], graph: bool = False, point: dict | None = None) -> Stats:
+        """Statistics over at least ``repeats`` samples after ``warmup`` calls; ``graph`` captures ``fn`` once
+        on CUDA. ``point`` (the grid row being timed) is unused here; injected timers use it."""
         with torch.inference_mode():
             if self.cuda and graph and self.cfg.graphs:
                 fn = self._graphed(fn)

@@ -46,6 +46,7 @@ def test_decode_attention_reads_each_sequence_only() -> None:
     torch.manual_seed(0)
     cache = KVCache(3, 40, kv_heads=2, head_dim=16, device=CPU, backend="sdpa-loop")
     q = torch.randn(2, 4, 16, dtype=torch.bfloat16)
+    cache.k.uniform_(-1, 1)
     slots, lengths = [2, 0], [33, 5]
     out = cache.attend(q, slots, lengths, torch.tensor(slots), torch.tensor(lengths))
     for i, (s, n) in enumerate(zip(slots, lengths)):

@@ -1,4 +1,9 @@
-"""End to end on the tiny preset: calibrate on CPU, load with the simulator's cost model, cost, validate."""
+"""End to end on the tiny preset: calibrate on CPU, load with the simulator's cost model, cost, validate.
+
+The calibration runs the real kernels once per point but takes its times from a deterministic
+synthetic timer, so these checks do not depend on how busy the machine is; the real-timing
+end-to-end validation is marked slow and asserts the pipeline, not timing thresholds.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from calibration.calibrate import CSV, METADATA, PLOT, PROFILE, Request, calibra
 from calibration.commands import predict  # noqa: E402
 from calibration.grid import Grid  # noqa: E402
 from calibration.raw import read_rows  # noqa: E402
+from calibration.synthetic import LinearCost, SyntheticTimer  # noqa: E402
 from sunsim.architecture import preset  # noqa: E402
 from sunsim.costmodel import measured_cost_model, read_profile  # noqa: E402
 
@@ -27,7 +33,8 @@ FORMATS = ["bf16", "int8", "int4"]
 @pytest.fixture(scope="module")
 def profile_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("prof") / "cpu-tiny"
-    calibrate(Request(shape=preset("tiny"), dtypes=[*FORMATS, "fp8"], out=out, grid=GRID, repeats=5), progress=False)
+    calibrate(Request(shape=preset("tiny"), dtypes=[*FORMATS, "fp8"], out=out, grid=GRID, repeats=5), progress=False,
+              timer=SyntheticTimer(LinearCost(), {"int8": 0.8, "int4": 0.6}))
     return out
 
 
@@ -68,7 +75,7 @@ def test_fit_error_bounded_and_stored(profile_dir: Path) -> None:
     for fmt in FORMATS:
         err = profile["dtypes"][fmt]["fit_error"]
         assert err["decode"]["points"] == len(GRID.decode_batches) * len(GRID.decode_contexts)
-        assert err["decode"]["median_rel"] < 0.10
+        assert err["decode"]["median_rel"] < 1e-9  # synthetic times are exactly alpha(B) + beta x KV
         assert err["prefill"]["median_rel"] < 0.15
         assert err["decode_mixed_lengths"]["points"] == 1
 
@@ -78,13 +85,15 @@ def test_composition_checked_against_full_stack(profile_dir: Path) -> None:
     for fmt in FORMATS:
         check = profile["dtypes"][fmt]["composition_check"]
         assert len(check["points"]) == 4
-        assert check["median_rel"] < 0.25
+        assert check["max_rel"] < 1e-9  # the synthetic stack is exactly layers x layer + head
 
 
 def test_resume_skips_done_points(profile_dir: Path) -> None:
     before = (profile_dir / CSV).read_text()
-    calibrate(Request(shape=preset("tiny"), dtypes=FORMATS, out=profile_dir, grid=GRID), progress=False)
+    timer = SyntheticTimer(LinearCost())
+    calibrate(Request(shape=preset("tiny"), dtypes=FORMATS, out=profile_dir, grid=GRID), progress=False, timer=timer)
     assert (profile_dir / CSV).read_text() == before
+    assert timer.calls == 0
 
 
 def test_cost_for_calibrated_and_uncalibrated_shapes(profile_dir: Path) -> None:
@@ -102,22 +111,24 @@ def test_cost_for_calibrated_and_uncalibrated_shapes(profile_dir: Path) -> None:
     assert ana["kind"] == "analytic" and 1 < ana["time_ms"] < 20
 
 
-def test_validate_runs_the_real_loop_end_to_end(profile_dir: Path) -> None:
-    """``sunsim validate`` serves a trace with the real kernels and reports per-request errors.
+@pytest.mark.slow
+def test_validate_runs_the_real_loop_end_to_end(tmp_path: Path) -> None:
+    """``sunsim validate`` serves a trace with the real kernels (real clock) and reports per-request errors
+    and the targets. Real step times on a shared CPU say little, so this asserts the pipeline only."""
+    import shutil
 
-    The suite shares a small CPU with other tests, so real step times here say little about accuracy
-    (the targets are checked on the committed reports, made on a quiet machine): this asserts the
-    pipeline and that simulated and real TPOT are of the same order.
-    """
     from calibration.validate import validate
 
-    report = validate(profile_dir, requests=48, dtypes=["bf16"], seed=0)
+    src = Path(__file__).resolve().parents[1] / "calibration" / "profiles" / "cpu-tiny"
+    prof = tmp_path / "cpu-tiny"
+    shutil.copytree(src, prof)
+    report = validate(prof, requests=24, dtypes=["bf16"], seed=0)
     r = report["dtypes"]["bf16"]
-    assert (profile_dir / "validation.json").exists() and (profile_dir / "validation.md").exists()
+    assert (prof / "validation.json").exists() and (prof / "targets.json").exists()
+    assert "## Targets" in (prof / "validation.md").read_text()
+    assert report["missed"] == []  # nothing is enforced on a CPU
     assert r["mean_batch"] > 1.5  # batches really mixed requests
     assert np.isfinite(r["step_time"]["median_rel"]) and np.isfinite(r["tpot"]["median_rel"])
-    ratio = r["tpot_ms"]["sim_median"] / r["tpot_ms"]["real_median"]
-    assert 1 / 3 < ratio < 3, r["tpot_ms"]
 
 
 def test_real_loop_and_simulator_batch_the_same_way(profile_dir: Path) -> None:
@@ -148,7 +159,7 @@ def test_real_loop_and_simulator_batch_the_same_way(profile_dir: Path) -> None:
     trace = make_trace(cost, 40, (64, 400), (1, 8), (4, 40), seed=3)
     dev = torch.device("cpu")
     stack = Stack(shape, "bf16", shape.layers, dev, int((trace.context + trace.output).max()) + 2)
-    real = serve(stack, trace, PredictedTimer(), pick_backend(dev, shape.kv_heads, shape.head_dim, shape.heads), 1)
+    real = serve(stack, trace, PredictedTimer(), pick_backend(dev, shape.kv_heads, shape.head_dim, shape.heads)[0], 1)
     sim = simulate_decode_worker(cost, trace.arrival_s, trace.context, trace.output, max_batch=trace.max_batch)
     np.testing.assert_allclose(real["decode_start_s"], sim["decode_start_s"], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(real["finish_s"], sim["finish_s"], rtol=1e-9, atol=1e-12)
@@ -165,4 +176,5 @@ def test_committed_profiles_meet_the_validation_targets(name: str) -> None:
         assert cost.decode_coeffs(8)[0] > cost.decode_coeffs(1)[0] * 0.5 > 0
     report = json.loads((root / "validation.json").read_text())
     for dtype, r in report["dtypes"].items():
+        # CPU reports: the GPU targets (5% / 10%) are reported only; these held when they were made.
         assert r["tpot"]["median_rel"] <= 0.10 and r["tpot"]["p90_rel"] <= 0.20, (name, dtype, r["tpot"])
