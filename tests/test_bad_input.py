@@ -21,7 +21,7 @@ def _run(tmp_path, capsys, patch: dict | None = None, text: str | None = None, e
 
 CASES = [
     ("unknown preset", {"model": {"preset": "gpt-9"}}, ["model.preset", "llama-3.1-8b"]),
-    ("negative rate", {"workload": {"rate": -3}}, ["workload.rate", "greater than 0"]),
+    ("negative rate", {"workload": {"rate": -3}}, ["workload.rate", "greater than or equal to"]),
     ("unknown gpu", {"hardware": {"gpu": "tpu"}}, ["hardware.gpu", "h100"]),
     ("unknown dtype", {"variants": [{"name": "q", "mode": "shared", "workers": 2, "dtype": "int3"}]},
      ["variants.0.dtype", "int4"]),
