@@ -55,11 +55,14 @@ def read_hf_config(path: str) -> ModelShape:
         raise ScenarioError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(cfg, dict):
         raise ScenarioError(f"{where}: must hold a JSON object")
-    return shape_from_hf(cfg, where, _name(cfg, p))
+    folder = p.resolve().parent.name
+    usable = p.name == "config.json" and folder and not _HASH.fullmatch(folder)
+    return shape_from_hf(cfg, where, folder if usable else None)
 
 
-def shape_from_hf(cfg: dict[str, Any], where: str = "model.hf_config", name: str | None = None) -> ModelShape:
-    """Map a parsed ``config.json`` onto a :class:`ModelShape`."""
+def shape_from_hf(cfg: dict[str, Any], where: str = "model.hf_config", folder: str | None = None) -> ModelShape:
+    """Map a parsed ``config.json`` onto a :class:`ModelShape`, named after ``_name_or_path``'s
+    last part, else ``folder`` (the one holding config.json), else the ``model_type``."""
     kind = cfg.get("model_type")
     if kind is not None and kind not in SUPPORTED_TYPES:
         raise ScenarioError(f"{where}: model_type {kind!r} is not supported; allowed: {', '.join(SUPPORTED_TYPES)}")
@@ -67,35 +70,28 @@ def shape_from_hf(cfg: dict[str, Any], where: str = "model.hf_config", name: str
         if cfg.get(key) is None:
             raise ScenarioError(f"{where}: missing key {key!r} (a positive integer)")
     fields = {field: cfg[key] for key, field in KEYS.items() if cfg.get(key) is not None}
-    fields.setdefault("kv_heads", cfg["num_attention_heads"])  # no key: plain multi-head attention
+    for field, value in fields.items():  # JSON types exactly: "32" or true is not a count
+        wanted = bool if field == "tied_embeddings" else int
+        if not isinstance(value, wanted) or (wanted is int and (isinstance(value, bool) or value < 1)):
+            allowed = "true or false" if wanted is bool else "a positive integer"
+            raise ScenarioError(f"{where}: key {FIELDS[field]!r} is {value!r}; must be {allowed}")
+    fields.setdefault("kv_heads", fields["heads"])  # no key: plain multi-head attention
     if "head_dim" not in fields:
-        hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
-        if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads:
-            raise ScenarioError(f"{where}: no 'head_dim' and hidden_size {hidden} is not a multiple of "
-                                f"num_attention_heads {heads}; give head_dim")
-        if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
-            fields["head_dim"] = hidden // heads
-    fields["name"] = name or str(kind or "hf-model")
+        if fields["hidden"] % fields["heads"]:
+            raise ScenarioError(f"{where}: no 'head_dim' and hidden_size {fields['hidden']} is not a multiple "
+                                f"of num_attention_heads {fields['heads']}; give head_dim")
+        fields["head_dim"] = fields["hidden"] // fields["heads"]
+    named = cfg.get("_name_or_path")
+    named = named.rstrip("/").rsplit("/", 1)[-1] if isinstance(named, str) else ""
+    fields["name"] = (named or folder or str(kind or "hf-model"))[:100]
     try:
         spec = CustomShape.model_validate(fields)
     except ValidationError as err:
         e = err.errors()[0]
         key = FIELDS.get(str(e["loc"][0]), str(e["loc"][0])) if e["loc"] else "config"
-        expected = "true or false" if key == "tie_word_embeddings" else e["msg"].removeprefix("Value error, ")
-        raise ScenarioError(f"{where}: key {key!r} is {e['input']!r}; {expected}") from None
+        raise ScenarioError(f"{where}: key {key!r} is {e['input']!r}; {e['msg']}") from None
     if spec.heads % spec.kv_heads:
         raise ScenarioError(f"{where}: num_attention_heads ({spec.heads}) must be a multiple of "
                             f"num_key_value_heads ({spec.kv_heads})")
     return ModelShape(**spec.model_dump())
 
-
-def _name(cfg: dict[str, Any], path: Path) -> str | None:
-    """``_name_or_path``'s last part, else the folder holding config.json (unless it is a hub
-    snapshot hash), else None (then the model_type)."""
-    named = cfg.get("_name_or_path")
-    if isinstance(named, str) and named.strip("/"):
-        return named.rstrip("/").rsplit("/", 1)[-1][:100]
-    folder = path.resolve().parent.name
-    if path.name == "config.json" and folder and not _HASH.fullmatch(folder):
-        return folder[:100]
-    return None
