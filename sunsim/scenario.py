@@ -225,7 +225,9 @@ class Split(_Strict):
 
 
 _Count = Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=MAX_WORKERS)]
-WorkerCount = Union[_Count, dict[str, _Count], Split]
+#: One count for every model, a count per model, or a split; a boolean is refused before the
+#: union is tried, so the message is one line.
+WorkerCount = Annotated[Union[_Count, dict[str, _Count], Split], BeforeValidator(_no_bool)]
 
 
 class PrefillSpec(_Strict):
@@ -529,7 +531,7 @@ _UNION_TAGS = {"fixed", "uniform", "lognormal", "geometric", "trace", "poisson",
 
 def _is_union_tag(part: Any) -> bool:
     """Pydantic names the union member tried (``function-before[...]``); the user never wrote it."""
-    return isinstance(part, str) and (part in _UNION_TAGS or part.startswith(("function-", "constrained-")))
+    return isinstance(part, str) and (part in _UNION_TAGS or "[" in part or part.startswith("constrained-"))
 
 
 def _short(v: Any) -> bool:

@@ -65,7 +65,7 @@ def read_trace(path: str) -> pd.DataFrame:
     """Read and check a trace CSV (``arrived_at, num_prefill_tokens, num_decode_tokens[, model]``)."""
     p = Path(path)
     if not p.is_file():
-        raise ScenarioError(f"workload trace {path!r}: file not found")
+        raise ScenarioError(f"workload trace {path!r}: file not found" + (" (it is a folder)" if p.is_dir() else ""))
     size = p.stat().st_size
     if size == 0:
         raise ScenarioError(f"workload trace {path!r}: empty file; needs a header {list(TRACE_COLUMNS)} and rows")
@@ -96,9 +96,9 @@ def read_trace(path: str) -> pd.DataFrame:
             allowed = f"a whole number from 1 to {MAX_TOKENS:,}"
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ScenarioError(
-                f"workload trace {path!r}: row {row + 2} has {col}={df[col].iloc[row]!r}; {col} must be {allowed}"
-            )
+            raw = df[col].iloc[row]
+            got = "no value (empty or NaN)" if pd.isna(raw) else f"{col}={raw!r}"
+            raise ScenarioError(f"workload trace {path!r}: row {row + 2} has {got}; {col} must be {allowed}")
         df[col] = values if col == "arrived_at" else values.astype(np.int64)
     # Rows out of arrival order are replayed in arrival order (a stable sort keeps ties in file order).
     if (np.diff(df["arrived_at"].to_numpy()) < 0).any():

@@ -6,6 +6,8 @@ import pytest
 import yaml
 
 from sunsim.cli import main
+from sunsim.scenario import scenario_from_dict
+from sunsim.workload import build_workload
 
 from .conftest import BASE, merge
 
@@ -183,9 +185,10 @@ TRACE_HEADER = "arrived_at,num_prefill_tokens,num_decode_tokens\n"
     ("0.0,100,20\nnan,200,30\n", ["row 3", "arrived_at"]),
     ("0.0,100,20\n-1,200,30\n", ["row 3", "arrived_at"]),
     ("0.0,100,20\n1.0,100,1e12\n", ["row 3", "num_decode_tokens", "10,000,000"]),
+    ("0.0,100,20\n1.0,,30\n", ["row 3", "no value", "num_prefill_tokens"]),
     (None, ["empty file"]),
     ("", ["no rows"]),
-], ids=["fractional length", "infinite time", "NaN time", "negative time", "huge length", "empty file",
+], ids=["fractional length", "infinite time", "NaN time", "negative time", "huge length", "empty length", "empty file",
         "header only"])
 def test_trace_rows_are_checked_truthfully(tmp_path, capsys, body, needles):
     trace = tmp_path / "trace.csv"
@@ -196,3 +199,16 @@ def test_trace_rows_are_checked_truthfully(tmp_path, capsys, body, needles):
     for needle in needles:
         assert needle in err, (needle, err)
     assert "Traceback" not in err and not out.exists()
+
+
+def test_unsorted_trace_is_replayed_in_arrival_order(tmp_path):
+    # Rows out of order keep their own lengths and model; arrivals come out sorted.
+    trace = tmp_path / "trace.csv"
+    trace.write_text(TRACE_HEADER.strip() + ",model\n0.0,100,10,a\n3.0,300,30,c\n1.0,200,20,b\n2.0,250,25,a\n")
+    sc = scenario_from_dict(merge(BASE, {"workload": {"arrivals": {"kind": "trace", "path": str(trace)},
+                                                      "rate": None}}))
+    stream = build_workload(sc)
+    assert stream.arrival_s.tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert stream.prompt_tokens.tolist() == [100, 200, 250, 300]
+    assert stream.output_tokens.tolist() == [10, 20, 25, 30]
+    assert [stream.models[m] for m in stream.model] == ["a", "b", "a", "c"]
