@@ -1,7 +1,9 @@
 """The scenario file: one YAML document describing a whole experiment, validated on load.
 
 Errors name the offending field (``workload.rate``) and what is allowed, so that a user
-can fix a file without reading this module.
+can fix a file without reading this module. Every number is finite and bounded (the bounds
+below say why), booleans are never taken for numbers, names that become paths are checked
+with :func:`sunsim.names.check_name`, and duplicate YAML keys are refused.
 """
 
 from __future__ import annotations
@@ -11,15 +13,80 @@ from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .architecture import DTYPES, PRESETS, ModelShape
 from .errors import InputError
 from .hardware import GPUS, INTERCONNECTS
+from .names import ALLOWED, check_name
 
 ROUTING_POLICIES = ("round_robin", "least_loaded", "least_kv", "power_of_two")
 Routing = Literal["round_robin", "least_loaded", "least_kv", "power_of_two"]
-PositiveFloat = Annotated[float, Field(gt=0)]
+DEFAULT_PRESET = "llama-3.1-8b"
+
+# --- bounds ------------------------------------------------------------------------------
+# Generous for any real deployment, tight enough that no value overflows, divides by ~0 or
+# asks numpy for an absurd allocation.
+MAX_RATE = 1e6  #: req/s over all models (a large fleet serves ~1e4).
+MIN_RATE = 1e-6  #: req/s; below this 1/rate is a gap of ~12 days.
+MAX_DURATION_S = 1e7  #: ~116 days of simulated traffic.
+MAX_TIME_S = 1e9  #: any simulated instant (horizon, shift), ~32 years.
+MAX_TOKENS = 10_000_000  #: any token length or token budget.
+MAX_REQUESTS = 50_000_000  #: requests in one run (see workload.check_size for the memory bound).
+MAX_SEED = 2**63 - 1
+MAX_WORKERS = 10_000  #: GPUs of one pool or one split.
+MAX_TASKS = 1000
+MAX_VARIANTS = 100
+MAX_BATCH = 100_000  #: running requests on one decode GPU.
+MAX_BLOCK_TOKENS = 4096
+MAX_LATENCY_US = 1e7  #: 10 s per transfer.
+MIN_BANDWIDTH_GBPS, MAX_BANDWIDTH_GBPS = 1e-6, 1e5  #: 1 kB/s (tiny test shapes) to 100 TB/s
+MAX_RESERVE_GIB = 1e4
+MIN_CV, MAX_CV = 1e-3, 100.0  #: gamma shape 1/cv^2 stays within 1e-4..1e6.
+MAX_ZIPF_S = 20.0  #: 1000^-20 is still a positive float.
+MAX_WEIGHT = 1e12
+MIN_TIME_SCALE, MAX_TIME_SCALE = 1e-6, 1e6
+MAX_SIGMA = 10.0  #: lognormal log-space sigma; exp(10 x 6 sigma) is still finite.
+MAX_SLO_S = 1e6
+MAX_PATH_CHARS = 4096
+
+
+def _no_bool(v: Any) -> Any:
+    # YAML's true/false are Python bools, which pydantic would otherwise read as 1/0.
+    if isinstance(v, bool):
+        raise ValueError("expected a number, not true/false")
+    return v
+
+
+def _path_text(v: str) -> str:
+    if not v or "\0" in v:
+        raise ValueError("expected a file path (non-empty, no NUL characters)")
+    return v
+
+
+#: An integer that is not a boolean (a count, a length, a seed).
+Int = Annotated[int, BeforeValidator(_no_bool)]
+#: A finite number that is not a boolean (``allow_inf_nan=False`` below refuses inf and NaN).
+Float = Annotated[float, BeforeValidator(_no_bool)]
+PositiveFloat = Annotated[float, BeforeValidator(_no_bool), Field(gt=0)]
+PathText = Annotated[str, Field(max_length=MAX_PATH_CHARS), AfterValidator(_path_text)]
+
+
+def _safe_name(v: str) -> str:
+    # The field's location is added by pydantic; the message says what is allowed.
+    try:
+        return check_name(v, "name")
+    except ValueError:
+        raise ValueError(f"{v!r} is not a valid name; allowed: {ALLOWED}") from None
 
 
 class ScenarioError(InputError):
@@ -27,28 +94,45 @@ class ScenarioError(InputError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- model -------------------------------------------------------------------------------
 class CustomShape(_Strict):
-    name: str = "custom"
-    hidden: int = Field(gt=0)
-    layers: int = Field(gt=0)
-    heads: int = Field(gt=0)
-    kv_heads: int = Field(gt=0)
-    head_dim: int = Field(gt=0)
-    intermediate: int = Field(gt=0)
-    vocab: int = Field(gt=0)
+    """A shape given field by field; the bounds are ~10x beyond today's largest models."""
+
+    name: str = Field("custom", min_length=1, max_length=100)
+    hidden: Int = Field(gt=0, le=1_000_000)
+    layers: Int = Field(gt=0, le=10_000)
+    heads: Int = Field(gt=0, le=10_000)
+    kv_heads: Int = Field(gt=0, le=10_000)
+    head_dim: Int = Field(gt=0, le=10_000)
+    intermediate: Int = Field(gt=0, le=10_000_000)
+    vocab: Int = Field(gt=0, le=100_000_000)
     tied_embeddings: bool = False
 
 
 class ModelSpec(_Strict):
-    """The base architecture and the task models fine-tuned from it."""
+    """The base architecture (exactly one of preset, shape, hf_config; default: the
+    llama-3.1-8b preset) and the task models fine-tuned from it."""
 
-    preset: str | None = "llama-3.1-8b"
+    preset: str | None = None
     shape: CustomShape | None = None
-    tasks: list[str] = Field(default_factory=lambda: ["task0"], min_length=1)
+    #: A Hugging Face ``config.json`` (relative to the scenario file).
+    hf_config: PathText | None = None
+    tasks: list[str] = Field(default_factory=lambda: ["task0"], min_length=1, max_length=MAX_TASKS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        given = [k for k in ("preset", "shape", "hf_config") if data.get(k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of model.preset, model.shape, model.hf_config (got {', '.join(given)})")
+        if not given:
+            data = {**data, "preset": DEFAULT_PRESET}
+        return data
 
     @field_validator("preset")
     @classmethod
@@ -61,14 +145,16 @@ class ModelSpec(_Strict):
     @classmethod
     def _count_to_names(cls, v: Any) -> Any:
         if isinstance(v, int) and not isinstance(v, bool):
-            if v < 1:
-                raise ValueError("needs at least 1 task model")
+            if not 1 <= v <= MAX_TASKS:
+                raise ValueError(f"a count of task models must be from 1 to {MAX_TASKS}")
             return [f"task{i}" for i in range(v)]
         return v
 
     @field_validator("tasks")
     @classmethod
     def _unique(cls, v: list[str]) -> list[str]:
+        for i, name in enumerate(v):
+            check_name(name, f"item {i}")
         if len(set(v)) != len(v):
             raise ValueError("task model names must be unique")
         return v
@@ -76,6 +162,10 @@ class ModelSpec(_Strict):
     def resolve(self) -> ModelShape:
         if self.shape is not None:
             return ModelShape(**self.shape.model_dump())
+        if self.hf_config is not None:
+            from .hf_config import read_hf_config
+
+            return read_hf_config(self.hf_config)
         return PRESETS[self.preset]  # type: ignore[index]
 
 
@@ -83,11 +173,11 @@ class ModelSpec(_Strict):
 class HardwareSpec(_Strict):
     gpu: str = "h100"
     #: ``analytic`` (datasheet roofline) or the path of a measured profile.
-    profile: str = "analytic"
+    profile: PathText = "analytic"
     #: Share of GPU memory the engine may use (as vLLM's gpu_memory_utilization).
-    memory_utilization: float = Field(0.9, gt=0, le=1)
-    #: Memory kept free for activations and the runtime, GiB.
-    reserve_gib: float = Field(4.0, ge=0)
+    memory_utilization: Float = Field(0.9, gt=0, le=1)
+    #: Memory kept free for activations and the runtime, GiB (at most 10,000).
+    reserve_gib: Float = Field(4.0, ge=0, le=MAX_RESERVE_GIB)
 
     @field_validator("gpu")
     @classmethod
@@ -101,8 +191,10 @@ class InterconnectSpec(_Strict):
     """KV-cache transfer from prefill to decode GPUs."""
 
     kind: str | None = "ib-ndr"
-    bandwidth_GBps: PositiveFloat | None = None
-    latency_us: float = Field(10.0, ge=0)
+    #: GB/s per link, from 0.001 to 100,000 (overrides ``kind``).
+    bandwidth_GBps: Float | None = Field(None, ge=MIN_BANDWIDTH_GBPS, le=MAX_BANDWIDTH_GBPS)
+    #: Fixed latency per transfer, microseconds (at most 10 s).
+    latency_us: Float = Field(10.0, ge=0, le=MAX_LATENCY_US)
     #: ``none``: transfers never wait; ``per_decode_worker``: one NIC per decode GPU, transfers
     #: into it queue FIFO; ``per_link``: each prefill->decode GPU pair is a FIFO link.
     contention: Literal["none", "per_decode_worker", "per_link"] = "per_decode_worker"
@@ -129,17 +221,20 @@ class Split(_Strict):
     proportion to their initial traffic share, as an operator provisioning dedicated pools
     would, or ``by: even`` in equal parts."""
 
-    total: int = Field(ge=1)
+    total: Int = Field(ge=1, le=MAX_WORKERS)
     by: Literal["popularity", "even"]
 
 
-WorkerCount = Union[Annotated[int, Field(ge=0)], dict[str, Annotated[int, Field(ge=0)]], Split]
+_Count = Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=MAX_WORKERS)]
+#: One count for every model, a count per model, or a split; a boolean is refused before the
+#: union is tried, so the message is one line.
+WorkerCount = Annotated[Union[_Count, dict[str, _Count], Split], BeforeValidator(_no_bool)]
 
 
 class PrefillSpec(_Strict):
     #: Workers per model: one number for every model, or a count per model name.
     workers: WorkerCount = 1
-    max_batch_tokens: int = Field(8192, gt=0)
+    max_batch_tokens: Int = Field(8192, gt=0, le=MAX_TOKENS)
     routing: Routing = "least_loaded"
     #: Prefilled KV waits in the prefill GPU's memory until handed to decode; ``true`` bounds it by
     #: that memory (a batch that would not fit stalls), ``false`` lets it grow without limit.
@@ -147,17 +242,17 @@ class PrefillSpec(_Strict):
 
 
 class DecodeDefaults(_Strict):
-    block_tokens: int = Field(16, gt=0)
-    max_batch: int | None = Field(None, gt=0)
+    block_tokens: Int = Field(16, gt=0, le=MAX_BLOCK_TOKENS)
+    max_batch: Int | None = Field(None, gt=0, le=MAX_BATCH)
     #: ``paged``: blocks allocated as tokens are generated, preemption when they run out (vLLM);
     #: ``reserve``: prompt + true output reserved at admission (clairvoyant, never preempts).
     kv_policy: Literal["paged", "reserve"] = "paged"
     #: What a preempted request loses: ``recompute`` (vLLM's default) or ``swap`` (KV to host memory).
     preemption: Literal["recompute", "swap"] = "recompute"
     #: Share of a decode GPU's KV blocks that admission keeps free (vLLM's watermark).
-    watermark: float = Field(0.01, ge=0, lt=1)
+    watermark: Float = Field(0.01, ge=0, lt=1)
     #: Host link for swapped KV, GB/s per direction (PCIe 5 x16).
-    swap_GBps: PositiveFloat = 64.0
+    swap_GBps: Float = Field(64.0, ge=MIN_BANDWIDTH_GBPS, le=MAX_BANDWIDTH_GBPS)
 
 
 class VariantSpec(_Strict):
@@ -169,7 +264,12 @@ class VariantSpec(_Strict):
     workers: WorkerCount
     dtype: str = "bf16"
     routing: Routing = "least_loaded"
-    max_batch: int | None = Field(None, gt=0)
+    max_batch: Int | None = Field(None, gt=0, le=MAX_BATCH)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return _safe_name(v)
 
     @field_validator("dtype")
     @classmethod
@@ -188,13 +288,13 @@ class VariantSpec(_Strict):
 # --- workload --------------------------------------------------------------------------------
 class Fixed(_Strict):
     kind: Literal["fixed"]
-    value: int = Field(gt=0)
+    value: Int = Field(gt=0, le=MAX_TOKENS)
 
 
 class Uniform(_Strict):
     kind: Literal["uniform"]
-    low: int = Field(gt=0)
-    high: int = Field(gt=0)
+    low: Int = Field(gt=0, le=MAX_TOKENS)
+    high: Int = Field(gt=0, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _ordered(self) -> Uniform:
@@ -204,27 +304,36 @@ class Uniform(_Strict):
 
 
 class LogNormal(_Strict):
-    """Lengths with the given mean and log-space sigma, clipped to [min, max]."""
+    """Lengths with the given mean and log-space sigma, clipped to [min, max]
+    (min <= mean <= max; sigma at most 10)."""
 
     kind: Literal["lognormal"]
-    mean: PositiveFloat
-    sigma: float = Field(gt=0)
-    min: int = Field(1, gt=0)
-    max: int = Field(16384, gt=0)
+    mean: Float = Field(gt=0, le=MAX_TOKENS)
+    sigma: Float = Field(gt=0, le=MAX_SIGMA)
+    min: Int = Field(1, gt=0, le=MAX_TOKENS)
+    max: Int = Field(16384, gt=0, le=MAX_TOKENS)
+
+    @model_validator(mode="after")
+    def _possible(self) -> LogNormal:
+        if self.min > self.max:
+            raise ValueError(f"lognormal needs min <= max (got min {self.min}, max {self.max})")
+        if not self.min <= self.mean <= self.max:
+            raise ValueError(f"lognormal mean {self.mean:g} must lie within [min, max] = [{self.min}, {self.max}]")
+        return self
 
 
 class Geometric(_Strict):
     """Lengths 1, 2, ... with P(k) = (1-p)^(k-1) p and the given mean (memoryless, as M/M/1 needs)."""
 
     kind: Literal["geometric"]
-    mean: float = Field(ge=1)
+    mean: Float = Field(ge=1, le=MAX_TOKENS)
 
 
 class FromTrace(_Strict):
     """Sample lengths from a trace file's column (with replacement)."""
 
     kind: Literal["trace"]
-    path: str
+    path: PathText
 
 
 LengthDist = Annotated[Fixed | Uniform | LogNormal | Geometric | FromTrace, Field(discriminator="kind")]
@@ -238,16 +347,16 @@ class Gamma(_Strict):
     """Gamma inter-arrival times with coefficient of variation ``cv`` (cv=1 is Poisson)."""
 
     kind: Literal["gamma"]
-    cv: PositiveFloat
+    cv: Float = Field(ge=MIN_CV, le=MAX_CV)
 
 
 class TraceArrivals(_Strict):
     """Replay a trace file: arrival times and lengths (and a ``model`` column if present)."""
 
     kind: Literal["trace"]
-    path: str
+    path: PathText
     #: Multiply arrival times by this (0.5 doubles the rate); ignored when workload.rate is set.
-    time_scale: PositiveFloat = 1.0
+    time_scale: Float = Field(1.0, ge=MIN_TIME_SCALE, le=MAX_TIME_SCALE)
     #: Use the trace's prompt/output lengths (else the length distributions below).
     use_lengths: bool = True
 
@@ -259,12 +368,12 @@ class Zipf(_Strict):
     """Model i (0-based, in task order) gets weight 1/(i+1)^s; s=0 is uniform."""
 
     kind: Literal["zipf"]
-    s: float = Field(ge=0)
+    s: Float = Field(ge=0, le=MAX_ZIPF_S)
 
 
 class Weights(_Strict):
     kind: Literal["weights"]
-    weights: dict[str, Annotated[float, Field(ge=0)]]
+    weights: dict[str, Annotated[float, BeforeValidator(_no_bool), Field(ge=0, le=MAX_WEIGHT)]]
 
 
 Popularity = Annotated[Zipf | Weights, Field(discriminator="kind")]
@@ -273,8 +382,8 @@ Popularity = Annotated[Zipf | Weights, Field(discriminator="kind")]
 class PopularityShift(_Strict):
     """At ``at_s`` the popularity ranking rotates by ``rotate`` places (the hot model changes)."""
 
-    at_s: float = Field(gt=0)
-    rotate: int = Field(1, ge=1)
+    at_s: Float = Field(gt=0, le=MAX_TIME_S)
+    rotate: Int = Field(1, ge=1, le=MAX_TASKS)
 
 
 class Lengths(_Strict):
@@ -283,10 +392,13 @@ class Lengths(_Strict):
 
 
 class WorkloadSpec(_Strict):
-    duration_s: PositiveFloat | None = None
-    num_requests: int | None = Field(None, gt=0)
-    #: Total request rate over all models, req/s (for a trace: rescales its arrivals to this mean rate).
-    rate: PositiveFloat | None = None
+    #: Simulated seconds of arrivals, at most 1e7 (~116 days).
+    duration_s: Float | None = Field(None, gt=0, le=MAX_DURATION_S)
+    #: At most 50 million (and the run's arrays must fit in ~8 GiB: workload.check_size).
+    num_requests: Int | None = Field(None, gt=0, le=MAX_REQUESTS)
+    #: Total request rate over all models, req/s, from 1e-6 to 1e6 (for a trace: rescales its
+    #: arrivals to this mean rate).
+    rate: Float | None = Field(None, ge=MIN_RATE, le=MAX_RATE)
     arrivals: Arrivals = Field(default_factory=lambda: Poisson(kind="poisson"))
     popularity: Popularity = Field(default_factory=lambda: Zipf(kind="zipf", s=1.0))
     shift: PopularityShift | None = None
@@ -304,24 +416,25 @@ class WorkloadSpec(_Strict):
 
 
 class SLOSpec(_Strict):
-    ttft_s: PositiveFloat = 2.0
-    tpot_s: PositiveFloat = 0.1
+    ttft_s: Float = Field(2.0, gt=0, le=MAX_SLO_S)
+    tpot_s: Float = Field(0.1, gt=0, le=MAX_SLO_S)
     #: Target share of requests meeting both (used by goodput and planning).
-    attainment: float = Field(0.9, gt=0, le=1)
+    attainment: Float = Field(0.9, gt=0, le=1)
 
 
 class SimSpec(_Strict):
     #: After the last arrival, keep simulating this long for requests to drain; then stop.
-    drain_s: float = Field(600.0, ge=0)
-    #: Hard stop (simulated seconds); default: last arrival + drain_s.
-    horizon_s: PositiveFloat | None = None
+    drain_s: Float = Field(600.0, ge=0, le=MAX_DURATION_S)
+    #: Hard stop (simulated seconds, at most 1e9); default: last arrival + drain_s.
+    horizon_s: Float | None = Field(None, gt=0, le=MAX_TIME_S)
     #: Throughput is measured from this share of the arrival span (warm-up excluded) to the last arrival.
-    warmup_fraction: float = Field(0.1, ge=0, lt=1)
+    warmup_fraction: Float = Field(0.1, ge=0, lt=1)
 
 
 class Scenario(_Strict):
+    #: Becomes the results folder: a safe name (:data:`sunsim.names.ALLOWED`).
     name: str = "scenario"
-    seed: int = 0
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
     model: ModelSpec = Field(default_factory=ModelSpec)
     hardware: HardwareSpec = Field(default_factory=HardwareSpec)
     interconnect: InterconnectSpec = Field(default_factory=InterconnectSpec)
@@ -330,7 +443,12 @@ class Scenario(_Strict):
     workload: WorkloadSpec
     slo: SLOSpec = Field(default_factory=SLOSpec)
     sim: SimSpec = Field(default_factory=SimSpec)
-    variants: list[VariantSpec] = Field(min_length=1)
+    variants: list[VariantSpec] = Field(min_length=1, max_length=MAX_VARIANTS)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return _safe_name(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
@@ -416,7 +534,7 @@ def _check_counts(field: str, workers: int | dict[str, int] | Split, tasks: list
 def _format_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        loc = ".".join(str(p) for p in e["loc"] if not _is_union_tag(p))
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"{loc or 'scenario'}: {msg}" + (f" (got {e['input']!r})" if _short(e.get("input")) else ""))
     return "invalid scenario:\n  " + "\n  ".join(lines)
@@ -424,6 +542,11 @@ def _format_error(err: ValidationError) -> str:
 
 _UNION_TAGS = {"fixed", "uniform", "lognormal", "geometric", "trace", "poisson", "gamma", "zipf", "weights",
                "int", "dict[str,int]", "constrained-int", "dict[str,constrained-int]", "Split"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    """Pydantic names the union member tried (``function-before[...]``); the user never wrote it."""
+    return isinstance(part, str) and (part in _UNION_TAGS or "[" in part or part.startswith("constrained-"))
 
 
 def _short(v: Any) -> bool:
@@ -485,7 +608,21 @@ def scenario_from_dict(data: Any, base_dir: Path | None = None) -> Scenario:
         sc = Scenario.model_validate(data)
     except ValidationError as err:
         raise ScenarioError(_format_error(err)) from None
-    return _resolve_paths(sc, base_dir) if base_dir is not None else sc
+    if base_dir is not None:
+        sc = _resolve_paths(sc, base_dir)
+    _check_shape(sc)
+    return sc
+
+
+def _check_shape(sc: Scenario) -> None:
+    """Resolve the model shape now (reading an ``hf_config``), so a bad one stops the run up front."""
+    try:
+        sc.model.resolve()
+    except ScenarioError:
+        raise
+    except ValueError as exc:
+        where = "model.shape" if sc.model.shape is not None else "model"
+        raise ScenarioError(f"invalid scenario:\n  {where}: {exc}") from None
 
 
 def _resolve_paths(sc: Scenario, base: Path) -> Scenario:
@@ -509,13 +646,41 @@ def _resolve_paths(sc: Scenario, base: Path) -> Scenario:
             dist["path"] = fix(dist["path"])
     if data["hardware"]["profile"] != "analytic":
         data["hardware"]["profile"] = fix(data["hardware"]["profile"])
+    if data["model"]["hf_config"] is not None:
+        data["model"]["hf_config"] = fix(data["model"]["hf_config"])
     return Scenario.model_validate(data)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (not "last one wins")."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key; the base class reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def read_yaml_mapping(path: Path, what: str) -> dict:
     """A YAML file that must hold a mapping (a scenario, a sweep), with errors that say which file."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load_unique(path.read_text())
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{what} {str(path)!r} is not a UTF-8 text file") from None
     except OSError as exc:
         raise ScenarioError(f"cannot read {what} {str(path)!r}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -532,5 +697,10 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     for text in overrides:
         keypath, value = parse_override(text)
         apply_override(data, keypath, value)
-    data.setdefault("name", p.stem)
+    if "name" not in data:
+        try:
+            data["name"] = check_name(p.stem, "name")
+        except ValueError:
+            raise ScenarioError(f"name: the scenario has no name and its file name {p.stem!r} is not a valid "
+                                f"one; give name: (allowed: {ALLOWED})") from None
     return scenario_from_dict(data, base_dir=p.parent)

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .scenario import (
+    MAX_REQUESTS,
+    MAX_TOKENS,
     FromTrace,
     Gamma,
     Geometric,
@@ -26,6 +28,17 @@ from .scenario import (
 )
 
 TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
+#: Trace arrival times beyond this (seconds, ~32 years) are taken for a wrong unit or column.
+MAX_TRACE_TIME_S = 1e9
+#: A trace file larger than this (~50 million rows of ~20 bytes) would not fit the request limit.
+MAX_TRACE_BYTES = 2**30
+#: Memory the run's per-request arrays may take: the request stream (arrival, model and two
+#: lengths = 28 B, plus ~36 B of temporaries while generating it) once, and for every variant
+#: its records (48 B) and its per-request table (15 columns, ~152 B). Beyond this the run
+#: would swap or fail half-way; it is refused up front with the estimate.
+MAX_ARRAY_BYTES = 8 * 2**30
+STREAM_BYTES_PER_REQUEST = 64
+VARIANT_BYTES_PER_REQUEST = 200
 
 
 @dataclass(frozen=True)
@@ -51,10 +64,18 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
 def read_trace(path: str) -> pd.DataFrame:
     """Read and check a trace CSV (``arrived_at, num_prefill_tokens, num_decode_tokens[, model]``)."""
     p = Path(path)
-    if not p.exists():
-        raise ScenarioError(f"workload trace {path!r}: file not found")
+    if not p.is_file():
+        raise ScenarioError(f"workload trace {path!r}: file not found" + (" (it is a folder)" if p.is_dir() else ""))
+    size = p.stat().st_size
+    if size == 0:
+        raise ScenarioError(f"workload trace {path!r}: empty file; needs a header {list(TRACE_COLUMNS)} and rows")
+    if size > MAX_TRACE_BYTES:
+        raise ScenarioError(f"workload trace {path!r}: {size / 2**30:.1f} GiB is more than the "
+                            f"{MAX_TRACE_BYTES // 2**30} GiB a trace may have")
     try:
         df = pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        raise ScenarioError(f"workload trace {path!r}: empty file; needs a header {list(TRACE_COLUMNS)} and rows") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ScenarioError(f"workload trace {path!r}: unreadable CSV ({exc})") from None
     missing = [c for c in TRACE_COLUMNS if c not in df.columns]
@@ -62,19 +83,61 @@ def read_trace(path: str) -> pd.DataFrame:
         raise ScenarioError(f"workload trace {path!r}: missing columns {missing}; needs {list(TRACE_COLUMNS)}")
     if df.empty:
         raise ScenarioError(f"workload trace {path!r}: no rows")
+    if len(df) > MAX_REQUESTS:
+        raise ScenarioError(f"workload trace {path!r}: {len(df):,} rows is more than the {MAX_REQUESTS:,} "
+                            f"requests a run allows")
     for col in TRACE_COLUMNS:
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() | (values < 0) | ((values < 1) & (col != "arrived_at"))
+        values = pd.to_numeric(df[col], errors="coerce").astype(float)
+        if col == "arrived_at":
+            bad = ~((values >= 0) & (values <= MAX_TRACE_TIME_S))  # NaN (empty, text) fails both
+            allowed = f"a number of seconds from 0 to {MAX_TRACE_TIME_S:g}"
+        else:
+            bad = ~((values >= 1) & (values <= MAX_TOKENS) & (values == np.floor(values)))
+            allowed = f"a whole number from 1 to {MAX_TOKENS:,}"
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ScenarioError(
-                f"workload trace {path!r}: row {row + 2} has {col}={df[col].iloc[row]!r}; "
-                f"{col} must be a {'number >= 0' if col == 'arrived_at' else 'whole number >= 1'}"
-            )
-        df[col] = values
+            raw = df[col].iloc[row]
+            got = "no value (empty or NaN)" if pd.isna(raw) else f"{col}={raw!r}"
+            raise ScenarioError(f"workload trace {path!r}: row {row + 2} has {got}; {col} must be {allowed}")
+        df[col] = values if col == "arrived_at" else values.astype(np.int64)
+    # Rows out of arrival order are replayed in arrival order (a stable sort keeps ties in file order).
     if (np.diff(df["arrived_at"].to_numpy()) < 0).any():
         df = df.sort_values("arrived_at", kind="stable").reset_index(drop=True)
     return df
+
+
+def estimate_requests(sc: Scenario) -> tuple[int, str]:
+    """An upper estimate of the run's request count, and where it comes from (for the message)."""
+    wl = sc.workload
+    if isinstance(wl.arrivals, TraceArrivals):
+        n = len(read_trace(wl.arrivals.path))
+        why = f"the trace's {n:,} rows"
+        if wl.num_requests is not None and wl.num_requests < n:
+            n, why = wl.num_requests, f"workload.num_requests {wl.num_requests:,}"
+        return n, why
+    assert wl.rate is not None  # the schema requires a rate for renewal arrivals
+    n, why = None, ""
+    if wl.duration_s is not None:
+        n = wl.rate * wl.duration_s
+        why = f"workload.rate {wl.rate:g} req/s x workload.duration_s {wl.duration_s:g} s"
+    if wl.num_requests is not None and (n is None or wl.num_requests < n):
+        n, why = wl.num_requests, f"workload.num_requests {wl.num_requests:,}"
+    return int(min(n, 2**62)), why  # type: ignore[arg-type]
+
+
+def check_size(sc: Scenario) -> None:
+    """Refuse a run whose request count or per-request arrays would be absurd, before allocating."""
+    n, why = estimate_requests(sc)
+    if n > MAX_REQUESTS:
+        raise ScenarioError(f"workload: about {n:,} requests ({why}) is more than the {MAX_REQUESTS:,} a run "
+                            f"allows; lower workload.rate or workload.duration_s, or set workload.num_requests")
+    per_request = STREAM_BYTES_PER_REQUEST + VARIANT_BYTES_PER_REQUEST * len(sc.variants)
+    need = n * per_request
+    if need > MAX_ARRAY_BYTES:
+        raise ScenarioError(
+            f"workload: about {n:,} requests ({why}) x {len(sc.variants)} variants need ~{need / 2**30:.1f} GiB "
+            f"of per-request arrays, more than the {MAX_ARRAY_BYTES // 2**30} GiB a run may use; "
+            f"lower workload.rate or workload.duration_s, set workload.num_requests, or run fewer variants")
 
 
 def _lengths(dist: LengthDist, n: int, rng: np.random.Generator, column: str) -> np.ndarray:
@@ -102,7 +165,7 @@ def _arrivals(sc: Scenario, rng: np.random.Generator) -> tuple[np.ndarray, pd.Da
         t = df["arrived_at"].to_numpy(dtype=float)
         t = t - t[0]
         if wl.rate is not None and len(t) > 1 and t[-1] > 0:
-            t = t * ((len(t) - 1) / t[-1]) / wl.rate  # mean rate -> wl.rate
+            t = (t / t[-1]) * ((len(t) - 1) / wl.rate)  # mean rate -> wl.rate (t / t[-1] stays in [0, 1])
         else:
             t = t * arr.time_scale
         keep = np.ones(len(t), dtype=bool)
@@ -133,6 +196,7 @@ def build_workload(sc: Scenario) -> RequestStream:
     """Generate the request stream of a scenario, deterministically from its seed."""
     wl = sc.workload
     tasks = sc.model.tasks
+    check_size(sc)
     t, trace_rows = _arrivals(sc, _rng(sc.seed, 1))
     n = len(t)
     if n == 0:
