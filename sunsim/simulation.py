@@ -14,6 +14,7 @@ import simpy
 
 from .architecture import ModelShape
 from .cluster import DecodeWorker, Interconnect, KVPolicy, PrefillWorker, Records
+from .colocation import place, round_coeffs
 from .costmodel import CostModel, ProfileInfo, make_cost_model, read_profile
 from .hardware import GIB
 from .hardware import gpu as gpu_spec
@@ -45,12 +46,23 @@ class VariantResult:
     interconnect: Interconnect
 
 
-def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = "decode") -> int:
-    """KV tokens one GPU holds: usable memory minus its weights (by dtype) minus the reserve."""
+def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = "decode",
+                       extra_bytes: float = 0.0, extra_what: str = "") -> int:
+    """KV tokens one GPU holds: usable memory minus its weights (by dtype) minus the reserve.
+
+    ``extra_bytes``: more resident weights (colocated models, LoRA adapters), named by ``extra_what``.
+    """
     hw = sc.hardware
     free = gpu_spec(hw.gpu).memory_bytes * hw.memory_utilization - shape.weight_bytes(dtype) - hw.reserve_gib * GIB
+    if extra_bytes:
+        free -= extra_bytes
     block = sc.decode.block_tokens
     tokens = int(free // shape.kv_bytes_per_token) // block * block
+    if tokens < block and extra_bytes:
+        raise ScenarioError(
+            f"{extra_what} ({extra_bytes / GIB:.1f} GiB beside the {dtype} weights of {shape.name}) leave no KV "
+            f"memory on a {hw.gpu} (memory_utilization={hw.memory_utilization}, reserve_gib={hw.reserve_gib})"
+        )
     if tokens < block:
         raise ScenarioError(
             f"hardware: the {dtype} {role} weights of {shape.name} ({shape.weight_bytes(dtype) / GIB:.1f} GiB) "
@@ -99,6 +111,15 @@ class _Plan:
                     )
         else:
             self.decode_counts = {"shared": int(variant.workers)}
+        self.hosts: list[list[int]] | None = None  # colocated: the models each GPU hosts
+        self.kv_caps: list[int] | None = None  # per decode GPU, where they differ
+        if variant.mode == "colocated":
+            k = variant.models_per_gpu or min(2, len(tasks))
+            self.hosts = place(int(variant.workers), k, sc.popularity())
+            self.kv_caps = [kv_capacity_tokens(sc, shape, variant.dtype, extra_bytes=(len(h) - 1) * shape.weight_bytes(variant.dtype),
+                                               extra_what=f"variants.{variant.name}.models_per_gpu: {len(h)} resident models")
+                            for h in self.hosts]
+            self.kv_capacity = min(self.kv_caps)
 
         block = sc.decode.block_tokens
         need = -(-(stream.prompt_tokens + stream.output_tokens) // block) * block
@@ -175,7 +196,16 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
 
         link.transfer(int(prompt[rid]), src, worker.wid, arrived)
 
-    for pool_name, count in plan.decode_counts.items():
+    if plan.hosts is not None:  # colocated: a pool per model of the GPUs hosting it
+        step = round_coeffs(plan.decode_cost)
+        for g, hosted in enumerate(plan.hosts):
+            decode_workers.append(DecodeWorker(
+                env, g, plan.decode_cost, plan.kv_caps[g], sc.decode.block_tokens, plan.max_batch, prompt, output,
+                rec, start_transfer, timeline=[] if keep_timeline else None, on_finished=count_finished,
+                kv=plan.kv_policy, step_coeffs=step, model=model, n_models=len(tasks)))
+            pool_of.append("+".join(tasks[m] for m in hosted))
+        pools = [[w for w, h in zip(decode_workers, plan.hosts) if m in h] for m in range(len(tasks))]
+    for pool_name, count in ({} if plan.hosts is not None else plan.decode_counts).items():
         pool = []
         for _ in range(count):
             w = DecodeWorker(env, len(decode_workers), plan.decode_cost, plan.kv_capacity, sc.decode.block_tokens,
@@ -186,7 +216,7 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
             pool_of.append(pool_name)
             pool.append(w)
         pools.append(pool)
-    if variant.mode == "shared":
+    if variant.mode in ("shared", "multi_lora"):
         decode_pool_for_model = [0] * len(tasks)
     else:
         decode_pool_for_model = list(range(len(tasks)))

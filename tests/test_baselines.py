@@ -1,0 +1,114 @@
+"""Baselines beside dedicated and SUN: colocated models, multi-LoRA, rebalanced dedicated pools.
+
+Each is checked against a mode it must reduce to (identical request tables), against step
+costs computed by hand, and for conservation of requests and tokens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sunsim.colocation import place, round_coeffs
+from sunsim.costmodel import AnalyticCostModel
+from sunsim.hardware import gpu as gpu_spec
+from sunsim.metrics import request_table
+from sunsim.scenario import ScenarioError
+from sunsim.simulation import simulate_variant
+from sunsim.workload import build_workload
+
+from .conftest import make_scenario
+
+SMALL = {"duration_s": 15, "rate": 30}
+
+
+def _table(sc, name: str) -> pd.DataFrame:
+    v = next(v for v in sc.variants if v.name == name)
+    return request_table(simulate_variant(sc, v, build_workload(sc))).reset_index(drop=True)
+
+
+def _same(sc, a: str, b: str) -> None:
+    ta, tb = _table(sc, a), _table(sc, b)
+    cols = [c for c in ta.columns if c != "variant"]
+    pd.testing.assert_frame_equal(ta[cols], tb[cols], check_exact=True)
+
+
+def _conserves(sc, name: str) -> None:
+    """Every request finishes once; decode generates exactly output - 1 tokens per request."""
+    stream = build_workload(sc)
+    v = next(v for v in sc.variants if v.name == name)
+    res = simulate_variant(sc, v, stream)
+    df = request_table(res)
+    assert len(df) == len(stream) and df["finish_s"].notna().all()
+    assert sum(w.tokens for w in res.decode_workers) == int((stream.output_tokens - 1).sum())
+    for w in res.decode_workers:
+        assert w.batch == 0 and w.load == 0 and not w.waiting
+        assert w.peak_blocks <= w.capacity_blocks
+
+
+# --- colocated ------------------------------------------------------------------------------
+def test_colocated_one_model_per_gpu_equals_dedicated():
+    sc = make_scenario(workload=SMALL, variants=[
+        {"name": "dedicated", "mode": "dedicated", "workers": {"total": 6, "by": "popularity"}},
+        {"name": "co", "mode": "colocated", "workers": 6, "models_per_gpu": 1},
+    ])
+    _same(sc, "dedicated", "co")
+
+
+def test_colocated_round_cost_by_hand():
+    cost = AnalyticCostModel(gpu_spec("h100"), make_scenario().shape, "bf16")
+    step = round_coeffs(cost)
+    a3, beta = cost.decode_coeffs(3)
+    a5, _ = cost.decode_coeffs(5)
+    alpha, b = step(np.array([3, 0, 5, 0]))
+    assert alpha == pytest.approx(a3 + a5) and b == beta
+    # Two models of 4 cost more than one batch of 8: each model reads its own weights.
+    assert step(np.array([4, 4, 0, 0]))[0] > cost.decode_coeffs(8)[0]
+    # Hand check of one round: 3 + 5 requests holding 10,000 KV tokens in all.
+    assert alpha + b * 10_000 == pytest.approx(a3 + a5 + beta * 10_000)
+
+
+def test_placement_gives_hot_models_more_replicas():
+    share = np.array([0.5, 0.25, 0.15, 0.10])
+    hosts = place(4, 2, share)
+    replicas = [sum(m in h for h in hosts) for m in range(4)]
+    assert all(len(h) <= 2 and len(set(h)) == len(h) for h in hosts)
+    assert replicas == [4, 2, 1, 1]  # 8 slots x share = 4 / 2 / 1.2 / 0.8: floors 4, 2, 1 and the floor of one
+    assert place(4, 1, share) == [[0], [1], [2], [3]]
+
+
+def test_colocated_conserves():
+    sc = make_scenario(workload=SMALL, variants=[{"name": "co", "mode": "colocated", "workers": 2,
+                                                  "models_per_gpu": 2}])
+    _conserves(sc, "co")
+
+
+def test_colocated_kv_memory_excludes_all_resident_weights():
+    sc = make_scenario(workload=SMALL, variants=[
+        {"name": "co1", "mode": "colocated", "workers": 4, "models_per_gpu": 1},
+        {"name": "co2", "mode": "colocated", "workers": 2, "models_per_gpu": 2}])
+    stream = build_workload(sc)
+    one = simulate_variant(sc, sc.variants[0], stream).decode_workers[0]
+    two = simulate_variant(sc, sc.variants[1], stream).decode_workers[0]
+    lost = (one.capacity_blocks - two.capacity_blocks) * one.block * sc.shape.kv_bytes_per_token
+    assert abs(lost - sc.shape.weight_bytes("bf16")) <= one.block * sc.shape.kv_bytes_per_token
+
+
+@pytest.mark.parametrize("variant, field", [
+    ({"mode": "shared", "workers": 2, "models_per_gpu": 2}, "models_per_gpu"),
+    ({"mode": "colocated", "workers": 2, "models_per_gpu": 5}, "models_per_gpu"),
+    ({"mode": "colocated", "workers": 1, "models_per_gpu": 2}, "workers"),
+    ({"mode": "colocated", "workers": 2, "models_per_gpu": 0}, "models_per_gpu"),
+])
+def test_bad_colocated_refused(variant, field):
+    with pytest.raises(ScenarioError, match=field):
+        make_scenario(variants=[{"name": "x", **variant}])
+
+
+def test_colocated_without_kv_memory_refused():
+    # 4 x 16 GB of bf16 weights on 80 GB x 0.8 usable leave nothing for KV.
+    sc = make_scenario(hardware={"memory_utilization": 0.8},
+                       variants=[{"name": "x", "mode": "colocated", "workers": 1, "models_per_gpu": 4}])
+    with pytest.raises(ScenarioError, match="models_per_gpu"):
+        simulate_variant(sc, sc.variants[0], build_workload(sc))
