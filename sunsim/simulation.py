@@ -18,6 +18,8 @@ from .colocation import place, round_coeffs
 from .costmodel import CostModel, ProfileInfo, make_cost_model, read_profile
 from .hardware import GIB
 from .hardware import gpu as gpu_spec
+from .lora import DEFAULT_RANK, AdapterCache, LoraCost, LoraPrefillCost
+from .lora import step_coeffs as lora_step_coeffs
 from .routing import Router
 from .scenario import Scenario, ScenarioError, VariantSpec
 from .workload import RequestStream
@@ -120,6 +122,14 @@ class _Plan:
                                                extra_what=f"variants.{variant.name}.models_per_gpu: {len(h)} resident models")
                             for h in self.hosts]
             self.kv_capacity = min(self.kv_caps)
+        self.lora: LoraCost | None = None
+        if variant.mode == "multi_lora":
+            self.lora = LoraCost(shape, gpu, DEFAULT_RANK if variant.rank is None else variant.rank)
+            self.max_adapters = variant.max_adapters or len(tasks)
+            self.kv_capacity = kv_capacity_tokens(
+                sc, shape, variant.dtype, extra_bytes=self.max_adapters * self.lora.adapter_bytes,
+                extra_what=f"variants.{variant.name}.max_adapters: {self.max_adapters} resident rank-{self.lora.rank} adapters")
+            self.prefill_cost = LoraPrefillCost(self.prefill_cost, self.lora)
 
         block = sc.decode.block_tokens
         need = -(-(stream.prompt_tokens + stream.output_tokens) // block) * block
@@ -190,8 +200,13 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         # The prompt's KV moves; the first output token's KV is computed by the first decode step.
         src = int(rec.prefill_worker[rid])
 
+        ready = adapters[worker.wid].ready_at(int(model[rid]), env.now) if adapters else 0.0
+
         def arrived() -> None:
             prefill_workers[src].release(int(prompt[rid]))  # the prefill GPU's copy is freed
+            if ready > env.now:  # its adapter is still loading
+                env.timeout(ready - env.now).callbacks.append(lambda _ev: worker.kv_arrived(rid))
+                return
             worker.kv_arrived(rid)
 
         link.transfer(int(prompt[rid]), src, worker.wid, arrived)
@@ -205,13 +220,17 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
                 kv=plan.kv_policy, step_coeffs=step, model=model, n_models=len(tasks)))
             pool_of.append("+".join(tasks[m] for m in hosted))
         pools = [[w for w, h in zip(decode_workers, plan.hosts) if m in h] for m in range(len(tasks))]
+    hook = {} if plan.lora is None else {"step_coeffs": lora_step_coeffs(plan.decode_cost, plan.lora),
+                                         "model": model, "n_models": len(tasks)}
+    adapters = [] if plan.lora is None or plan.lora.rank == 0 else \
+        [AdapterCache(plan.max_adapters, plan.lora.load_s) for _ in range(plan.gpus["decode"])]
     for pool_name, count in ({} if plan.hosts is not None else plan.decode_counts).items():
         pool = []
         for _ in range(count):
             w = DecodeWorker(env, len(decode_workers), plan.decode_cost, plan.kv_capacity, sc.decode.block_tokens,
                              plan.max_batch, prompt, output, rec, start_transfer,
                              timeline=[] if keep_timeline else None, on_finished=count_finished,
-                             kv=plan.kv_policy)
+                             kv=plan.kv_policy, **hook)
             decode_workers.append(w)
             pool_of.append(pool_name)
             pool.append(w)

@@ -13,6 +13,8 @@ import pytest
 from sunsim.colocation import place, round_coeffs
 from sunsim.costmodel import AnalyticCostModel
 from sunsim.hardware import gpu as gpu_spec
+from sunsim.lora import AdapterCache, LoraCost
+from sunsim.lora import step_coeffs as lora_step_coeffs
 from sunsim.metrics import request_table
 from sunsim.scenario import ScenarioError
 from sunsim.simulation import simulate_variant
@@ -112,3 +114,69 @@ def test_colocated_without_kv_memory_refused():
                        variants=[{"name": "x", "mode": "colocated", "workers": 1, "models_per_gpu": 4}])
     with pytest.raises(ScenarioError, match="models_per_gpu"):
         simulate_variant(sc, sc.variants[0], build_workload(sc))
+
+
+# --- multi-LoRA -----------------------------------------------------------------------------
+def test_multi_lora_rank0_one_task_equals_shared():
+    sc = make_scenario(model={"preset": "llama-3.1-8b", "tasks": ["a"]}, workload=SMALL, variants=[
+        {"name": "sun", "mode": "shared", "workers": 2},
+        {"name": "lora", "mode": "multi_lora", "workers": 2, "rank": 0}])
+    _same(sc, "sun", "lora")
+
+
+def test_lora_step_cost_by_hand():
+    """Llama-3.1-8B, rank 16, all seven modules: per layer r x sum(d_in + d_out) = 16 x 81,920."""
+    shape = make_scenario().shape
+    h100 = gpu_spec("h100")
+    lora = LoraCost(shape, h100, rank=16)
+    # q, o: 4096 + 4096; k, v: 4096 + 1024; gate, up, down: 4096 + 14336.
+    params = 32 * 16 * (2 * 8192 + 2 * 5120 + 3 * 18432)
+    assert lora.adapter_params == params == 41_943_040
+    assert lora.adapter_bytes == 2 * params  # 80 MiB in bf16
+    # Batch of 8 over 3 adapters: reading 3 x 80 MiB at 3.35 TB/s beats 2 x 8 x params FLOPs at 989 TFLOP/s.
+    read = 3 * 2 * params / 3.35e12
+    assert 2 * 8 * params / 989e12 < read
+    assert lora.time(8, 3) == pytest.approx(read / 0.5)  # ~150 us at the assumed 0.5 efficiency
+    base = AnalyticCostModel(h100, shape, "bf16")
+    alpha, beta = lora_step_coeffs(base, lora)(np.array([5, 0, 2, 1]))
+    assert alpha == pytest.approx(base.decode_coeffs(8)[0] + read / 0.5) and beta == base.decode_coeffs(8)[1]
+    # Large batch: compute-bound, one adapter.
+    assert lora.time(4096, 1) == pytest.approx(2 * 4096 * params / 989e12 / 0.5)
+    assert lora.load_s == pytest.approx(2 * params / 64e9)
+
+
+def test_adapter_cache_lru_and_queued_loads():
+    cache = AdapterCache(capacity=2, load_s=1.0)
+    assert cache.ready_at(0, 0.0) == 1.0
+    assert cache.ready_at(1, 0.5) == 2.0  # queues behind the first load
+    assert cache.ready_at(0, 3.0) == 3.0  # resident
+    assert cache.ready_at(2, 3.0) == 4.0  # evicts 1, the least recently used
+    assert cache.ready_at(0, 5.0) == 5.0
+    assert cache.ready_at(1, 5.0) == 6.0 and cache.loads == 4
+
+
+def test_multi_lora_conserves_and_costs_more_than_shared():
+    sc = make_scenario(workload=SMALL, variants=[
+        {"name": "sun", "mode": "shared", "workers": 2},
+        {"name": "lora", "mode": "multi_lora", "workers": 2, "max_adapters": 2}])
+    _conserves(sc, "lora")
+    stream = build_workload(sc)
+    sun = simulate_variant(sc, sc.variants[0], stream)
+    lora = simulate_variant(sc, sc.variants[1], stream)
+    def per_token(res):
+        r = res.records
+        return float(np.nanmean((r.finish_s - r.decode_start_s) / np.maximum(stream.output_tokens - 1, 1)))
+    assert per_token(lora) > per_token(sun)  # adapter work on every step
+    assert lora.kv_capacity_tokens < sun.kv_capacity_tokens  # two 80 MiB adapters resident
+
+
+@pytest.mark.parametrize("variant, field", [
+    ({"mode": "shared", "workers": 2, "rank": 8}, "rank"),
+    ({"mode": "dedicated", "workers": 1, "max_adapters": 2}, "max_adapters"),
+    ({"mode": "multi_lora", "workers": 2, "rank": -1}, "rank"),
+    ({"mode": "multi_lora", "workers": 2, "max_adapters": 0}, "max_adapters"),
+    ({"mode": "multi_lora", "workers": {"a": 1}}, "workers"),
+])
+def test_bad_multi_lora_refused(variant, field):
+    with pytest.raises(ScenarioError, match=field):
+        make_scenario(variants=[{"name": "x", **variant}])
