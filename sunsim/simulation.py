@@ -7,7 +7,7 @@ hand-offs between prefill, interconnect and decode.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import simpy
@@ -20,6 +20,7 @@ from .hardware import GIB
 from .hardware import gpu as gpu_spec
 from .lora import DEFAULT_RANK, AdapterCache, LoraCost, LoraPrefillCost
 from .lora import step_coeffs as lora_step_coeffs
+from .rebalance import Rebalancer
 from .routing import Router
 from .scenario import Scenario, ScenarioError, VariantSpec
 from .workload import RequestStream
@@ -46,6 +47,8 @@ class VariantResult:
     wall_s: float
     events: int
     interconnect: Interconnect
+    #: rebalanced dedicated pools: (time, worker, from model, to model) of each move.
+    moves: list[tuple[float, int, int, int]] = field(default_factory=list)
 
 
 def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = "decode",
@@ -220,6 +223,14 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
                 kv=plan.kv_policy, step_coeffs=step, model=model, n_models=len(tasks)))
             pool_of.append("+".join(tasks[m] for m in hosted))
         pools = [[w for w, h in zip(decode_workers, plan.hosts) if m in h] for m in range(len(tasks))]
+    rebalancer: list[Rebalancer] = []
+
+    def finished_on(wid: int):
+        def finished(k: int) -> None:
+            count_finished(k)
+            rebalancer[0].check(wid)
+        return finished
+
     hook = {} if plan.lora is None else {"step_coeffs": lora_step_coeffs(plan.decode_cost, plan.lora),
                                          "model": model, "n_models": len(tasks)}
     adapters = [] if plan.lora is None or plan.lora.rank == 0 else \
@@ -229,7 +240,8 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         for _ in range(count):
             w = DecodeWorker(env, len(decode_workers), plan.decode_cost, plan.kv_capacity, sc.decode.block_tokens,
                              plan.max_batch, prompt, output, rec, start_transfer,
-                             timeline=[] if keep_timeline else None, on_finished=count_finished,
+                             timeline=[] if keep_timeline else None,
+                             on_finished=count_finished if variant.rebalance is None else finished_on(len(decode_workers)),
                              kv=plan.kv_policy, **hook)
             decode_workers.append(w)
             pool_of.append(pool_name)
@@ -239,6 +251,11 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         decode_pool_for_model = [0] * len(tasks)
     else:
         decode_pool_for_model = list(range(len(tasks)))
+
+    if variant.rebalance is not None:
+        rebalancer.append(Rebalancer(
+            env, variant.rebalance.every_s, variant.rebalance.load_s, pools, stream.arrival_s, model, prompt, output,
+            rec.preemptions, lambda rid, p: decode_router.pick(pools[p], p).submit(rid)))
 
     def prefill_done(rid: int, pw: int) -> None:
         if output[rid] <= 1:  # the only token came from prefill
@@ -282,4 +299,5 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         prefill_workers=prefill_workers, decode_workers=decode_workers, decode_pool_of=pool_of,
         prefill_pool_of=[t for t in tasks for _ in range(plan.prefill_counts[t])],
         kv_capacity_tokens=plan.kv_capacity, prefill_kv_capacity_tokens=plan.prefill_kv_capacity, end_s=end, wall_s=wall, events=events, interconnect=link,
+        moves=rebalancer[0].moves if rebalancer else [],
     )

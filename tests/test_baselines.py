@@ -15,7 +15,7 @@ from sunsim.costmodel import AnalyticCostModel
 from sunsim.hardware import gpu as gpu_spec
 from sunsim.lora import AdapterCache, LoraCost
 from sunsim.lora import step_coeffs as lora_step_coeffs
-from sunsim.metrics import request_table
+from sunsim.metrics import request_table, summarize
 from sunsim.scenario import ScenarioError
 from sunsim.simulation import simulate_variant
 from sunsim.workload import build_workload
@@ -178,5 +178,47 @@ def test_multi_lora_conserves_and_costs_more_than_shared():
     ({"mode": "multi_lora", "workers": {"a": 1}}, "workers"),
 ])
 def test_bad_multi_lora_refused(variant, field):
+    with pytest.raises(ScenarioError, match=field):
+        make_scenario(variants=[{"name": "x", **variant}])
+
+
+# --- rebalanced dedicated pools ------------------------------------------------------------------
+def _shifted(every_s: float):
+    # Zipf 1.5 over 4 models on 6 GPUs (3/1/1/1); at 8 s the ranking rotates and model b gets the hot traffic.
+    ded = {"mode": "dedicated", "workers": {"total": 6, "by": "popularity"}}
+    return make_scenario(
+        prefill={"workers": 2}, slo={"ttft_s": 1.0, "tpot_s": 0.015},
+        workload={"duration_s": 24, "rate": 250, "popularity": {"kind": "zipf", "s": 1.5},
+                  "shift": {"at_s": 8, "rotate": 1}},
+        variants=[{"name": "dedicated", **ded},
+                  {"name": "reb", **ded, "rebalance": {"every_s": every_s, "load_s": 1.0}}])
+
+
+def test_rebalance_never_firing_equals_dedicated():
+    _same(_shifted(every_s=1e6), "dedicated", "reb")
+
+
+def test_rebalance_follows_the_shift_and_helps_the_hot_model():
+    sc = _shifted(every_s=2.0)
+    stream = build_workload(sc)
+    static = simulate_variant(sc, sc.variants[0], stream)
+    moving = simulate_variant(sc, sc.variants[1], stream)
+    assert [p for p in static.decode_pool_of] == ["a", "a", "a", "b", "c", "d"]
+    to_b = sum(1 for *_, dst in moving.moves if dst == 1) - sum(1 for _, _, src, _ in moving.moves if src == 1)
+    assert to_b >= 1 and all(t > 8 for t, *_ in moving.moves)  # GPUs go to b, after the shift
+    att = {name: summarize(res, request_table(res))["per_model"]["b"]["slo"]["attainment"]
+           for name, res in (("static", static), ("moving", moving))}
+    assert att["moving"] > att["static"]
+    _conserves(sc, "reb")
+
+
+@pytest.mark.parametrize("variant, field", [
+    ({"mode": "shared", "workers": 2, "rebalance": {"every_s": 5}}, "rebalance"),
+    ({"mode": "dedicated", "workers": 1, "rebalance": {"every_s": 0}}, "every_s"),
+    ({"mode": "dedicated", "workers": 1, "rebalance": {"every_s": "inf"}}, "every_s"),
+    ({"mode": "dedicated", "workers": 1, "rebalance": {"every_s": 5, "load_s": -1}}, "load_s"),
+    ({"mode": "dedicated", "workers": 1, "rebalance": {"every_s": 5, "load_s": "nan"}}, "load_s"),
+])
+def test_bad_rebalance_refused(variant, field):
     with pytest.raises(ScenarioError, match=field):
         make_scenario(variants=[{"name": "x", **variant}])
