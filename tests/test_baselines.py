@@ -16,6 +16,7 @@ from sunsim.hardware import gpu as gpu_spec
 from sunsim.lora import AdapterCache, LoraCost
 from sunsim.lora import step_coeffs as lora_step_coeffs
 from sunsim.metrics import request_table, summarize
+from sunsim.planning import plan
 from sunsim.scenario import ScenarioError
 from sunsim.simulation import simulate_variant
 from sunsim.workload import build_workload
@@ -222,3 +223,16 @@ def test_rebalance_follows_the_shift_and_helps_the_hot_model():
 def test_bad_rebalance_refused(variant, field):
     with pytest.raises(ScenarioError, match=field):
         make_scenario(variants=[{"name": "x", **variant}])
+
+
+# --- planning -------------------------------------------------------------------------------------
+def test_plan_sizes_baselines():
+    """colocated and multi_lora are sized as one pool, rebalanced dedicated as dedicated pools."""
+    sc = make_scenario(workload={"duration_s": 10, "rate": 60}, variants=[
+        {"name": "co", "mode": "colocated", "workers": 2, "models_per_gpu": 2},
+        {"name": "lora", "mode": "multi_lora", "workers": 2},
+        {"name": "reb", "mode": "dedicated", "workers": 1, "rebalance": {"every_s": 2, "load_s": 1}}])
+    co, lora, reb = plan(sc, attainment=0.9, goodput=False, max_gpus=8)
+    assert set(lora.decode_counts) == {"shared"} and lora.decode_counts["shared"] >= 1
+    assert co.decode_counts["shared"] >= 2  # 4 models at 2 per GPU need at least 2 GPUs
+    assert set(reb.decode_counts) == {"a", "b", "c", "d"} and min(reb.decode_counts.values()) >= 1
