@@ -12,6 +12,7 @@ import pytest
 
 from sunsim.colocation import place, round_coeffs
 from sunsim.costmodel import AnalyticCostModel
+from sunsim.experiments import stronger_baselines_finding
 from sunsim.hardware import gpu as gpu_spec
 from sunsim.lora import AdapterCache, LoraCost
 from sunsim.lora import step_coeffs as lora_step_coeffs
@@ -236,3 +237,14 @@ def test_plan_sizes_baselines():
     assert set(lora.decode_counts) == {"shared"} and lora.decode_counts["shared"] >= 1
     assert co.decode_counts["shared"] >= 2  # 4 models at 2 per GPU need at least 2 GPUs
     assert set(reb.decode_counts) == {"a", "b", "c", "d"} and min(reb.decode_counts.values()) >= 1
+
+
+def test_stronger_baselines_finding_follows_the_table(tmp_path):
+    d = tmp_path / "baselines"
+    d.mkdir()
+    pd.DataFrame({"variant": ["sun", "dedicated", "colocated"], "tpot_p90_s": [0.010, 0.012, 0.0101],
+                  "slo_attainment": [1.0, 0.95, 1.0]}).to_csv(d / "comparison.csv", index=False)
+    s = stronger_baselines_finding({"baselines": d})
+    assert "beats static dedicated pools' (12.0 ms, SLO attainment 95.0%)" in s
+    assert "is within 1% of colocated models' (10.1 ms" in s
+    assert stronger_baselines_finding({}) is None
