@@ -222,8 +222,15 @@ class DecodeWorker:
                  block_tokens: int, max_batch: int | None, prompt: np.ndarray, output: np.ndarray,
                  rec: Records, start_transfer: Callable[[int, DecodeWorker], None],
                  timeline: list | None = None, on_finished: Callable[[int], None] | None = None,
-                 kv: KVPolicy = RESERVE) -> None:
+                 kv: KVPolicy = RESERVE,
+                 step_coeffs: Callable[[np.ndarray], tuple[float, float]] | None = None,
+                 model: np.ndarray | None = None, n_models: int = 1) -> None:
         self.env, self.wid, self.cost = env, wid, cost
+        # Optional hook: a run's (alpha, beta) from the running batch's per-model counts
+        # (colocated models, adapters); ``model`` maps request -> model index.
+        self._step_coeffs = step_coeffs
+        self._model = model
+        self.model_counts = np.zeros(n_models, dtype=np.int64)
         self._on_finished = on_finished
         self.block = block_tokens
         self.capacity_blocks = kv_capacity_tokens // block_tokens
@@ -382,6 +389,11 @@ class DecodeWorker:
             c = self._coeffs[batch] = self.cost.decode_coeffs(batch)
         return c
 
+    def _count(self, rids, sign: int) -> None:
+        """Keep the per-model counts of the running batch (only when a step hook reads them)."""
+        if self._step_coeffs is not None and len(rids):
+            np.add.at(self.model_counts, self._model[np.asarray(rids, dtype=np.int64)], sign)
+
     def _join(self) -> float:
         """Ready requests join the batch; returns the seconds needed to restore preempted ones' KV."""
         rec, now, it = self._rec, self.env.now, self.it
@@ -392,6 +404,7 @@ class DecodeWorker:
                 heapq.heappush(self._heap, (it + steps, rid))
                 self._kv_offset += int(self._prompt[rid]) + 1 - it
             self.batch += len(self.ready)
+            self._count(self.ready, 1)
             self.ready.clear()
             return 0.0
         recompute: list[int] = []
@@ -416,6 +429,7 @@ class DecodeWorker:
                 else:
                     swap_tokens += -(-restore // self.block) * self.block
         self.batch += len(self.ready)
+        self._count(self.ready, 1)
         self.ready.clear()
         pause = swap_tokens * self.kv.kv_bytes_per_token / self.kv.swap_Bps
         if recompute:
@@ -459,6 +473,7 @@ class DecodeWorker:
         self._fin[rid] = -1
         self._kv_offset -= off
         self.batch -= 1
+        self._count((rid,), -1)
         self.admitted -= 1
         self.waiting.appendleft(rid)
         self.preemptions += 1
@@ -524,7 +539,10 @@ class DecodeWorker:
         self._run_t0 = now + pause
         self.restore_s += pause
         self._run_k0 = self._kv_offset + self.batch * self.it
-        self._run_a, self._run_b = self._coeff(self.batch)
+        if self._step_coeffs is None:
+            self._run_a, self._run_b = self._coeff(self.batch)
+        else:
+            self._run_a, self._run_b = self._step_coeffs(self.model_counts)
         self._cut_pending = False
         gen = self._gen
         self.events += 1
@@ -564,6 +582,8 @@ class DecodeWorker:
                 self.used_blocks -= self.blocks_for(rid)
             rec.finish_s[rid] = now
             freed += 1
+            if self._step_coeffs is not None:
+                self.model_counts[self._model[rid]] -= 1
         self.batch -= freed
         self.admitted -= freed
         self.load -= freed

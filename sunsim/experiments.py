@@ -22,7 +22,9 @@ from .scenario import load_scenario
 from .sweep import Sweep, expand_points, load_sweep, run_sweep
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "scenarios" / "experiments"
-RUNS = ("paper", "trace", "burst", "shift")
+RUNS = ("paper", "trace", "burst", "shift", "baselines")
+#: Runs a page from older results may lack (their findings are left out).
+OPTIONAL_RUNS = ("baselines",)
 SWEEPS = ("skew", "load", "plan-skew", "routing", "interconnect", "short-outputs")
 #: Sweeps a page from older results may lack (their findings are left out).
 OPTIONAL = ("short-outputs",)
@@ -263,6 +265,7 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
         "## Beyond the paper", "",
         _runs_table(outputs.runs), "",
         *run_findings(outputs.runs, st["target"]),
+        *filter(None, [stronger_baselines_finding(outputs.runs)]),
         *[f for f in found if f],
         "", "## Files", "",
         "- `sweeps/*.csv`: one row per (grid point, variant); `plan-skew.csv` holds the plans.",
@@ -471,6 +474,33 @@ def run_findings(runs: dict[str, Path], target: float = 0.9) -> list[str]:
     return lines
 
 
+#: Variants of the baselines run, in the order its finding names them.
+BASELINE_VARIANTS = {"dedicated": "static dedicated pools'", "dedicated-rebalance": "rebalanced dedicated pools'",
+                     "colocated": "colocated models'", "multi-lora": "multi-LoRA's", "qsun": "QSUN's"}
+
+
+def stronger_baselines_finding(runs: dict[str, Path]) -> str | None:
+    """SUN's decode TPOT p90 against each baseline of the baselines run (same stream, same decode GPUs)."""
+    if "baselines" not in runs or not (runs["baselines"] / "comparison.csv").exists():
+        return None
+    comp = pd.read_csv(runs["baselines"] / "comparison.csv").set_index("variant")
+    if "sun" not in comp.index:
+        return None
+    sun = comp.loc["sun"]
+    parts = []
+    for name, label in BASELINE_VARIANTS.items():
+        if name in comp.index:
+            row = comp.loc[name]
+            word = versus([sun["tpot_p90_s"]], [row["tpot_p90_s"]], higher_is_better=False, tol=0.005,
+                          within="is within 1% of")
+            parts.append(f"{word} {label} ({row['tpot_p90_s'] * 1e3:.1f} ms, SLO attainment "
+                         f"{row['slo_attainment']:.1%})")
+    if not parts:
+        return None
+    return (f"- **Stronger baselines** (same stream, same decode GPUs): SUN's TPOT p90 ({sun['tpot_p90_s'] * 1e3:.1f} ms, "
+            f"SLO attainment {sun['slo_attainment']:.1%}) " + "; ".join(parts) + ".")
+
+
 def _runs_table(runs: dict[str, Path]) -> str:
     rows = ["| experiment | variant | tok/s per GPU | TTFT p90 (s) | TPOT p50 / p90 (ms) | SLO attainment |",
             "|---|---|---|---|---|---|"]
@@ -484,12 +514,12 @@ def _runs_table(runs: dict[str, Path]) -> str:
 
 def load_outputs(out: Path) -> Outputs:
     """The outputs of an earlier ``run_all`` into ``out``."""
-    missing = [str(out / n) for n in RUNS if not (out / n / "comparison.csv").exists()]
+    missing = [str(out / n) for n in RUNS if n not in OPTIONAL_RUNS and not (out / n / "comparison.csv").exists()]
     missing += [str(out / "sweeps" / f"{n}.csv") for n in SWEEPS
                 if n not in OPTIONAL and not (out / "sweeps" / f"{n}.csv").exists()]
     if missing:
         raise InputError(f"--report-only: no experiment results at {', '.join(missing)}; run `sunsim experiments`")
-    return Outputs({n: out / n for n in RUNS}, {n: pd.read_csv(out / "sweeps" / f"{n}.csv") for n in SWEEPS
+    return Outputs({n: out / n for n in RUNS if (out / n / "comparison.csv").exists()}, {n: pd.read_csv(out / "sweeps" / f"{n}.csv") for n in SWEEPS
                                                 if (out / "sweeps" / f"{n}.csv").exists()})
 
 

@@ -35,7 +35,7 @@ from .costmodel import make_cost_model
 from .hardware import gpu as gpu_spec
 from .metrics import summarize
 from .runner import select_variants
-from .scenario import Scenario, ScenarioError, VariantSpec
+from .scenario import POOL_MODES, Scenario, ScenarioError, VariantSpec
 from .simulation import PREFILL_DTYPE, load_profile, simulate_variant
 from .workload import RequestStream, build_workload
 
@@ -251,8 +251,11 @@ class Planner:
     def plan_decode(self, variant: VariantSpec, prefill: dict[str, int]) -> dict[str, int]:
         tasks = self.sc.model.tasks
         busy = [tasks[i] for i in self.models]
-        if variant.mode == "shared":
+        if variant.mode in POOL_MODES:  # one pool, whatever it does inside (shared, colocated, multi_lora)
             def judge(counts):
+                k = variant.models_per_gpu or min(2, len(tasks))
+                if variant.mode == "colocated" and counts["shared"] * k < len(tasks):
+                    return {"shared": 0.0}  # too few GPUs to host every model
                 _, row = self.probe(variant.model_copy(update={"workers": counts["shared"]}), prefill)
                 return {"shared": row["min_model_attainment"]}
             return self._search({"shared": 1}, judge, "shared pool of variant")
@@ -312,7 +315,7 @@ def plan(sc: Scenario, attainment: float, variants: list[str] | None = None, siz
         if goodput:
             vp.goodput_rps = planner.goodput(v, sc.counts(sc.prefill.workers))
             prefill_gpus = sum(sc.counts(sc.prefill.workers).values())
-            decode_gpus = v.workers if v.mode == "shared" else sum(sc.counts(v.workers).values())
+            decode_gpus = v.workers if v.mode in POOL_MODES else sum(sc.counts(v.workers).values())
             vp.goodput_gpus = prefill_gpus + decode_gpus
             vp.goodput_decode_gpus = decode_gpus
         plans.append(vp)

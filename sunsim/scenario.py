@@ -255,16 +255,38 @@ class DecodeDefaults(_Strict):
     swap_GBps: Float = Field(64.0, ge=MIN_BANDWIDTH_GBPS, le=MAX_BANDWIDTH_GBPS)
 
 
+POOL_MODES = ("shared", "colocated", "multi_lora")  # one decode pool of ``workers`` GPUs
+
+
+class Rebalance(_Strict):
+    """Dedicated pools that move GPUs between models as traffic changes (see :mod:`sunsim.rebalance`)."""
+
+    #: Every ``every_s`` seconds the split is recomputed from the last interval's arrival rates.
+    every_s: Float = Field(gt=0, le=MAX_TIME_S)
+    #: Seconds a moved GPU spends loading the new model's weights (serving nothing).
+    load_s: Float = Field(0.0, ge=0, le=MAX_DURATION_S)
+
+
 class VariantSpec(_Strict):
-    """One decode design to compare: dedicated per-model pools or one shared (SUN) pool."""
+    """One decode design to compare: dedicated per-model pools, one shared (SUN) pool, or a baseline:
+    ``colocated`` (several models' weights per GPU, per-model batches) or ``multi_lora`` (one base model
+    serving every task as a low-rank adapter)."""
 
     name: str
-    mode: Literal["dedicated", "shared"]
-    #: shared: pool size; dedicated: workers per model (one number, or a count per model).
+    mode: Literal["dedicated", "shared", "colocated", "multi_lora"]
+    #: shared, colocated, multi_lora: pool size; dedicated: workers per model (one number, or a count per model).
     workers: WorkerCount
     dtype: str = "bf16"
     routing: Routing = "least_loaded"
     max_batch: Int | None = Field(None, gt=0, le=MAX_BATCH)
+    #: colocated: task models whose decode weights each GPU holds (default 2).
+    models_per_gpu: Int | None = Field(None, ge=1, le=MAX_TASKS)
+    #: multi_lora: adapter rank (default 16; 0 makes adapters free, for checks).
+    rank: Int | None = Field(None, ge=0, le=65536)
+    #: multi_lora: adapters resident per GPU, LRU (default: the number of task models).
+    max_adapters: Int | None = Field(None, ge=1, le=MAX_TASKS)
+    #: dedicated: move GPUs between the models' pools as traffic changes.
+    rebalance: Rebalance | None = None
 
     @field_validator("name")
     @classmethod
@@ -280,8 +302,13 @@ class VariantSpec(_Strict):
 
     @model_validator(mode="after")
     def _shared_is_one_pool(self) -> VariantSpec:
-        if self.mode == "shared" and not isinstance(self.workers, int):
-            raise ValueError("a shared pool takes one worker count (workers: N)")
+        if self.mode in POOL_MODES and not isinstance(self.workers, int):
+            raise ValueError(f"a {self.mode} pool takes one worker count (workers: N)")
+        only = {"models_per_gpu": "colocated", "rank": "multi_lora", "max_adapters": "multi_lora",
+                "rebalance": "dedicated"}
+        for field, mode in only.items():
+            if getattr(self, field) is not None and self.mode != mode:
+                raise ValueError(f"{field} applies only to mode: {mode} (this variant is mode: {self.mode})")
         return self
 
 
@@ -471,7 +498,14 @@ class Scenario(_Strict):
                     except ValueError as exc:
                         raise ValueError(f"variants[{i}].workers: {exc}") from None
             elif v.workers < 1:
-                raise ValueError(f"variants[{i}].workers: a shared pool needs at least 1 worker")
+                raise ValueError(f"variants[{i}].workers: a {v.mode} pool needs at least 1 worker")
+            if v.models_per_gpu is not None and v.models_per_gpu > len(tasks):
+                raise ValueError(f"variants[{i}].models_per_gpu: at most the number of task models ({len(tasks)}), "
+                                 f"got {v.models_per_gpu}")
+            k = v.models_per_gpu or min(2, len(tasks))
+            if v.mode == "colocated" and v.workers * k < len(tasks):
+                raise ValueError(f"variants[{i}].workers: {v.workers} GPUs x models_per_gpu "
+                                 f"{k} cannot host the {len(tasks)} task models")
         if isinstance(self.workload.popularity, Weights):
             unknown = set(self.workload.popularity.weights) - set(tasks)
             if unknown:

@@ -7,16 +7,20 @@ hand-offs between prefill, interconnect and decode.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import simpy
 
 from .architecture import ModelShape
 from .cluster import DecodeWorker, Interconnect, KVPolicy, PrefillWorker, Records
+from .colocation import place, round_coeffs
 from .costmodel import CostModel, ProfileInfo, make_cost_model, read_profile
 from .hardware import GIB
 from .hardware import gpu as gpu_spec
+from .lora import DEFAULT_RANK, AdapterCache, LoraCost, LoraPrefillCost
+from .lora import step_coeffs as lora_step_coeffs
+from .rebalance import Rebalancer
 from .routing import Router
 from .scenario import Scenario, ScenarioError, VariantSpec
 from .workload import RequestStream
@@ -43,14 +47,27 @@ class VariantResult:
     wall_s: float
     events: int
     interconnect: Interconnect
+    #: rebalanced dedicated pools: (time, worker, from model, to model) of each move.
+    moves: list[tuple[float, int, int, int]] = field(default_factory=list)
 
 
-def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = "decode") -> int:
-    """KV tokens one GPU holds: usable memory minus its weights (by dtype) minus the reserve."""
+def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = "decode",
+                       extra_bytes: float = 0.0, extra_what: str = "") -> int:
+    """KV tokens one GPU holds: usable memory minus its weights (by dtype) minus the reserve.
+
+    ``extra_bytes``: more resident weights (colocated models, LoRA adapters), named by ``extra_what``.
+    """
     hw = sc.hardware
     free = gpu_spec(hw.gpu).memory_bytes * hw.memory_utilization - shape.weight_bytes(dtype) - hw.reserve_gib * GIB
+    if extra_bytes:
+        free -= extra_bytes
     block = sc.decode.block_tokens
     tokens = int(free // shape.kv_bytes_per_token) // block * block
+    if tokens < block and extra_bytes:
+        raise ScenarioError(
+            f"{extra_what} ({extra_bytes / GIB:.1f} GiB beside the {dtype} weights of {shape.name}) leave no KV "
+            f"memory on a {hw.gpu} (memory_utilization={hw.memory_utilization}, reserve_gib={hw.reserve_gib})"
+        )
     if tokens < block:
         raise ScenarioError(
             f"hardware: the {dtype} {role} weights of {shape.name} ({shape.weight_bytes(dtype) / GIB:.1f} GiB) "
@@ -99,6 +116,23 @@ class _Plan:
                     )
         else:
             self.decode_counts = {"shared": int(variant.workers)}
+        self.hosts: list[list[int]] | None = None  # colocated: the models each GPU hosts
+        self.kv_caps: list[int] | None = None  # per decode GPU, where they differ
+        if variant.mode == "colocated":
+            k = variant.models_per_gpu or min(2, len(tasks))
+            self.hosts = place(int(variant.workers), k, sc.popularity())
+            self.kv_caps = [kv_capacity_tokens(sc, shape, variant.dtype, extra_bytes=(len(h) - 1) * shape.weight_bytes(variant.dtype),
+                                               extra_what=f"variants.{variant.name}.models_per_gpu: {len(h)} resident models")
+                            for h in self.hosts]
+            self.kv_capacity = min(self.kv_caps)
+        self.lora: LoraCost | None = None
+        if variant.mode == "multi_lora":
+            self.lora = LoraCost(shape, gpu, DEFAULT_RANK if variant.rank is None else variant.rank)
+            self.max_adapters = variant.max_adapters or len(tasks)
+            self.kv_capacity = kv_capacity_tokens(
+                sc, shape, variant.dtype, extra_bytes=self.max_adapters * self.lora.adapter_bytes,
+                extra_what=f"variants.{variant.name}.max_adapters: {self.max_adapters} resident rank-{self.lora.rank} adapters")
+            self.prefill_cost = LoraPrefillCost(self.prefill_cost, self.lora)
 
         block = sc.decode.block_tokens
         need = -(-(stream.prompt_tokens + stream.output_tokens) // block) * block
@@ -169,27 +203,59 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         # The prompt's KV moves; the first output token's KV is computed by the first decode step.
         src = int(rec.prefill_worker[rid])
 
+        ready = adapters[worker.wid].ready_at(int(model[rid]), env.now) if adapters else 0.0
+
         def arrived() -> None:
             prefill_workers[src].release(int(prompt[rid]))  # the prefill GPU's copy is freed
+            if ready > env.now:  # its adapter is still loading
+                env.timeout(ready - env.now).callbacks.append(lambda _ev: worker.kv_arrived(rid))
+                return
             worker.kv_arrived(rid)
 
         link.transfer(int(prompt[rid]), src, worker.wid, arrived)
 
-    for pool_name, count in plan.decode_counts.items():
+    if plan.hosts is not None:  # colocated: a pool per model of the GPUs hosting it
+        step = round_coeffs(plan.decode_cost)
+        for g, hosted in enumerate(plan.hosts):
+            decode_workers.append(DecodeWorker(
+                env, g, plan.decode_cost, plan.kv_caps[g], sc.decode.block_tokens, plan.max_batch, prompt, output,
+                rec, start_transfer, timeline=[] if keep_timeline else None, on_finished=count_finished,
+                kv=plan.kv_policy, step_coeffs=step, model=model, n_models=len(tasks)))
+            pool_of.append("+".join(tasks[m] for m in hosted))
+        pools = [[w for w, h in zip(decode_workers, plan.hosts) if m in h] for m in range(len(tasks))]
+    rebalancer: list[Rebalancer] = []
+
+    def finished_on(wid: int):
+        def finished(k: int) -> None:
+            count_finished(k)
+            rebalancer[0].check(wid)
+        return finished
+
+    hook = {} if plan.lora is None else {"step_coeffs": lora_step_coeffs(plan.decode_cost, plan.lora),
+                                         "model": model, "n_models": len(tasks)}
+    adapters = [] if plan.lora is None or plan.lora.rank == 0 else \
+        [AdapterCache(plan.max_adapters, plan.lora.load_s) for _ in range(plan.gpus["decode"])]
+    for pool_name, count in ({} if plan.hosts is not None else plan.decode_counts).items():
         pool = []
         for _ in range(count):
             w = DecodeWorker(env, len(decode_workers), plan.decode_cost, plan.kv_capacity, sc.decode.block_tokens,
                              plan.max_batch, prompt, output, rec, start_transfer,
-                             timeline=[] if keep_timeline else None, on_finished=count_finished,
-                             kv=plan.kv_policy)
+                             timeline=[] if keep_timeline else None,
+                             on_finished=count_finished if variant.rebalance is None else finished_on(len(decode_workers)),
+                             kv=plan.kv_policy, **hook)
             decode_workers.append(w)
             pool_of.append(pool_name)
             pool.append(w)
         pools.append(pool)
-    if variant.mode == "shared":
+    if variant.mode in ("shared", "multi_lora"):
         decode_pool_for_model = [0] * len(tasks)
     else:
         decode_pool_for_model = list(range(len(tasks)))
+
+    if variant.rebalance is not None:
+        rebalancer.append(Rebalancer(
+            env, variant.rebalance.every_s, variant.rebalance.load_s, pools, stream.arrival_s, model, prompt, output,
+            rec.preemptions, lambda rid, p: decode_router.pick(pools[p], p).submit(rid)))
 
     def prefill_done(rid: int, pw: int) -> None:
         if output[rid] <= 1:  # the only token came from prefill
@@ -233,4 +299,5 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         prefill_workers=prefill_workers, decode_workers=decode_workers, decode_pool_of=pool_of,
         prefill_pool_of=[t for t in tasks for _ in range(plan.prefill_counts[t])],
         kv_capacity_tokens=plan.kv_capacity, prefill_kv_capacity_tokens=plan.prefill_kv_capacity, end_s=end, wall_s=wall, events=events, interconnect=link,
+        moves=rebalancer[0].moves if rebalancer else [],
     )
