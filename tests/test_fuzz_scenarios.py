@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 
 from sunsim.cli import main
 
+from .conftest import TRACE
+
 # --- valid documents (a few requests, so that a run takes a fraction of a second) -----------
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,11}", fullmatch=True)  # within SAFE_NAME
 positive_lengths = st.one_of(
@@ -31,8 +33,12 @@ positive_lengths = st.one_of(
               st.floats(1, 1024), st.floats(0.05, 2.0), st.integers(1024, 4096)),
     st.builds(lambda m: {"kind": "geometric", "mean": m}, st.floats(1, 200)),
 )
-arrivals = st.one_of(st.just({"kind": "poisson"}), st.builds(lambda cv: {"kind": "gamma", "cv": cv},
-                                                              st.floats(0.2, 5.0)))
+arrivals = st.one_of(
+    st.just({"kind": "poisson"}),
+    st.builds(lambda cv: {"kind": "gamma", "cv": cv}, st.floats(0.2, 5.0)),
+    st.builds(lambda scale, own: {"kind": "trace", "path": str(TRACE), "time_scale": scale, "use_lengths": own},
+              st.floats(0.01, 10), st.booleans()),
+)
 variant = st.one_of(
     st.builds(lambda w, d: {"mode": "dedicated", "workers": w, "dtype": d}, st.integers(1, 2),
               st.sampled_from(["bf16", "int8", "int4"])),
@@ -47,7 +53,7 @@ def valid_docs(draw) -> dict:
     variants = draw(st.lists(variant, min_size=1, max_size=3))
     vnames = draw(st.lists(names, min_size=len(variants), max_size=len(variants), unique=True))
     tasks = draw(st.one_of(st.integers(1, 4), st.lists(names, min_size=1, max_size=4, unique=True)))
-    return {
+    doc = {
         "name": draw(names),
         "seed": draw(st.integers(0, 2**63 - 1)),
         "model": {"preset": draw(st.sampled_from(["llama-3.1-8b", "qwen3-8b"])), "tasks": tasks},
@@ -65,8 +71,12 @@ def valid_docs(draw) -> dict:
             "output_tokens": draw(positive_lengths),
         },
         "slo": {"ttft_s": draw(st.floats(0.01, 10)), "tpot_s": draw(st.floats(0.001, 1))},
+        "sim": {"drain_s": draw(st.sampled_from([0, 60, 600]))},
         "variants": [{"name": n, **v} for n, v in zip(vnames, variants)],
     }
+    if doc["workload"]["arrivals"]["kind"] == "trace" and draw(st.booleans()):
+        del doc["workload"]["rate"]  # replay at the trace's own pace
+    return doc
 
 
 # --- mutations: (path, value) with the key that any refusal must name ------------------------
@@ -77,7 +87,7 @@ NUMBER_PATHS = [
     ("sim", "drain_s"), ("sim", "horizon_s"), ("workload", "popularity", "s"), ("variants", 0, "workers"),
     ("variants", 0, "max_batch"), ("workload", "duration_s"),
 ]
-HOSTILE_NUMBERS = [math.inf, -math.inf, math.nan, 1e308, -1, 0, 10**30, 2**63, 1e-300, True, False, "x", None,
+HOSTILE_NUMBERS = [math.inf, -math.inf, math.nan, 1e308, -1, 0, 1, 2, 10**30, 2**63, 1e-300, True, False, "x", None,
                    [], {}, 0.5, 1e6, 1e7]
 BAD_NAMES = ["", ".", "..", "../x", "a/b", ".hidden", "x" * 65, "a b", "a\\b", 5, None, "-x"]
 NAME_PATHS = [("name",), ("variants", 0, "name"), ("model", "tasks", 0)]
