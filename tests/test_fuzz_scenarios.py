@@ -119,8 +119,16 @@ def _set(doc: dict, path: tuple, value) -> None:
         parent[path[-1]] = value
 
 
+def _runnable(mutation: tuple) -> bool:
+    """Leave out valid but huge request counts (1e6, 1e7): they are legal runs of minutes, and the
+    run-size limits are checked in test_bad_input; everything else in a mutation runs in a moment."""
+    kind, path, value = mutation
+    return not (kind == "number" and path == ("workload", "num_requests") and isinstance(value, (int, float))
+                and not isinstance(value, bool) and 1e3 < value <= 5e7)
+
+
 mutations = st.one_of(
-    st.tuples(st.just("number"), st.sampled_from(NUMBER_PATHS), st.sampled_from(HOSTILE_NUMBERS)),
+    st.tuples(st.just("number"), st.sampled_from(NUMBER_PATHS), st.sampled_from(HOSTILE_NUMBERS)).filter(_runnable),
     st.tuples(st.just("name"), st.sampled_from(NAME_PATHS), st.sampled_from(BAD_NAMES)),
     st.tuples(st.just("unknown"), st.sampled_from(MAPPINGS), st.sampled_from(["bogus_key", "rat", "Seed"])),
     st.tuples(st.just("missing"), st.sampled_from(REQUIRED), st.none()),
@@ -177,7 +185,8 @@ def assert_refused(code: int, err: str, out: Path, needle: str) -> None:
     assert not out.exists() or not any(out.iterdir())
 
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+# Derandomized: CI sees the same documents on every run; the slow profile explores more of them.
+FAST = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                       HealthCheck.too_slow])
 
 
