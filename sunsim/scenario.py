@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .architecture import DTYPES, PRESETS, ModelShape
 from .hardware import GPUS, INTERCONNECTS
+from .routing import POLICIES
 
-ROUTING_POLICIES = ("round_robin", "least_loaded", "least_kv", "power_of_two")
-Routing = Literal["round_robin", "least_loaded", "least_kv", "power_of_two"]
+#: The names routing.POLICIES registers, so a new policy needs no edit here.
+Routing = Literal[tuple(POLICIES)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
