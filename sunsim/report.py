@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,10 +56,17 @@ class _Section:
 class _Drawer:
     """Draws figures into the staging folder and numbers them for the report."""
 
-    def __init__(self, fig_dir: Path, on_progress: Callable[[str], None] | None):
+    def __init__(self, fig_dir: Path, on_progress: Callable[[str], None] | None,
+                 on_note: Callable[[str], None] | None = None):
         self.fig_dir = fig_dir
         self.on_progress = on_progress or (lambda _msg: None)
+        self.on_note = on_note or (lambda msg: print(f"note: {msg}", file=sys.stderr))
         self.used: set[str] = set()
+
+    def skip(self, section: _Section, note: str, printed: str) -> None:
+        """A figure that cannot be drawn: a line in the report, and said aloud rather than left out silently."""
+        section.intro.append(f"\n_{note}_")
+        self.on_note(printed)
 
     def draw(self, section: _Section, stem: str, caption: str, fn: Callable, *args, **kwargs) -> None:
         stem = self._unique(_slug(stem))
@@ -121,7 +129,11 @@ def _run_section(run: RunData, drawer: _Drawer, base: Path) -> _Section:
     }).dropna(axis=1, how="all")
     sec.intro += _md_table(table)
     stem = name if name == run.path.name else f"{name}-{run.path.name}"
-    if run.requests:
+    if run.missing_requests:
+        files = ", ".join(f"`{p.parent.name}/{p.name}`" for p in run.missing_requests)
+        drawer.skip(sec, f"Missing {files}: latency CDF figure skipped (it needs every variant's per-request table).",
+                    f"{', '.join(map(str, run.missing_requests))} missing: latency CDF figure of run `{name}` skipped")
+    elif run.requests:
         drawer.draw(sec, f"{stem}-latency-cdf", f"TTFT and TPOT CDFs per variant of run `{name}`; dashed lines are "
                     f"the SLO targets; unfinished requests never reach a value. Profile: {run.profile}.",
                     plot_latency_cdfs, run)
@@ -130,7 +142,8 @@ def _run_section(run: RunData, drawer: _Drawer, base: Path) -> _Section:
                     f"time (a line per worker, coloured by pool), run `{name}`. Profile: {run.profile}.",
                     plot_timeline, run.timeline, profile=run.profile)
     else:
-        sec.intro.append("\n_No decode timeline (timeline.csv) in this run folder: worker figure skipped._")
+        drawer.skip(sec, "No decode timeline (timeline.csv) in this run folder: worker figure skipped.",
+                    f"{run.path}: no timeline.csv: worker figure of run `{name}` skipped")
     return sec
 
 
@@ -236,10 +249,13 @@ def _render(sections: list[_Section], source: Path, skipped: list[Path]) -> str:
 
 
 def write_report(source: Path | str, out_dir: Path | str | None = None,
-                 on_progress: Callable[[str], None] | None = None) -> Path:
+                 on_progress: Callable[[str], None] | None = None,
+                 on_note: Callable[[str], None] | None = None) -> Path:
     """Draw every figure that fits ``source`` (a run folder, a sweep/plan table or a folder of them) and
     write ``report.md`` with figures under ``figures/``. Inputs are loaded and checked first and output is
-    staged then moved into place, so a bad input raises ValueError and writes nothing. Returns report.md."""
+    staged then moved into place, so a bad input raises ValueError and writes nothing. A figure skipped
+    for want of data gets a line in the report and a call of ``on_note`` (default: printed to stderr).
+    Returns report.md."""
     source = Path(source)
     found = load_sources(source)
     runs = [f for f in found if isinstance(f, (RunData, Path))]
@@ -249,24 +265,34 @@ def write_report(source: Path | str, out_dir: Path | str | None = None,
     plans = [f for f in found if isinstance(f, PlanData)]
     base = source if source.is_dir() else source.parent
     out_dir = Path(out_dir) if out_dir else base / "report"
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".report-staging-", dir=out_dir.parent))
-    except OSError as exc:
-        raise ValueError(f"{out_dir}: cannot write the report there ({exc.strerror})") from None
-    try:
-        drawer = _Drawer(stage / "figures", on_progress)
+
+    def build(stage: Path) -> str:
+        drawer = _Drawer(stage / "figures", on_progress, on_note)
         sections = [_run_section(r, drawer, base) for r in runs]
         sections += [_sweep_section(s, drawer, base) for s in sweeps]
         sections += [_plan_section(p, drawer, base) for p in plans]
         if len(plans) > 1 and (across := _plans_vs_skew(plans, drawer)) is not None:
             sections.append(across)
         (stage / "figures").mkdir(exist_ok=True)
-        (stage / "report.md").write_text(_render(sections, source, skipped))
+        return _render(sections, source, skipped)
+
+    _write_staged(out_dir, build)
+    return out_dir / "report.md"
+
+
+def _write_staged(out_dir: Path, build: Callable[[Path], str]) -> None:
+    """Every write of a report: ``build`` draws figures into a staging folder beside ``out_dir`` and returns
+    the Markdown; only a complete report is moved into place, and a failure leaves nothing behind."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".report-staging-", dir=out_dir.parent))
+    except OSError as exc:
+        raise ValueError(f"{out_dir}: cannot write the report there ({exc.strerror})") from None
+    try:
+        (stage / "report.md").write_text(build(stage))
         _move_into_place(stage, out_dir)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return out_dir / "report.md"
 
 
 def _move_into_place(stage: Path, out_dir: Path) -> None:

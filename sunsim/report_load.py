@@ -26,6 +26,8 @@ class RunData:
     comparison: pd.DataFrame
     summaries: dict[str, dict] = field(default_factory=dict)
     requests: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: Where a variant's per-request table should be and is not; its latency curve cannot be drawn.
+    missing_requests: list[Path] = field(default_factory=list)
     timeline: pd.DataFrame | None = None  # tidy, with a ``variant`` column
     scenario: dict = field(default_factory=dict)
 
@@ -65,7 +67,8 @@ def _variant_file(vdir: Path, stem: str) -> Path | None:
 
 
 def load_run(path: Path) -> RunData:
-    """Load a run folder (``comparison.csv`` plus per-variant folders); missing per-variant files are skipped."""
+    """Load a run folder (``comparison.csv`` plus per-variant folders). Missing per-variant files are
+    skipped (missing request tables are listed in ``missing_requests``); a truncated one is a ValueError."""
     path = Path(path)
     comp = read_table(path / "comparison.csv")
     require_columns(comp, {"variant", "tokens_per_s_per_gpu"}, path / "comparison.csv", "a run's comparison table")
@@ -78,12 +81,37 @@ def load_run(path: Path) -> RunData:
         if (vdir / "summary.json").is_file():
             run.summaries[v] = json.loads((vdir / "summary.json").read_text())
         if (req := _variant_file(vdir, "requests")) is not None:
-            run.requests[v] = read_table(req)
+            run.requests[v] = read_requests(req, run.summaries.get(v))
+        else:
+            run.missing_requests.append(vdir / "requests.csv")
         if (tl := _variant_file(vdir, "timeline")) is not None:
             timelines.append(read_table(tl).assign(variant=v))
     if timelines:
         run.timeline = pd.concat(timelines, ignore_index=True)
     return run
+
+
+#: Columns the latency figures read from a per-request table.
+REQUEST_COLUMNS = ("output_tokens", "ttft_s", "tpot_s")
+
+
+def read_requests(path: Path, summary: dict | None = None) -> pd.DataFrame:
+    """A variant's per-request table, checked whole: a file cut short (no final newline, fewer rows than
+    the variant's summary.json counts, text in a number column) would silently bend its latency curve."""
+    if path.suffix == ".csv" and path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                raise ValueError(f"{path}: truncated: the last line is incomplete (no final newline)")
+    df = read_table(path)
+    require_columns(df, set(REQUEST_COLUMNS), path, "a per-request table")
+    for col in REQUEST_COLUMNS:
+        if not pd.api.types.is_numeric_dtype(df[col]):
+            raise ValueError(f"{path}: column {col} holds values that are not numbers (truncated or damaged?)")
+    arrived = ((summary or {}).get("requests") or {}).get("arrived")
+    if arrived is not None and len(df) != arrived:
+        raise ValueError(f"{path}: truncated: {len(df)} rows, but summary.json counts {arrived} requests")
+    return df
 
 
 def require_columns(df: pd.DataFrame, cols: set[str], path: Path, what: str) -> None:

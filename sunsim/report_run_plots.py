@@ -31,6 +31,9 @@ def plot_latency_cdfs(run: RunData | Path, out_base: Path | None = None) -> Figu
     run = run if isinstance(run, RunData) else load_run(Path(run))
     if not run.requests:
         raise ValueError(f"{run.path}: no per-variant requests tables to draw latency CDFs from")
+    if run.missing_requests:  # a curve left out would read as a variant that was never run
+        raise ValueError(f"{', '.join(map(str, run.missing_requests))}: missing: cannot draw every variant's "
+                         f"latency CDF")
     colors = variant_colors(run.comparison["variant"].astype(str))
     fig, (ax_ttft, ax_tpot) = new_figure(11, 4.6, ncols=2)
     for k, (v, df) in enumerate(run.requests.items()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -98,3 +99,47 @@ def test_bad_input_writes_nothing(tmp_path: Path, bad: str) -> None:
     assert set(tmp_path.rglob("*")) == before
     with pytest.raises(ValueError, match=str(source.name)):
         write_report(source)
+
+
+def flat(text: str) -> str:
+    """Text without whitespace: the console wraps long lines, even inside a path."""
+    return "".join(text.split())
+
+
+def copy_run(run_dir: Path, dest: Path) -> Path:
+    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("report"))
+    return dest
+
+
+def test_missing_requests_table_skips_the_cdf_and_says_so(run_dir: Path, tmp_path: Path, capsys) -> None:
+    """A variant without requests.csv would silently lose its curve: the figure is skipped, printed and noted."""
+    run = copy_run(run_dir, tmp_path / "run")
+    (run / "sun" / "requests.csv").unlink()
+    assert main(["report", str(run), "-o", str(tmp_path / "out")]) == 0
+    printed = flat(capsys.readouterr().out)
+    assert flat(f"{run / 'sun' / 'requests.csv'} missing: latency CDF figure") in printed
+    text = check_figures(tmp_path / "out" / "report.md")
+    assert "Missing `sun/requests.csv`: latency CDF figure skipped" in text
+    assert not any("latency-cdf" in p.name for p in figures(tmp_path / "out" / "report.md"))
+    assert any("timeline" in p.name for p in figures(tmp_path / "out" / "report.md"))  # the rest is drawn
+
+
+@pytest.mark.parametrize("damage", ["cut-mid-line", "cut-at-line", "text-in-numbers", "empty"])
+def test_truncated_requests_table_is_an_error_naming_it(run_dir: Path, tmp_path: Path, damage: str, capsys) -> None:
+    """A table cut short or damaged is refused (exit 2) naming the file, and no report is written."""
+    run = copy_run(run_dir, tmp_path / "run")
+    req = run / "qsun" / "requests.csv"
+    data = req.read_bytes()
+    lines = data.splitlines(keepends=True)
+    damaged = {
+        "cut-mid-line": data[: len(data) // 2],  # a write interrupted mid-line
+        "cut-at-line": b"".join(lines[: len(lines) // 2]),  # whole lines only: fewer rows than summary.json
+        "text-in-numbers": b"".join(lines[:-1]) + b",".join(
+            b"0.01x" if name == b"ttft_s" else v for name, v in zip(lines[0].split(b","), lines[-1].split(b","))),
+        "empty": b"",
+    }[damage]
+    req.write_bytes(damaged)
+    before = set(tmp_path.rglob("*"))
+    assert main(["report", str(run), "-o", str(tmp_path / "out")]) == 2
+    assert flat(str(req)) in flat(capsys.readouterr().err)
+    assert set(tmp_path.rglob("*")) == before
