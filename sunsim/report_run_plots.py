@@ -57,7 +57,8 @@ def plot_latency_cdfs(run: RunData | Path, out_base: Path | None = None) -> Figu
                         textcoords="offset points", fontsize=9, color="0.3")
     ax_ttft.set_title("TTFT (arrival to first token)", loc="left")
     ax_tpot.set_title("TPOT (time per output token)", loc="left")
-    ax_tpot.legend(title="variant", loc="lower right", frameon=False)
+    # Outside the axes: inside, it would cover a curve or the SLO label whatever the corner.
+    ax_tpot.legend(title="variant", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.suptitle(f"Latency CDFs: {run_name(run)}; profile: {run.profile}", x=0.01, ha="left",
                  fontsize=STYLE["axes.titlesize"])
     save_figure(fig, out_base)

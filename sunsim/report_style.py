@@ -141,10 +141,30 @@ def place_legend(ax, n_entries: int, title: str | None = None) -> None:
         ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
+class ReadableLogLocator(matplotlib.ticker.LogLocator):
+    """Major ticks at 1-2-5 over a short range, at every decade over a longer one and at every few decades
+    beyond, so that the labels never run into each other whatever the data span."""
+
+    #: Most decades shown with 1-2-5 ticks (about 8 labels, which fit a 5-inch axis side by side).
+    MAX_DECADES_125 = 2.5
+
+    def __init__(self) -> None:
+        super().__init__(subs=(1.0, 2.0, 5.0))
+
+    def tick_values(self, vmin: float, vmax: float) -> np.ndarray:
+        lo, hi = sorted((vmin, vmax))
+        decades = np.log10(hi / lo) if lo > 0 else np.inf
+        if decades <= self.MAX_DECADES_125:
+            self.set_params(subs=(1.0, 2.0, 5.0), numticks=15)
+        else:  # whole decades; past numticks LogLocator labels every second (third, ...) one
+            self.set_params(subs=(1.0,), numticks=8)
+        return super().tick_values(vmin, vmax)
+
+
 def log_axis(axis, set_scale: Callable) -> None:
     """Log scale with plain numbers (0.01, 0.1, 1, 10) and unlabelled minor ticks, which would overlap."""
     set_scale("log")
-    axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_locator(ReadableLogLocator())
     axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
     axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from sunsim.cli import main
-from sunsim.report import write_report
+from sunsim.report import RunData, plot_latency_cdfs, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -143,3 +144,28 @@ def test_truncated_requests_table_is_an_error_naming_it(run_dir: Path, tmp_path:
     assert main(["report", str(run), "-o", str(tmp_path / "out")]) == 2
     assert flat(str(req)) in flat(capsys.readouterr().err)
     assert set(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("decades", [0.3, 1.5, 3.0, 6.0, 9.0])
+def test_cdf_tick_labels_never_overlap(decades: float) -> None:
+    """Latencies spanning a fraction of a decade up to nine: several labelled major ticks on each log axis,
+    no two labels touching, and the legend clear of both panels (where it would cover a curve or SLO label)."""
+    rng = np.random.default_rng(0)
+    requests = {v: pd.DataFrame({"ttft_s": 10 ** rng.uniform(-3, -3 + decades, 400),
+                                 "tpot_s": 10 ** rng.uniform(-4, -4 + decades, 400), "output_tokens": 10})
+                for v in ("dedicated", "sun", "qsun")}
+    run = RunData(Path("wide"), pd.DataFrame({"variant": list(requests)}), requests=requests,
+                  scenario={"slo": {"ttft_s": 0.01, "tpot_s": 0.001}})
+    fig = plot_latency_cdfs(run)
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    axes = fig.axes[:2]
+    for ax in axes:
+        lo, hi = sorted(ax.get_xlim())
+        labels = [t for t in ax.get_xticklabels(which="both") if t.get_text() and lo <= t.get_position()[0] <= hi]
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+        assert len(boxes) >= 2 if decades < 1 else len(boxes) >= 3, [t.get_text() for t in labels]
+        for left, right in zip(boxes, boxes[1:]):
+            assert left.x1 < right.x0, (left, right)
+    legend = axes[1].get_legend().get_window_extent(renderer)
+    assert not any(legend.overlaps(ax.get_window_extent(renderer)) for ax in axes)
