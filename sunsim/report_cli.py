@@ -16,7 +16,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.out:
         check_output_folder(Path(args.out), "--out")
     with console.status("reading results...") as status:
-        report = write_report(Path(args.source), Path(args.out) if args.out else None, on_progress=status.update)
+        report = write_report(Path(args.source), Path(args.out) if args.out else None, on_progress=status.update,
+                              on_note=lambda msg: console.print(f"[yellow]note:[/] {msg}", highlight=False))
     figures = sorted((report.parent / "figures").glob("*.png"))
     console.print(f"report: {report} ({len(figures)} figures, PNG + SVG in {report.parent / 'figures'})")
     return 0

@@ -3,17 +3,19 @@
 A policy sees only each worker's load figures, never the request's model, which is what
 makes a shared (SUN) pool's router model-agnostic. The same policies serve prefill and
 decode pools.
+
+:data:`POLICIES` is the one list of policies: the scenario schema takes its allowed
+``routing`` names from it, so adding a policy is one decorated function here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Protocol
 
 import numpy as np
-
-POLICIES = ("round_robin", "least_loaded", "least_kv", "power_of_two")
 
 
 class Loaded(Protocol):
@@ -23,8 +25,62 @@ class Loaded(Protocol):
     kv_load: int
 
 
+@dataclass
+class RouteState:
+    """What a policy may remember between picks: its rng and a cursor per pool."""
+
+    rng: np.random.Generator
+    cursor: dict[int, int] = field(default_factory=dict)
+
+
+#: A policy picks a worker from a pool of two or more; ``pool_id`` tells pools apart for stateful policies.
+Policy = Callable[[Sequence[Loaded], int, RouteState], Loaded]
+
+#: Policy name -> policy, in the order they are listed to users.
+POLICIES: dict[str, Policy] = {}
+
+
+def policy(name: str) -> Callable[[Policy], Policy]:
+    """Register a routing policy under ``name`` (the value a scenario's ``routing`` field takes)."""
+    def register(fn: Policy) -> Policy:
+        if name in POLICIES:
+            raise ValueError(f"routing policy {name!r} registered twice")
+        POLICIES[name] = fn
+        return fn
+    return register
+
+
 _by_load = attrgetter("load")
 _by_kv = attrgetter("kv_load", "load")
+
+
+@policy("round_robin")
+def round_robin(pool: Sequence[Loaded], pool_id: int, state: RouteState) -> Loaded:
+    """Each pool's workers in turn, whatever their load."""
+    i = state.cursor.get(pool_id, 0)
+    state.cursor[pool_id] = (i + 1) % len(pool)
+    return pool[i]
+
+
+@policy("least_loaded")
+def least_loaded(pool: Sequence[Loaded], pool_id: int, state: RouteState) -> Loaded:
+    """The worker with the fewest requests (the first of them on a tie)."""
+    return min(pool, key=_by_load)
+
+
+@policy("least_kv")
+def least_kv(pool: Sequence[Loaded], pool_id: int, state: RouteState) -> Loaded:
+    """The worker holding the fewest tokens, then the fewest requests: balances memory, not counts."""
+    return min(pool, key=_by_kv)
+
+
+@policy("power_of_two")
+def power_of_two(pool: Sequence[Loaded], pool_id: int, state: RouteState) -> Loaded:
+    """The less loaded of two distinct random workers (the first drawn on a tie): near least-loaded
+    balance while looking at two workers only."""
+    a, b = state.rng.choice(len(pool), size=2, replace=False)
+    wa, wb = pool[a], pool[b]
+    return wb if wb.load < wa.load else wa
 
 
 class Router:
@@ -34,21 +90,10 @@ class Router:
         if policy not in POLICIES:
             raise ValueError(f"routing must be one of {', '.join(POLICIES)}, got {policy!r}")
         self.policy = policy
-        self._rng = rng
-        self._next: dict[int, int] = {}  # round-robin cursor per pool
+        self._pick = POLICIES[policy]
+        self._state = RouteState(rng)
 
     def pick(self, pool: Sequence[Loaded], pool_id: int) -> Loaded:
-        n = len(pool)
-        if n == 1:
+        if len(pool) == 1:  # no choice to make, and no rng draw: results do not depend on the policy
             return pool[0]
-        if self.policy == "round_robin":
-            i = self._next.get(pool_id, 0)
-            self._next[pool_id] = (i + 1) % n
-            return pool[i]
-        if self.policy == "least_loaded":
-            return min(pool, key=_by_load)  # first of the least loaded
-        if self.policy == "least_kv":
-            return min(pool, key=_by_kv)
-        a, b = self._rng.choice(n, size=2, replace=False)
-        wa, wb = pool[a], pool[b]
-        return wb if wb.load < wa.load else wa
+        return self._pick(pool, pool_id, self._state)

@@ -28,9 +28,10 @@ from .architecture import DTYPES, PRESETS, ModelShape
 from .errors import InputError
 from .hardware import GPUS, INTERCONNECTS
 from .names import ALLOWED, check_name
+from .routing import POLICIES
 
-ROUTING_POLICIES = ("round_robin", "least_loaded", "least_kv", "power_of_two")
-Routing = Literal["round_robin", "least_loaded", "least_kv", "power_of_two"]
+#: The names routing.POLICIES registers, so a new policy needs no edit here.
+Routing = Literal[tuple(POLICIES)]
 DEFAULT_PRESET = "llama-3.1-8b"
 
 # --- bounds ------------------------------------------------------------------------------

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from sunsim.cli import main
-from sunsim.report import write_report
+from sunsim.report import RunData, plot_latency_cdfs, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -98,3 +100,72 @@ def test_bad_input_writes_nothing(tmp_path: Path, bad: str) -> None:
     assert set(tmp_path.rglob("*")) == before
     with pytest.raises(ValueError, match=str(source.name)):
         write_report(source)
+
+
+def flat(text: str) -> str:
+    """Text without whitespace: the console wraps long lines, even inside a path."""
+    return "".join(text.split())
+
+
+def copy_run(run_dir: Path, dest: Path) -> Path:
+    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("report"))
+    return dest
+
+
+def test_missing_requests_table_skips_the_cdf_and_says_so(run_dir: Path, tmp_path: Path, capsys) -> None:
+    """A variant without requests.csv would silently lose its curve: the figure is skipped, printed and noted."""
+    run = copy_run(run_dir, tmp_path / "run")
+    (run / "sun" / "requests.csv").unlink()
+    assert main(["report", str(run), "-o", str(tmp_path / "out")]) == 0
+    printed = flat(capsys.readouterr().out)
+    assert flat(f"{run / 'sun' / 'requests.csv'} missing: latency CDF figure") in printed
+    text = check_figures(tmp_path / "out" / "report.md")
+    assert "Missing `sun/requests.csv`: latency CDF figure skipped" in text
+    assert not any("latency-cdf" in p.name for p in figures(tmp_path / "out" / "report.md"))
+    assert any("timeline" in p.name for p in figures(tmp_path / "out" / "report.md"))  # the rest is drawn
+
+
+@pytest.mark.parametrize("damage", ["cut-mid-line", "cut-at-line", "text-in-numbers", "empty"])
+def test_truncated_requests_table_is_an_error_naming_it(run_dir: Path, tmp_path: Path, damage: str, capsys) -> None:
+    """A table cut short or damaged is refused (exit 2) naming the file, and no report is written."""
+    run = copy_run(run_dir, tmp_path / "run")
+    req = run / "qsun" / "requests.csv"
+    data = req.read_bytes()
+    lines = data.splitlines(keepends=True)
+    damaged = {
+        "cut-mid-line": data[: len(data) // 2],  # a write interrupted mid-line
+        "cut-at-line": b"".join(lines[: len(lines) // 2]),  # whole lines only: fewer rows than summary.json
+        "text-in-numbers": b"".join(lines[:-1]) + b",".join(
+            b"0.01x" if name == b"ttft_s" else v for name, v in zip(lines[0].split(b","), lines[-1].split(b","))),
+        "empty": b"",
+    }[damage]
+    req.write_bytes(damaged)
+    before = set(tmp_path.rglob("*"))
+    assert main(["report", str(run), "-o", str(tmp_path / "out")]) == 2
+    assert flat(str(req)) in flat(capsys.readouterr().err)
+    assert set(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("decades", [0.3, 1.5, 3.0, 6.0, 9.0])
+def test_cdf_tick_labels_never_overlap(decades: float) -> None:
+    """Latencies spanning a fraction of a decade up to nine: several labelled major ticks on each log axis,
+    no two labels touching, and the legend clear of both panels (where it would cover a curve or SLO label)."""
+    rng = np.random.default_rng(0)
+    requests = {v: pd.DataFrame({"ttft_s": 10 ** rng.uniform(-3, -3 + decades, 400),
+                                 "tpot_s": 10 ** rng.uniform(-4, -4 + decades, 400), "output_tokens": 10})
+                for v in ("dedicated", "sun", "qsun")}
+    run = RunData(Path("wide"), pd.DataFrame({"variant": list(requests)}), requests=requests,
+                  scenario={"slo": {"ttft_s": 0.01, "tpot_s": 0.001}})
+    fig = plot_latency_cdfs(run)
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    axes = fig.axes[:2]
+    for ax in axes:
+        lo, hi = sorted(ax.get_xlim())
+        labels = [t for t in ax.get_xticklabels(which="both") if t.get_text() and lo <= t.get_position()[0] <= hi]
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+        assert len(boxes) >= 2 if decades < 1 else len(boxes) >= 3, [t.get_text() for t in labels]
+        for left, right in zip(boxes, boxes[1:]):
+            assert left.x1 < right.x0, (left, right)
+    legend = axes[1].get_legend().get_window_extent(renderer)
+    assert not any(legend.overlaps(ax.get_window_extent(renderer)) for ax in axes)
