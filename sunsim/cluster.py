@@ -491,6 +491,11 @@ class DecodeWorker:
         r = phases[k + idx] + s - block if idx < b - k else phases[idx - (b - k)] + s
         return rounds * block + block - r
 
+    def _may_overflow(self, j: int) -> bool:
+        """Whether the batch's blocks may exceed the GPU's within ``j`` iterations: a request gains
+        at most ``ceil(j / block)`` blocks in them (a cheap bound that skips ``_first_overflow``)."""
+        return self.batch * -(-j // self.block) > self.capacity_blocks - self.used_blocks
+
     def _growth(self, j: int) -> int:
         """Blocks the running batch gains over the next ``j`` iterations (from ``it``, batch fixed).
 
@@ -571,7 +576,7 @@ class DecodeWorker:
             while self._fin[heap[0][1]] != heap[0][0]:
                 heapq.heappop(heap)  # preempted since it was pushed
         self._run_len = heap[0][0] - self.it
-        if self.paged:
+        if self.paged and self._may_overflow(self._run_len):
             self._run_len = min(self._run_len, self._first_overflow())
         self._run_busy0 = now
         self._run_t0 = now + pause
@@ -587,15 +592,19 @@ class DecodeWorker:
         """Advance ``n`` iterations; paged: the run's peak blocks and the batch's blocks at the boundary."""
         self._settling = True
         if self.paged and n > 0:
-            used = self.used_blocks + self._growth(n - 1)  # blocks peak at the run's last step
-            if used > self.peak_blocks:
-                self.peak_blocks = used
+            # Blocks peak at the run's last step; the bound (ceil((n - 1) / block) blocks per
+            # request) skips the exact count when even that cannot beat the peak.
+            used = self.used_blocks
+            if used + self.batch * -(-(n - 1) // self.block) > self.peak_blocks:
+                used += self._growth(n - 1)
+                if used > self.peak_blocks:
+                    self.peak_blocks = used
             self._batch_blocks += self._growth(n)
         self.it += n
         self.iterations += n
         self.tokens += n * self.batch
         self.busy_s += self.env.now - self._run_busy0
-        if self.paged and n > 0:  # the requests that finish here leave with their blocks
+        if self.paged and n > 0 and self._heap[0][0] == self.it:  # those finishing leave with their blocks
             block, it = self.block, self.it
             for rid in self._finishing():
                 self._batch_blocks -= -(-(int(self._off[rid]) + it) // block)
