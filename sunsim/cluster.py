@@ -356,11 +356,13 @@ class DecodeWorker:
         """
         if self.admitted >= self.max_batch:
             return
+        room = self.capacity_blocks - self.used_blocks - self._first_step_blocks(self.waiting[0])
+        if room < self.watermark_blocks:
+            return  # it does not fit even now
         m = self._iterations_by(self.env.now - self._run_t0) + 1
         if m >= self._run_len:
             return  # the run ends at that boundary anyway
-        used = self.used_blocks + self._growth(m)
-        if self.capacity_blocks - used - self._first_step_blocks(self.waiting[0]) >= self.watermark_blocks:
+        if room - self._growth(m) >= self.watermark_blocks:
             self._cut_at(m)
 
     def kv_arrived(self, rid: int) -> None:
