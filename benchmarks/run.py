@@ -4,7 +4,7 @@ Each measurement runs in a fresh process so that its peak RSS is its own. Report
 median of ``--repeats`` runs per (size, mode), as a table and optionally a CSV.
 
     python benchmarks/run.py                       # 10k, 100k, 1M requests; 3 repeats
-    python benchmarks/run.py --sizes 10000 --repeats 5 --csv bench.csv
+    python benchmarks/run.py --sizes 10000 100000 --repeats 5 --csv bench.csv
     python benchmarks/run.py --sweep-points 100    # also time a 100-point sweep of the 10k scenario
 """
 
@@ -82,7 +82,8 @@ def main() -> None:
         print(json.dumps(one_run(int(sys.argv[2]), sys.argv[3])))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="10000,100000,1000000", help="request counts, comma-separated")
+    ap.add_argument("--sizes", nargs="+", default=["10000,100000,1000000"],
+                    help="request counts, comma- or space-separated")
     ap.add_argument("--modes", default="dedicated,shared,shared-int4", help="variants of benchmarks/fleet.yaml")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--csv", help="also write the table here")
@@ -96,7 +97,7 @@ def main() -> None:
     console.print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                   f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
     rows = []
-    for size in [int(s) for s in args.sizes.split(",")]:
+    for size in [int(s) for arg in args.sizes for s in arg.split(",") if s]:
         for mode in args.modes.split(","):
             with console.status(f"{size:,} requests, {mode} ({args.repeats} runs)"):
                 rows.append(measure(size, mode, args.repeats))

@@ -5,14 +5,16 @@ A decode worker advances whole runs of iterations between batch changes in one e
 with step time ``alpha(B) + beta * K`` and the batch's KV growing by ``B`` tokens per step,
 the time of ``n`` iterations is a quadratic in ``n`` that is summed (and inverted) in
 closed form, so no Python work is done per token or per iteration. Paged KV memory grows
-by whole blocks inside a run; the first iteration at which the batch's blocks would exceed
-the GPU's is found with one numpy pass over the batch and ends the run there.
+by whole blocks inside a run; the running requests' block phases are kept sorted, so the
+blocks gained over any number of iterations, and the first iteration at which they would
+exceed the GPU's (which ends the run), take a few bisections instead of a pass over the batch.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -266,8 +268,9 @@ class DecodeWorker:
         self._other_blocks = 0  # blocks of admitted requests not yet running
         self._batch_blocks = 0  # blocks of the running requests at the current boundary
         self._admissions = 0
-        self._run_ids = np.zeros(0, dtype=np.int64)
-        self._run_off = np.zeros(0, dtype=np.int64)
+        # Block phases of the running requests, sorted: (off - 1) mod block. At iteration j a
+        # request's step fills its last block when (phase + j) mod block = block - 1.
+        self._phases: list[int] = []
 
         # The run in progress (batch fixed): start time, KV at its first step, coefficients, length.
         self._run_t0 = 0.0
@@ -360,11 +363,13 @@ class DecodeWorker:
         """
         if self.admitted >= self.max_batch:
             return
+        room = self.capacity_blocks - self.used_blocks - self._first_step_blocks(self.waiting[0])
+        if room < self.watermark_blocks:
+            return  # it does not fit even now
         m = self._iterations_by(self.env.now - self._run_t0) + 1
         if m >= self._run_len:
             return  # the run ends at that boundary anyway
-        used = self._other_blocks + int((-(-(self._run_off + self.it + m) // self.block)).sum())
-        if self.capacity_blocks - used - self._first_step_blocks(self.waiting[0]) >= self.watermark_blocks:
+        if room - self._growth(m) >= self.watermark_blocks:
             self._cut_at(m)
 
     def kv_arrived(self, rid: int) -> None:
@@ -446,19 +451,20 @@ class DecodeWorker:
             self._batch_blocks = 0
             self.used_blocks = self._other_blocks
             return 0.0
-        ids = np.fromiter(self._members, dtype=np.int64, count=len(self._members))
-        nb = -(-(self._off[ids] + self.it) // self.block)
-        total = self._other_blocks + int(nb.sum())
+        # _batch_blocks is kept exact at every boundary (see _account and _join_filed).
+        total = self._other_blocks + self._batch_blocks
         over = total - self.capacity_blocks
-        self._batch_blocks = total - self._other_blocks
         if over <= 0:
             self.used_blocks = total
             return 0.0
+        ids = np.fromiter(self._members, dtype=np.int64, count=len(self._members))
+        nb = -(-(self._off[ids] + self.it) // self.block)
         order = np.argsort(-self._seq[ids], kind="stable")
         freed = np.cumsum(nb[order])
         k = int(np.searchsorted(freed, over)) + 1
         pause = 0.0
         for rid in ids[order[:k]].tolist():  # latest admitted first; each goes to the queue's head
+            self._unfile(rid)
             pause += self._preempt(rid)
         self._batch_blocks -= int(freed[k - 1])
         self.used_blocks = self._other_blocks + self._batch_blocks
@@ -489,14 +495,70 @@ class DecodeWorker:
         Request ``i`` needs a new block at iteration ``j`` when ``off_i + j = 1 (mod block)``;
         with ``F`` blocks free, every full round of ``block`` iterations takes one block per
         request, so the ``(F + 1)``-th new block lands ``F // B`` rounds in, at the
-        ``(F mod B)``-th smallest first-crossing offset.
+        ``(F mod B)``-th smallest first-crossing offset. Request ``i``'s first crossing is
+        ``block - r_i`` iterations away, with ``r_i = (phase_i + it) mod block``, so that is
+        the ``(F mod B)``-th largest ``r``: read from the sorted phases, rotated by ``it``.
         """
-        ids = self._run_ids
-        free = self.capacity_blocks - self.used_blocks
-        d = (1 - self._run_off - self.it) % self.block
-        d[d == 0] = self.block
-        rounds, rem = divmod(free, len(ids))
-        return rounds * self.block + int(np.partition(d, rem)[rem])
+        phases, block = self._phases, self.block
+        b = len(phases)
+        rounds, rem = divmod(self.capacity_blocks - self.used_blocks, b)
+        s = self.it % block
+        k = bisect_left(phases, block - s)  # phases[k:] wrap around to the smallest r
+        idx = b - 1 - rem  # rank of the wanted r in ascending order
+        r = phases[k + idx] + s - block if idx < b - k else phases[idx - (b - k)] + s
+        return rounds * block + block - r
+
+    def _may_overflow(self, j: int) -> bool:
+        """Whether the batch's blocks may exceed the GPU's within ``j`` iterations: a request gains
+        at most ``ceil(j / block)`` blocks in them (a cheap bound that skips ``_first_overflow``)."""
+        return self.batch * -(-j // self.block) > self.capacity_blocks - self.used_blocks
+
+    def _growth(self, j: int) -> int:
+        """Blocks the running batch gains over the next ``j`` iterations (from ``it``, batch fixed).
+
+        Each request gains one block per ``block`` iterations, plus one more when its phase,
+        rotated by ``it``, is within ``j mod block`` of the end of its block.
+        """
+        phases, block = self._phases, self.block
+        q, t = divmod(j, block)
+        gain = len(phases) * q
+        if t:
+            s = self.it % block
+            edge = block - s  # phases at or above it wrap: r = phase + s - block
+            gain += len(phases) - bisect_left(phases, block - t + edge)  # wrapped, r >= block - t
+            gain += bisect_left(phases, edge) - bisect_left(phases, max(block - t - s, 0))  # unwrapped
+        return gain
+
+    def _join_filed(self) -> float:
+        """``_join``, filing the joiners' block phases; nothing to do when none is ready."""
+        if not self.ready:
+            return 0.0
+        joiners = self.ready.copy()
+        pause = self._join()
+        off, block, phases = self._off, self.block, self._phases
+        for rid in joiners:
+            insort(phases, (int(off[rid]) - 1) % block)
+        return pause
+
+    def _unfile(self, rid: int) -> None:
+        """Drop a request leaving the batch (finished or preempted) from the block phases."""
+        phases = self._phases
+        del phases[bisect_left(phases, (int(self._off[rid]) - 1) % self.block)]
+
+    def _finishing(self) -> list[int]:
+        """Running requests done at iteration ``it``: the heap's entries keyed ``it`` (heap order, no pops)."""
+        heap, it, fin = self._heap, self.it, self._fin
+        if not heap or heap[0][0] != it:
+            return []
+        n, done, stack = len(heap), [], [0]
+        while stack:
+            k = stack.pop()
+            if k < n and heap[k][0] == it:  # keys under a node are >= its key
+                rid = heap[k][1]
+                if fin[rid] == it and rid not in done:  # (skip stale and repeated entries)
+                    done.append(rid)
+                stack += (2 * k + 1, 2 * k + 2)
+        return done
 
     def _boundary(self) -> None:
         """At an iteration boundary: let ready requests join, make room, admit, then start the next run."""
@@ -505,13 +567,13 @@ class DecodeWorker:
         pause = 0.0
         if self.paged:
             self._settling = True
-            pause = self._join()
+            pause = self._join_filed()
             before = self.preemptions
             pause += self._grow()
             preempted_now = self.preemptions > before  # no admissions in a step that preempts
             if not preempted_now:
                 self._admit_paged()
-                pause += self._join()
+                pause += self._join_filed()
             self._settling = False
             if self.used_blocks > self.peak_blocks:
                 self.peak_blocks = self.used_blocks
@@ -530,10 +592,8 @@ class DecodeWorker:
         if self.paged:
             while self._fin[heap[0][1]] != heap[0][0]:
                 heapq.heappop(heap)  # preempted since it was pushed
-            self._run_ids = np.fromiter(self._members, dtype=np.int64, count=len(self._members))
-            self._run_off = self._off[self._run_ids]
         self._run_len = heap[0][0] - self.it
-        if self.paged:
+        if self.paged and self._may_overflow(self._run_len):
             self._run_len = min(self._run_len, self._first_overflow())
         self._run_busy0 = now
         self._run_t0 = now + pause
@@ -549,15 +609,26 @@ class DecodeWorker:
         env.timeout(pause + self._run_time(self._run_len)).callbacks.append(lambda _ev: self._run_end(gen))
 
     def _account(self, n: int) -> None:
+        """Advance ``n`` iterations; paged: the run's peak blocks and the batch's blocks at the boundary."""
         self._settling = True
+        if self.paged and n > 0:
+            # Blocks peak at the run's last step; the bound (ceil((n - 1) / block) blocks per
+            # request) skips the exact count when even that cannot beat the peak.
+            used = self.used_blocks
+            if used + self.batch * -(-(n - 1) // self.block) > self.peak_blocks:
+                used += self._growth(n - 1)
+                if used > self.peak_blocks:
+                    self.peak_blocks = used
+            self._batch_blocks += self._growth(n)
         self.it += n
         self.iterations += n
         self.tokens += n * self.batch
         self.busy_s += self.env.now - self._run_busy0
-        if self.paged and n > 0:  # blocks peak at the run's last step
-            used = self._other_blocks + int((-(-(self._run_off + self.it - 1) // self.block)).sum())
-            if used > self.peak_blocks:
-                self.peak_blocks = used
+        if self.paged and n > 0 and self._heap[0][0] == self.it:  # those finishing leave with their blocks
+            block, it = self.block, self.it
+            for rid in self._finishing():
+                self._batch_blocks -= -(-(int(self._off[rid]) + it) // block)
+                self._unfile(rid)
 
     def _run_end(self, gen: int) -> None:
         if gen != self._gen:

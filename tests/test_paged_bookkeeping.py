@@ -1,0 +1,102 @@
+"""The paged decode worker's incremental block bookkeeping equals a count from scratch.
+
+The worker keeps the running batch's block count and its sorted block phases up to date
+instead of passing over the batch at each boundary, and skips the first-overflow search and
+the peak count when a cheap bound shows they cannot matter. Here every boundary and every
+run end of small, memory-starved workers is checked against a direct per-request count:
+blocks held, blocks gained over the next iterations, the first iteration that overflows the
+GPU, the run's length and the peak. The skip bounds must be seen both ways.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from sunsim.architecture import PRESETS
+from sunsim.cluster import DecodeWorker, KVPolicy, simulate_decode_worker
+from sunsim.costmodel import AnalyticCostModel
+from sunsim.hardware import GPUS
+
+COST = AnalyticCostModel(GPUS["h100"], PRESETS["llama-3.1-8b"], "bf16")
+
+
+def _blocks(w: DecodeWorker, at: int) -> int:
+    """Blocks the running requests need for their step at iteration ``at``, counted one by one."""
+    return sum(-(-(int(w._off[rid]) + at) // w.block) for rid in w._members)
+
+
+def _first_overflow(w: DecodeWorker) -> int:
+    """The first iteration ahead at which the batch's blocks exceed the GPU's, by stepping."""
+    j = 1
+    while w._other_blocks + _blocks(w, w.it + j) <= w.capacity_blocks:
+        j += 1
+    return j
+
+
+@pytest.fixture
+def checked(monkeypatch):
+    """Wrap the worker's boundary and run accounting with from-scratch checks; count the bound's outcomes."""
+    seen: Counter = Counter()
+    boundary, account, may_overflow = DecodeWorker._boundary, DecodeWorker._account, DecodeWorker._may_overflow
+
+    def checked_may_overflow(w, j):
+        out = may_overflow(w, j)
+        seen["overflow search" if out else "overflow search skipped"] += 1
+        return out
+
+    def checked_boundary(w):
+        boundary(w)
+        block = w.block
+        assert w._phases == sorted((int(w._off[rid]) - 1) % block for rid in w._members)
+        assert w._batch_blocks == _blocks(w, w.it)
+        assert w.used_blocks == w._other_blocks + w._batch_blocks <= w.capacity_blocks
+        if not w._running:
+            return
+        for j in range(3 * block + 2):
+            assert w._growth(j) == _blocks(w, w.it + j) - w._batch_blocks, j
+        first = _first_overflow(w)
+        assert w._first_overflow() == first
+        next_finish = min(int(w._fin[rid]) for rid in w._members) - w.it
+        assert w._run_len == min(next_finish, first)
+
+    def checked_account(w, n):
+        last_step = w._other_blocks + _blocks(w, w.it + n - 1) if n > 0 else 0
+        peak = w.peak_blocks
+        seen["peak counted" if n > 0 and w.used_blocks + w.batch * -(-(n - 1) // w.block) > peak
+             else "peak count skipped"] += 1
+        account(w, n)
+        assert w.peak_blocks == max(peak, last_step)
+        staying = [rid for rid in w._members if w._fin[rid] != w.it]
+        assert w._batch_blocks == sum(-(-(int(w._off[rid]) + w.it) // w.block) for rid in staying)
+        assert len(w._phases) == len(staying)
+
+    monkeypatch.setattr(DecodeWorker, "_boundary", checked_boundary)
+    monkeypatch.setattr(DecodeWorker, "_account", checked_account)
+    monkeypatch.setattr(DecodeWorker, "_may_overflow", checked_may_overflow)
+    return seen
+
+
+@pytest.mark.parametrize("block", [1, 7, 16])
+@pytest.mark.parametrize("preemption", ["recompute", "swap"])
+def test_incremental_blocks_match_a_count_from_scratch(checked, block, preemption):
+    rng = np.random.default_rng(block * 10 + len(preemption))
+    preempted = 0
+    for slack_blocks in (2, 8, 40, 400):  # from constant preemption to memory to spare
+        n = 60
+        arrival = np.cumsum(rng.exponential(0.003, n))
+        context = rng.integers(1, 200, n)
+        output = rng.integers(1, 250, n)
+        capacity = (-(-int((context + output + 1).max()) // block) + slack_blocks) * block
+        kv = KVPolicy(policy="paged", preemption=preemption, watermark=0.01,
+                      kv_bytes_per_token=PRESETS["llama-3.1-8b"].kv_bytes_per_token)
+        got = simulate_decode_worker(COST, arrival, context, output, max_batch=16, kv_capacity_tokens=capacity,
+                                     block_tokens=block, kv=kv)
+        assert not np.isnan(got["finish_s"]).any()
+        preempted += int(got["preemptions"].sum())
+    assert preempted > 0
+    # Both sides of each shortcut were taken (and checked above).
+    for outcome in ("overflow search", "overflow search skipped", "peak counted", "peak count skipped"):
+        assert checked[outcome] > 0, outcome
