@@ -86,9 +86,10 @@ def headline(sweeps: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, f
     for key in need.index:
         g = need.loc[key]
         row = {"models": key[0], "zipf_s": key[1]}
-        for v in ("dedicated", "dedicated-even", "sun", "qsun", "dedicated-int4"):
+        for v in ("dedicated", "dedicated-even", *STRONGER, "sun", "qsun", "dedicated-int4"):
             row[f"decode_gpus_{v}"] = g.get(("min_decode_gpus", v), float("nan"))
             row[f"goodput_per_gpu_{v}"] = g.get(("goodput_rps_per_gpu", v), float("nan"))
+        row.update(_strongest(row))
         row["sun_decode_gpus_saved"] = 1 - row["decode_gpus_sun"] / row["decode_gpus_dedicated"]
         row["sun_throughput_per_gpu_x"] = row["goodput_per_gpu_sun"] / row["goodput_per_gpu_dedicated"]
         row["sun_throughput_per_gpu_x_even"] = row["goodput_per_gpu_sun"] / row["goodput_per_gpu_dedicated-even"]
@@ -114,6 +115,33 @@ def headline(sweeps: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, f
         if "qsun_tpot_speedup_over_sun" in table else nan,
     }
     return table, extremes
+
+
+#: 16-bit designs an operator could run instead of SUN (QSUN's quantization is a separate effect).
+ALTERNATIVES = ("dedicated", "dedicated-even", "colocated", "multi-lora")
+#: The alternatives that share GPUs between models without SUN.
+STRONGER = ("colocated", "multi-lora")
+
+
+def _strongest(row: dict) -> dict:
+    """The alternative with the highest goodput per GPU, and the one needing the fewest decode GPUs,
+    in one headline row, with SUN's standing against each."""
+    nan = float("nan")
+    good = {v: row.get(f"goodput_per_gpu_{v}", nan) for v in ALTERNATIVES}
+    good = {v: x for v, x in good.items() if x == x}
+    need = {v: row.get(f"decode_gpus_{v}", nan) for v in ALTERNATIVES}
+    need = {v: x for v, x in need.items() if x == x}
+    out: dict = {"strongest_goodput": None, "sun_x_strongest": nan, "fewest_gpus": None,
+                 "sun_gpus_saved_vs_fewest": nan}
+    if good:
+        best = max(good, key=lambda v: good[v])
+        out["strongest_goodput"] = best
+        out["sun_x_strongest"] = row["goodput_per_gpu_sun"] / good[best] if good[best] > 0 else nan
+    if need:
+        fewest = min(need, key=lambda v: need[v])
+        out["fewest_gpus"] = fewest
+        out["sun_gpus_saved_vs_fewest"] = 1 - row["decode_gpus_sun"] / need[fewest] if need[fewest] > 0 else nan
+    return out
 
 
 def _pct(x: float) -> str:
@@ -235,6 +263,21 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
         "| QSUN TPOT speed-up over SUN |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    alt_lines = [
+        "", "Against the stronger alternatives that share GPUs without SUN (`colocated`: two models' decode weights per "
+        "GPU, per-model batches; `multi-lora`: one base model serving every task as a rank-16 adapter), per "
+        "configuration: the alternative with the highest goodput per GPU and the one needing the fewest decode GPUs "
+        "among dedicated, dedicated-even, colocated and multi-LoRA:", "",
+        "| models | Zipf s | goodput per GPU: colocated / multi-LoRA / SUN | strongest alternative | SUN x it "
+        "| decode GPUs: colocated / multi-LoRA / SUN | fewest-GPU alternative | SUN saves vs it |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.to_dict("records"):
+        good = " / ".join(f"{r[f'goodput_per_gpu_{v}']:.2f}" for v in (*STRONGER, "sun"))
+        need = " / ".join(f"{r[f'decode_gpus_{v}']:.0f}" for v in (*STRONGER, "sun"))
+        alt_lines.append(f"| {r['models']} | {r['zipf_s']:g} | {good} | {r['strongest_goodput']} | "
+                         f"{r['sun_x_strongest']:.2f}x | {need} | {r['fewest_gpus']} | "
+                         f"{r['sun_gpus_saved_vs_fewest']:.0%} |")
     nan = float("nan")
     for r in table.to_dict("records"):
         gpus = " / ".join(f"{r[f'decode_gpus_{v}']:.0f}" for v in ("dedicated", "sun", "qsun", "dedicated-int4"))
@@ -245,6 +288,7 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
         lines.append(f"| {r['models']} | {r['zipf_s']:g} | {gpus} | {r['sun_decode_gpus_saved']:.0%} | {goodput} | "
                      f"{r['sun_throughput_per_gpu_x']:.2f}x / {r['sun_throughput_per_gpu_x_even']:.2f}x | {tpot} | "
                      f"{_pct(r.get('qsun_tpot_speedup_over_sun', nan))} |")
+    lines += alt_lines
     seeds = plan["seed"].nunique()
     lines += [
         "", f"Against the paper's claims (intervals: min-max over the runs that give each figure; the plans have "
@@ -252,7 +296,8 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
         "| claim (paper) | sunsim (this profile) |", "|---|---|",
         *[f"| {claim} | {ours} |" for claim, ours in claims(outputs.sweeps)],
         "", "Where they differ, from the same tables:", "",
-        pooling_finding(table), baselines_finding(table), tpot_finding(table), qsun_finding(table), "",
+        pooling_finding(table), baselines_finding(table), strongest_alternative_finding(table), tpot_finding(table),
+        qsun_finding(table), "",
     ]
     for stem, caption in figs.items():
         lines += [f"![{caption}](figures/{stem}.png)", "", f"*{caption}; profile {profile}.* "
@@ -372,6 +417,40 @@ def baselines_finding(table: pd.DataFrame) -> str:
     return (f"- **Two baselines**: at Zipf {table['zipf_s'].max():g} the even split (`dedicated-even`, "
             f"{_range(*_span(even), '.2f')} req/s per GPU) {word} pools sized to traffic "
             f"({_range(*_span(sized), '.2f')} req/s per GPU) across model counts.")
+
+
+def strongest_alternative_finding(table: pd.DataFrame, tol: float = 0.02) -> str:
+    """Where SUN still wins against the strongest alternative of each configuration, by how much, and where not."""
+    x = table.dropna(subset=["sun_x_strongest"])
+    if not len(x):
+        return "- **Against the strongest alternative**: no plan gives goodput for the alternatives."
+    wins = x[x["sun_x_strongest"] > 1 + tol]
+    ties = x[(x["sun_x_strongest"] >= 1 - tol) & (x["sun_x_strongest"] <= 1 + tol)]
+    losses = x[x["sun_x_strongest"] < 1 - tol]
+    who = x["strongest_goodput"].value_counts()
+    named = ", ".join(f"{v} in {n}" for v, n in who.items())
+
+    def where(d: pd.DataFrame) -> str:
+        return "; ".join(f"{r.models} models at Zipf {r.zipf_s:g} ({r.sun_x_strongest:.2f}x vs {r.strongest_goodput})"
+                         for r in d.itertuples())
+
+    parts = [f"- **Against the strongest alternative** (the highest goodput per GPU among dedicated, dedicated-even, "
+             f"colocated and multi-LoRA; it is {named} of {len(x)} configurations): SUN's goodput per GPU is "
+             f"{_range(x['sun_x_strongest'].min(), x['sun_x_strongest'].max(), '.2f')}x of it. SUN wins by more than "
+             f"{tol:.0%} in {len(wins)}"]
+    if len(wins):
+        parts.append(f" (most at {where(wins.nlargest(1, 'sun_x_strongest'))})")
+    parts.append(f", is within {tol:.0%} in {len(ties)}")
+    if len(ties):
+        parts.append(f" ({where(ties)})")
+    parts.append(f" and loses in {len(losses)}")
+    if len(losses):
+        parts.append(f" ({where(losses)})")
+    saved = table["sun_gpus_saved_vs_fewest"].dropna()
+    if len(saved):
+        parts.append(f". In decode GPUs needed, SUN saves {_range(saved.min(), saved.max(), '.0%')} against the "
+                     "alternative needing the fewest")
+    return "".join(parts) + "."
 
 
 def tpot_finding(table: pd.DataFrame) -> str:

@@ -126,3 +126,33 @@ def test_run_findings_follow_the_comparison(tmp_path):
     write(0.500, 0.5)
     [s] = run_findings({"shift": tmp_path / "shift"})
     assert "(500.0 ms) loses to" in s and "50.0% (SUN)" in s
+
+
+def _headline_rows(sun_x: dict[float, float]) -> pd.DataFrame:
+    """Headline rows where multi-LoRA is the strongest alternative at 10 req/s per GPU and SUN gets ``x`` of it."""
+    from sunsim.experiments import _strongest
+
+    rows = []
+    for s, x in sun_x.items():
+        row = {"models": "4", "zipf_s": s, "goodput_per_gpu_dedicated": 6.0, "goodput_per_gpu_dedicated-even": 5.0,
+               "goodput_per_gpu_colocated": 8.0, "goodput_per_gpu_multi-lora": 10.0, "goodput_per_gpu_sun": 10.0 * x,
+               "decode_gpus_dedicated": 8, "decode_gpus_dedicated-even": 9, "decode_gpus_colocated": 6,
+               "decode_gpus_multi-lora": 5, "decode_gpus_sun": 4}
+        row.update(_strongest(row))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_strongest_alternative_sentence_follows_the_table():
+    from sunsim.experiments import strongest_alternative_finding
+
+    table = _headline_rows({0.0: 1.01, 1.0: 1.30})
+    assert list(table["strongest_goodput"]) == ["multi-lora", "multi-lora"]
+    assert list(table["fewest_gpus"]) == ["multi-lora", "multi-lora"]
+    s = strongest_alternative_finding(table)
+    assert "it is multi-lora in 2 of 2 configurations" in s and "1.01 to 1.30x of it" in s
+    assert "wins by more than 2% in 1 (most at 4 models at Zipf 1 (1.30x vs multi-lora))" in s
+    assert "within 2% in 1" in s and "loses in 0" in s and "SUN saves 20% against" in s
+    # SUN falls behind at high skew: the sentence names where it loses.
+    s = strongest_alternative_finding(_headline_rows({0.0: 1.01, 2.0: 0.80}))
+    assert "wins by more than 2% in 0" in s and "loses in 1 (4 models at Zipf 2 (0.80x vs multi-lora))" in s
