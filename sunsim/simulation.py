@@ -90,6 +90,10 @@ class _Plan:
     """The checked layout of one variant, made before anything runs (so bad input writes nothing)."""
 
     def __init__(self, sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: dict | None) -> None:
+        horizon = sc.sim.horizon_s
+        if horizon is not None and len(stream) and horizon <= float(stream.arrival_s[0]):
+            raise ScenarioError(f"sim.horizon_s: the run would stop at {horizon:g} s, before the first request "
+                                f"arrives ({float(stream.arrival_s[0]):.6g} s); give a later horizon or none")
         shape = sc.shape
         gpu = gpu_spec(sc.hardware.gpu)
         self.prefill_cost: CostModel = make_cost_model(gpu, shape, PREFILL_DTYPE, profile)

@@ -121,6 +121,7 @@ HOSTILE = [
     ("huge lognormal sigma", {"workload": {"output_tokens": {"kind": "lognormal", "mean": 100, "sigma": 1e200}}},
      ["workload.output_tokens.sigma", "less than or equal to 10"]),
     ("infinite horizon", {"sim": {"horizon_s": INF}}, ["sim.horizon_s", "finite"]),
+    ("horizon before the first arrival", {"sim": {"horizon_s": 1e-9}}, ["sim.horizon_s", "before the first request"]),
     ("huge task count", {"model": {"tasks": 10**12}}, ["model.tasks", "from 1 to 1000"]),
     ("huge worker count", {"variants": [{**SHARED, "workers": 10**12}]},
      ["variants.0.workers", "less than or equal to 10000"]),
