@@ -15,52 +15,26 @@ from .console import console, err_console
 from .errors import InputError, Terminated
 from .names import check_name
 from .output import check_file_target
+from .results_schema import COMPARISON_ROWS
 from .scenario import load_scenario
-
-#: Rows of the side-by-side comparison: (label, column of the comparison table, format).
-COMPARISON_ROWS: list[tuple[str, str, str]] = [
-    ("decode mode", "mode", "{}"),
-    ("decode dtype", "dtype", "{}"),
-    ("routing", "routing", "{}"),
-    ("GPUs prefill / decode", "gpus", "{}"),
-    ("finished / arrived", "done", "{}"),
-    ("output tok/s", "output_tokens_per_s", "{:,.0f}"),
-    ("tok/s per GPU", "tokens_per_s_per_gpu", "{:,.0f}"),
-    ("tok/s per decode GPU", "tokens_per_s_per_decode_gpu", "{:,.0f}"),
-    ("TTFT p50 / p90 (s)", "ttft", "{}"),
-    ("TPOT p50 / p90 (ms)", "tpot", "{}"),
-    ("SLO attainment", "slo_attainment", "{:.1%}"),
-    ("decode busy mean / min", "busy", "{}"),
-    ("decode mean batch", "decode_mean_batch", "{:.1f}"),
-    ("sim requests / wall-s", "sim_requests_per_wall_s", "{:,.0f}"),
-]
 
 
 def comparison_table(comparison, title: str) -> Table:
-    """The rich side-by-side table of variants (one column each)."""
+    """The rich side-by-side table of variants (one column each), rows from the results schema."""
     table = Table(title=title, title_justify="left")
     table.add_column("metric", style="bold")
     rows = comparison.to_dict("records")
     for r in rows:
         table.add_column(r["variant"], justify="right")
-        r["gpus"] = f"{r['prefill_gpus']} / {r['decode_gpus']}"
-        r["done"] = f"{r['finished']} / {r['arrived']}"
-        r["ttft"] = _pair(r["ttft_p50_s"], r["ttft_p90_s"], 1, "{:.3f}")
-        r["tpot"] = _pair(r["tpot_p50_s"], r["tpot_p90_s"], 1e3, "{:.1f}")
-        r["busy"] = f"{r['decode_busy_mean']:.2f} / {r['decode_busy_min']:.2f}"
-    for label, key, fmt in COMPARISON_ROWS:
-        table.add_row(label, *[_fmt(fmt, r[key]) for r in rows])
+    for label, columns, fmt, scale in COMPARISON_ROWS:
+        table.add_row(label, *[" / ".join(_fmt(fmt, r[c], scale) for c in columns) for r in rows])
     return table
 
 
-def _pair(a, b, scale: float, fmt: str) -> str:
-    return " / ".join("-" if v is None or v != v else fmt.format(v * scale) for v in (a, b))
-
-
-def _fmt(fmt: str, v) -> str:
+def _fmt(fmt: str, v, scale: float = 1) -> str:
     if v is None or (isinstance(v, float) and v != v):
         return "-"
-    return fmt.format(v)
+    return fmt.format(v * scale if scale != 1 else v)
 
 
 # --------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .results_schema import FIELDS
 from .simulation import VariantResult
 
 REQUEST_COLUMNS = [
@@ -202,28 +203,5 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
 
 
 def comparison_row(summary: dict) -> dict:
-    """One flat row of the variant comparison table."""
-    s = summary
-    return {
-        "variant": s["variant"], "mode": s["mode"], "dtype": s["dtype"], "routing": s["routing"],
-        "profile": s["profile"]["name"], "profile_kind": s["profile"]["kind"],
-        "prefill_gpus": s["gpus"]["prefill"], "decode_gpus": s["gpus"]["decode"], "total_gpus": s["gpus"]["total"],
-        "arrived": s["requests"]["arrived"], "finished": s["requests"]["finished"],
-        "unfinished": s["requests"]["unfinished"],
-        "requests_per_s": s["throughput"]["requests_per_s"],
-        "output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
-        "tokens_per_s_per_gpu": s["throughput"]["output_tokens_per_s_per_gpu"],
-        "tokens_per_s_per_decode_gpu": s["throughput"]["output_tokens_per_s_per_decode_gpu"],
-        "ttft_p50_s": s["ttft_s"]["p50"], "ttft_p90_s": s["ttft_s"]["p90"],
-        "tpot_mean_s": s["tpot_s"]["mean"], "tpot_p50_s": s["tpot_s"]["p50"], "tpot_p90_s": s["tpot_s"]["p90"],
-        "e2e_p50_s": s["e2e_s"]["p50"],
-        "ttft_mean_s": s["ttft_s"]["mean"], "kv_wait_mean_s": s["kv_wait_s"]["mean"],
-        "kv_wait_p90_s": s["kv_wait_s"]["p90"],
-        "slo_attainment": s["slo"]["attainment"],
-        "decode_busy_mean": s["decode_utilization"]["mean_busy_fraction"],
-        "decode_busy_min": s["decode_utilization"]["min_busy_fraction"],
-        "decode_mean_batch": s["decode_utilization"]["mean_batch"],
-        "drain_s": s["drain_s"], "window_start_s": s["window"]["start_s"], "window_end_s": s["window"]["end_s"],
-        "preemptions": s["preemptions"], "parked_mean_s": s["parked_s"]["mean"],
-        "sim_wall_s": s["sim"]["wall_s"], "sim_requests_per_wall_s": s["sim"]["requests_per_wall_s"],
-    }
+    """One flat row of the variant comparison table: the schema's summary-backed columns, in order."""
+    return {f.column: f.get(summary) for f in FIELDS if f.source is not None}

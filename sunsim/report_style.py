@@ -17,6 +17,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .output import write_figure
+from .results_schema import FIELDS
+
 SKEW = "workload.popularity.s"
 RATE = "workload.rate"
 
@@ -36,28 +39,8 @@ STYLE: dict = {
 }
 DPI = 150
 
-#: Metric column -> (axis label with unit, scale applied to the stored value).
-METRICS: dict[str, tuple[str, float]] = {
-    "tokens_per_s_per_gpu": ("output tokens/s per GPU", 1.0),
-    "tokens_per_s_per_decode_gpu": ("output tokens/s per decode GPU", 1.0),
-    "output_tokens_per_s": ("output tokens/s", 1.0),
-    "requests_per_s": ("finished requests/s", 1.0),
-    "ttft_p50_s": ("TTFT p50 (s)", 1.0),
-    "ttft_p90_s": ("TTFT p90 (s)", 1.0),
-    "tpot_mean_s": ("TPOT mean (ms)", 1e3),
-    "tpot_p50_s": ("TPOT p50 (ms)", 1e3),
-    "tpot_p90_s": ("TPOT p90 (ms)", 1e3),
-    "e2e_p50_s": ("end-to-end latency p50 (s)", 1.0),
-    "ttft_mean_s": ("TTFT mean (s)", 1.0),
-    "kv_wait_mean_s": ("first token to KV in decode memory, mean (s)", 1.0),
-    "kv_wait_p90_s": ("first token to KV in decode memory, p90 (s)", 1.0),
-    "slo_attainment": ("SLO attainment (% of requests)", 100.0),
-    "decode_busy_mean": ("decode busy fraction, mean (%)", 100.0),
-    "decode_mean_batch": ("mean decode batch (requests)", 1.0),
-    "min_decode_gpus": ("decode GPUs needed", 1.0),
-    "goodput_rps": ("goodput (requests/s)", 1.0),
-    "goodput_rps_per_gpu": ("goodput per GPU (requests/s)", 1.0),
-}
+#: Metric column -> (axis label with unit, scale applied to the stored value), from the results schema.
+METRICS: dict[str, tuple[str, float]] = {f.column: (f.label, f.scale) for f in FIELDS if f.metric}
 #: Metrics drawn against every swept parameter, in this order.
 KEY_METRICS = ["tokens_per_s_per_gpu", "slo_attainment", "tpot_p90_s", "ttft_p90_s", "min_decode_gpus"]
 #: Sweep-table columns that are not swept parameters.
@@ -110,7 +93,7 @@ def save_figure(fig: Figure, out_base: Path | None) -> list[Path]:
     paths = [out_base.with_name(f"{out_base.name}.{ext}") for ext in ("png", "svg")]  # stems may hold dots
     with matplotlib.rc_context(STYLE):
         for p in paths:
-            fig.savefig(p, dpi=DPI)
+            write_figure(fig, p, dpi=DPI)
     return paths
 
 
