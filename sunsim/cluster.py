@@ -23,6 +23,7 @@ import numpy as np
 import simpy
 
 from .costmodel import CostModel
+from .worker_stats import DecodeStats, InterconnectStats, PrefillStats
 
 KV_POLICIES = ("paged", "reserve")
 PREEMPTION_MODES = ("recompute", "swap")
@@ -130,6 +131,10 @@ class PrefillWorker:
             self._rec.first_token_s[batch] = env.now
             for rid in batch:
                 self._on_done(rid, self.wid)
+
+    def stats(self) -> PrefillStats:
+        """What this worker did, as a plain record (taken at the end of a run)."""
+        return PrefillStats(self.wid, self.busy_s, self.batches, self.peak_held_tokens, self.stalled_s)
 # --------------------------------------------------------------------------------------
 # KV transfer
 # --------------------------------------------------------------------------------------
@@ -172,6 +177,11 @@ class Interconnect:
             end = max(now, link.free_at) + dur
             link.free_at = end
         self.env.timeout(end - now).callbacks.append(lambda _ev: done())
+
+    def stats(self) -> InterconnectStats:
+        """The link model and how many links carried traffic, as a plain record."""
+        return InterconnectStats(self.bandwidth_Bps, self.latency_s, self.kv_bytes_per_token, self.contention,
+                                 len(self._links))
 
 
 # --------------------------------------------------------------------------------------
@@ -701,6 +711,11 @@ class DecodeWorker:
         while n < self._run_len and self._run_time(n + 1) <= elapsed:
             n += 1
         return n
+
+    def stats(self) -> DecodeStats:
+        """What this worker did, as a plain record (taken at the end of a run)."""
+        return DecodeStats(self.wid, self.busy_s, self.iterations, self.tokens, self.peak_blocks, self.capacity_blocks,
+                           self.block, self.preemptions, self.restore_s, self.timeline)
 
 
 def simulate_decode_worker(cost: CostModel, arrival_s: np.ndarray, context_tokens: np.ndarray,

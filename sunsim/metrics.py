@@ -132,8 +132,8 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
     """The ``summary.json`` of one variant."""
     sc, v = res.scenario, res.variant
     df = request_table(res) if df is None else df
-    prefill = len(res.prefill_workers)
-    decode = len(res.decode_workers)
+    prefill = len(res.prefill_stats)
+    decode = len(res.decode_stats)
     gpus = {"prefill": prefill, "decode": decode, "total": prefill + decode}
     arrival = df["arrival_s"].to_numpy(dtype=float)
     window = throughput_window(arrival, sc.sim.warmup_fraction)
@@ -175,26 +175,26 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
             "preemptions": int(w.preemptions),
             "restore_s": w.restore_s,
         }
-        for w in res.decode_workers
+        for w in res.decode_stats
     ]
     busy = np.array([d["busy_fraction"] for d in summary["decode_workers"]])
     summary["decode_utilization"] = {
         "mean_busy_fraction": float(busy.mean()),
         "min_busy_fraction": float(busy.min()),
         "max_busy_fraction": float(busy.max()),
-        "mean_batch": float(sum(w.tokens for w in res.decode_workers)
-                            / max(1, sum(w.iterations for w in res.decode_workers))),
+        "mean_batch": float(sum(w.tokens for w in res.decode_stats)
+                            / max(1, sum(w.iterations for w in res.decode_stats))),
         "kv_capacity_tokens": res.kv_capacity_tokens,
         "kv_policy": sc.decode.kv_policy,
         "preemption": sc.decode.preemption,
-        "preemptions": int(sum(w.preemptions for w in res.decode_workers)),
+        "preemptions": int(sum(w.preemptions for w in res.decode_stats)),
     }
     cap = res.prefill_kv_capacity_tokens
     summary["prefill_workers"] = [
         {"worker": w.wid, "busy_fraction": w.busy_s / res.end_s if res.end_s > 0 else 0.0, "batches": w.batches,
          "peak_kv_tokens": int(w.peak_held_tokens), "peak_kv_fraction": w.peak_held_tokens / cap if cap else None,
          "stalled_s": w.stalled_s}
-        for w in res.prefill_workers
+        for w in res.prefill_stats
     ]
     summary["prefill_kv_capacity_tokens"] = cap
     summary["sim"] = {"wall_s": res.wall_s, "events": res.events,

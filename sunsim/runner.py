@@ -68,7 +68,7 @@ def run_scenario(sc: Scenario, variants: list[str] | None = None, keep_timeline:
 def worker_timeline(res: VariantResult) -> pd.DataFrame:
     """Per decode worker: batch size and KV occupancy at every batch change."""
     rows = [(w.wid, res.decode_pool_of[w.wid], t, batch, kv / (w.capacity_blocks * w.block))
-            for w in res.decode_workers for t, batch, kv in (w.timeline or [])]
+            for w in res.decode_stats for t, batch, kv in (w.timeline or [])]
     return pd.DataFrame(rows, columns=["worker", "pool", "time_s", "batch", "kv_fraction"])
 
 

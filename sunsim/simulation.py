@@ -23,6 +23,7 @@ from .lora import step_coeffs as lora_step_coeffs
 from .rebalance import Rebalancer
 from .routing import Router
 from .scenario import Scenario, ScenarioError, VariantSpec
+from .worker_stats import DecodeStats, InterconnectStats, PrefillStats
 from .workload import RequestStream
 
 PREFILL_DTYPE = "bf16"  # prefill modules stay 16-bit in SUN and QSUN alike
@@ -47,6 +48,10 @@ class VariantResult:
     wall_s: float
     events: int
     interconnect: Interconnect
+    # Plain end-of-run records of the same workers and links: what metrics, timelines and traces read.
+    prefill_stats: list[PrefillStats]
+    decode_stats: list[DecodeStats]
+    interconnect_stats: InterconnectStats
     #: rebalanced dedicated pools: (time, worker, from model, to model) of each move.
     moves: list[tuple[float, int, int, int]] = field(default_factory=list)
 
@@ -304,4 +309,6 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         prefill_pool_of=[t for t in tasks for _ in range(plan.prefill_counts[t])],
         kv_capacity_tokens=plan.kv_capacity, prefill_kv_capacity_tokens=plan.prefill_kv_capacity, end_s=end, wall_s=wall, events=events, interconnect=link,
         moves=rebalancer[0].moves if rebalancer else [],
+        prefill_stats=[w.stats() for w in prefill_workers], decode_stats=[w.stats() for w in decode_workers],
+        interconnect_stats=link.stats(),
     )

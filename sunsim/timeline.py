@@ -24,10 +24,10 @@ def chrome_trace_events(run: ScenarioRun) -> list[dict]:
         name = res.variant.name
         events.append({"ph": "M", "name": "process_name", "pid": pid, "args": {"name": f"variant {name}"}})
         # Threads: prefill workers 0.., decode workers 1000.., links 2000..
-        for w in res.prefill_workers:
+        for w in res.prefill_stats:
             events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": w.wid,
                            "args": {"name": f"prefill {w.wid}"}})
-        for w in res.decode_workers:
+        for w in res.decode_stats:
             events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": 1000 + w.wid,
                            "args": {"name": f"decode {w.wid} ({res.decode_pool_of[w.wid]})"}})
             events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": 2000 + w.wid,
@@ -40,12 +40,12 @@ def chrome_trace_events(run: ScenarioRun) -> list[dict]:
                            "ts": start * US, "dur": (b.end - start) * US,
                            "args": {"requests": int(b.n), "tokens": int(b.tokens)}})
         moved = df[df["kv_ready_s"].notna()]
-        dur = np.array([res.interconnect.duration(int(p) + 1) for p in moved["prompt_tokens"]])
+        dur = np.array([res.interconnect_stats.duration(int(p) + 1) for p in moved["prompt_tokens"]])
         for (rid, wid, end), d in zip(moved[["request_id", "decode_worker", "kv_ready_s"]].itertuples(index=False),
                                       dur):
             events.append({"ph": "X", "name": f"KV r{rid}", "pid": pid, "tid": 2000 + int(wid),
                            "ts": (end - d) * US, "dur": d * US})
-        for w in res.decode_workers:
+        for w in res.decode_stats:
             tl = w.timeline or []
             for (t0, batch, kv), (t1, _, _) in zip(tl, tl[1:] + [(res.end_s, 0, 0)]):
                 if batch > 0 and t1 > t0:

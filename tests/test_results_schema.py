@@ -64,3 +64,30 @@ def test_cli_table_rows_follow_the_schema(run_dir, capsys) -> None:
         assert label in text
     tpot = comp.loc[comp["variant"] == "sun", ["tpot_p50_s", "tpot_p90_s"]].iloc[0] * 1e3
     assert f"{tpot.iloc[0]:.1f} / {tpot.iloc[1]:.1f}" in text  # the TPOT row is scaled to ms
+
+
+def test_variant_result_carries_frozen_stats_matching_the_workers() -> None:
+    """The end-of-run records equal the live workers' counters and cannot be changed afterwards."""
+    import dataclasses
+
+    from sunsim.metrics import summarize
+    from sunsim.simulation import load_profile, simulate_variant
+    from sunsim.workload import build_workload
+
+    from .conftest import make_scenario
+
+    sc = make_scenario(workload={"duration_s": 10})
+    res = simulate_variant(sc, sc.variants[1], build_workload(sc), load_profile(sc), keep_timeline=True)
+    assert [d.wid for d in res.decode_stats] == [w.wid for w in res.decode_workers]
+    for d, w in zip(res.decode_stats, res.decode_workers):
+        assert (d.busy_s, d.tokens, d.iterations, d.peak_blocks, d.preemptions) == \
+            (w.busy_s, w.tokens, w.iterations, w.peak_blocks, w.preemptions)
+    for p, w in zip(res.prefill_stats, res.prefill_workers, strict=True):
+        assert (p.busy_s, p.batches, p.peak_held_tokens, p.stalled_s) == (w.busy_s, w.batches, w.peak_held_tokens,
+                                                                         w.stalled_s)
+    assert res.interconnect_stats.duration(1000) == res.interconnect.duration(1000)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.decode_stats[0].tokens = 0
+    s = summarize(res)
+    assert sum(d["tokens"] for d in s["decode_workers"]) == sum(d.tokens for d in res.decode_stats)
+    assert [d["worker"] for d in s["prefill_workers"]] == [p.wid for p in res.prefill_stats]
