@@ -598,8 +598,8 @@ def load_outputs(out: Path) -> Outputs:
                 if n not in OPTIONAL and not (out / "sweeps" / f"{n}.csv").exists()]
     if missing:
         raise InputError(f"--report-only: no experiment results at {', '.join(missing)}; run `sunsim experiments`")
-    return Outputs({n: out / n for n in RUNS if (out / n / "comparison.csv").exists()}, {n: pd.read_csv(out / "sweeps" / f"{n}.csv") for n in SWEEPS
-                                                if (out / "sweeps" / f"{n}.csv").exists()})
+    return Outputs({n: out / n for n in RUNS if (out / n / "comparison.csv").exists()},
+                   {n: pd.read_csv(out / "sweeps" / f"{n}.csv") for n in SWEEPS if (out / "sweeps" / f"{n}.csv").exists()})
 
 
 def regenerate(out: Path, quick: bool = False, workers: int | None = None,
@@ -611,7 +611,9 @@ def regenerate(out: Path, quick: bool = False, workers: int | None = None,
         profile = str(outputs.sweeps["skew"]["profile"].dropna().iloc[0])
         say("figures and README")
         write_readme(outputs, out, profile)
-        report.write_report(out, out / "report")
+        with staging(out) as stage:  # the report folder is the experiments' own: replaced whole
+            report.write_report(out, stage / "report")
+            publish(stage, out, require_marker=False)
         return out / "README.md"
     with staging(out) as stage:
         outputs = run_all(stage, quick, workers, say)

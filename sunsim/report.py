@@ -9,11 +9,8 @@ and loading functions are re-exported here, so ``from sunsim.report import ...``
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .output import write_text
+from .output import MARKER, mark, publish, staging, write_text
 from .report_load import PlanData, RunData, SweepData, load_run, load_sources, run_name
 from .report_plots import (
     plot_decode_gpus_needed,
@@ -283,25 +280,22 @@ def write_report(source: Path | str, out_dir: Path | str | None = None,
 
 
 def _write_staged(out_dir: Path, build: Callable[[Path], str]) -> None:
-    """Every write of a report: ``build`` draws figures into a staging folder beside ``out_dir`` and returns
-    the Markdown; only a complete report is moved into place, and a failure leaves nothing behind."""
+    """Every write of a report: ``build`` draws figures into a staging folder inside ``out_dir`` and returns
+    the Markdown; only a complete report is moved into place, and a failure leaves nothing behind.
+
+    The report replaces only its own entries (``report.md`` and a ``figures/`` folder it marked); a
+    ``figures/`` folder it did not write is never replaced, and anything else in ``out_dir`` is left alone.
+    """
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".report-staging-", dir=out_dir.parent))
+        out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out_dir}: cannot write the report there ({exc.strerror})") from None
-    try:
-        write_text(stage / "report.md", build(stage))
-        _move_into_place(stage, out_dir)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _move_into_place(stage: Path, out_dir: Path) -> None:
-    """Replace the report's own entries (report.md, figures/) and leave anything else in ``out_dir`` alone."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for item in sorted(stage.iterdir(), key=lambda p: p.name != "figures"):  # figures first, report.md last
-        target = out_dir / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
+    if (out_dir / "figures").is_dir() and not (out_dir / "figures" / MARKER).is_file():
+        raise InputError(f"{str(out_dir / 'figures')!r} was not written by sunsim report (no {MARKER}); "
+                         "refusing to replace it: choose another -o folder or remove it")
+    with staging(out_dir) as stage:
+        md = build(stage)
+        (stage / "figures").mkdir(exist_ok=True)
+        mark(stage / "figures", {"what": "report figures"})
+        write_text(stage / "report.md", md)
+        publish(stage, out_dir, require_marker=True)

@@ -313,3 +313,23 @@ def test_plan_refuses_a_target_that_is_not_a_file_before_planning(tmp_path, caps
     assert main(["plan", str(_scenario(tmp_path)), "--out", str(out)]) == 2
     err = _err(capsys)
     assert "plan.csv" in err and "folder" in err
+
+
+def test_report_never_replaces_a_figures_folder_it_did_not_write(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["run", str(_scenario(tmp_path)), "--out", str(run)]) == 0
+    out = tmp_path / "mine"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "plot.py").write_text("a user's own figures")
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main(["report", str(run), "-o", str(out)]) == 2
+    err = _err(capsys)
+    assert "figures" in err and MARKER in err
+    assert _snapshot(out) == before  # nothing replaced, nothing added
+    # A report folder it wrote itself is replaced on the next report, and stays readable.
+    fresh = tmp_path / "report"
+    assert main(["report", str(run), "-o", str(fresh)]) == 0
+    assert (fresh / "figures" / MARKER).is_file() and (fresh / "report.md").is_file()
+    assert main(["report", str(run), "-o", str(fresh)]) == 0
+    assert not [p for p in fresh.iterdir() if p.name.startswith(".staging")]
