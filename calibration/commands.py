@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from sunsim.architecture import DTYPES, ModelShape, preset
+from sunsim.argtypes import non_negative_int, positive_float, positive_int
 from sunsim.costmodel import AnalyticCostModel, decode_step_time, read_profile
 from sunsim.hardware import gpu
 
@@ -32,37 +33,6 @@ def load_shape(spec: str) -> ModelShape:
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1 (counts of repeats, requests, layers, threads...)."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
-    return n
-
-
-def non_negative_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value!r}")
-    return n
-
-
-def positive_float(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value!r}") from None
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value!r}")
-    return x
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .argtypes import positive_int
 from .output import check_output_folder
-from .sweep_cli import positive_int
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:

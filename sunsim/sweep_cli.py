@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .argtypes import positive_int
 from .console import console, err_console
 from .sweep import EXECUTORS, TABLE_SUFFIXES, check_sweep_output, load_sweep, parts_dir, probe_address, run_sweep
 
@@ -48,17 +49,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         err_console.print(f"{failures} point(s) failed; see the status and error columns of {out}")
         return 3
     return 0
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse reports the flag and exits 2 otherwise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
