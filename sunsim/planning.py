@@ -145,15 +145,11 @@ def _inner_q(q: float, sel: np.ndarray, multi: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------
 # One seed
 # --------------------------------------------------------------------------------------
-@dataclass
-class VariantPlan:
-    variant: str
+class _GpuTotals:
+    """Total decode and prefill GPUs of a plan, from its per-pool counts."""
+
     decode_counts: dict[str, int]
     prefill_counts: dict[str, int]
-    probes: list[Probe] = field(default_factory=list)
-    goodput_rps: float | None = None
-    goodput_gpus: int | None = None  # GPUs of the layout goodput was measured on (the scenario's)
-    goodput_decode_gpus: int | None = None
 
     @property
     def decode_gpus(self) -> int:
@@ -162,6 +158,18 @@ class VariantPlan:
     @property
     def prefill_gpus(self) -> int:
         return sum(self.prefill_counts.values())
+
+
+@dataclass
+class VariantPlan(_GpuTotals):
+    variant: str
+    decode_counts: dict[str, int]
+    prefill_counts: dict[str, int]
+    probes: list[Probe] = field(default_factory=list)
+    goodput_rps: float | None = None
+    goodput_gpus: int | None = None  # GPUs of the layout goodput was measured on (the scenario's)
+    goodput_decode_gpus: int | None = None
+
 
 
 class Planner:
@@ -341,7 +349,7 @@ def plan_rows(sc: Scenario, plans: list[VariantPlan], profile: str | None) -> li
 # Several seeds
 # --------------------------------------------------------------------------------------
 @dataclass
-class SeededPlan:
+class SeededPlan(_GpuTotals):
     """One variant planned on several seeds; the answer meets the SLO on every one of them."""
 
     variant: str
@@ -361,13 +369,6 @@ class SeededPlan:
     def prefill_counts(self) -> dict[str, int]:
         return {k: max(p.prefill_counts[k] for p in self.per_seed) for k in self.per_seed[0].prefill_counts}
 
-    @property
-    def decode_gpus(self) -> int:
-        return sum(self.decode_counts.values())
-
-    @property
-    def prefill_gpus(self) -> int:
-        return sum(self.prefill_counts.values())
 
     @property
     def decode_gpus_by_seed(self) -> list[int]:
