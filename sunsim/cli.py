@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 from collections.abc import Callable
@@ -13,8 +14,9 @@ from rich.table import Table
 
 from .console import console, err_console
 from .errors import InputError, Terminated
+from .inputs import scenario_inputs
 from .names import check_name
-from .output import check_file_target
+from .output import Output, claim_outputs
 from .results_schema import COMPARISON_ROWS
 from .scenario import load_scenario
 
@@ -44,20 +46,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     sc = load_scenario(args.scenario, args.set)
     out = Path(args.out) if args.out else Path("results") / check_name(sc.name, "name")
     # Every output is checked before simulating: a bad path costs nothing and clobbers nothing.
-    check_run_output(out, [v.name for v in select_variants(sc, args.variant)])
+    outputs = [Output(out, "--out")]
     if args.trace_out:
-        check_file_target(Path(args.trace_out), "--trace-out")
+        outputs.append(Output(Path(args.trace_out), "--trace-out", "file"))
+    claim_outputs("run", outputs, scenario_inputs(args.scenario, sc))
+    check_run_output(out, [v.name for v in select_variants(sc, args.variant)])
     with console.status("simulating...") as status:
         def progress(v, i, n):
             status.update(f"simulating variant {v.name} ({i + 1}/{n})")
 
         run = run_scenario(sc, args.variant, keep_timeline=not args.no_timeline or bool(args.trace_out),
                            on_variant=progress)
-    written = write_run(run, out, args.format)
-    if args.trace_out:
+    if args.trace_out:  # before the results are published: a failure leaves neither half
         from .timeline import write_chrome_trace
 
         write_chrome_trace(run, Path(args.trace_out))
+    written = write_run(run, out, args.format)
     prof = run.summaries[0]["profile"]
     title = (f"{sc.name}: {len(run.stream)} requests, {len(sc.model.tasks)} models on {sc.shape.name}, "
              f"{sc.hardware.gpu}; profile {prof['name']} ({prof['kind']}, {prof['device']}); "
@@ -116,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        where = f" writing {exc.filename!r}" if exc.filename else ""
+        err_console.print(f"[bold red]error:[/] {escape(exc.strerror or str(exc))}{escape(where)}; nothing was "
+                          "published (every output is complete or absent)", highlight=False)
+        return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
@@ -124,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGTERM
     finally:
         _on_sigterm(previous)
+
+
+#: Failures of the storage under an output (full disk, quota, read-only): the user's to fix, exit 2.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
 def _terminate(signum, frame) -> None:

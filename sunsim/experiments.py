@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import report
 from .errors import InputError
-from .output import publish, staging, write_text
+from .output import mark, publish, staging, write_text
 from .report import RATE
 from .runner import run_scenario, write_run
 from .scenario import load_scenario
@@ -621,5 +621,6 @@ def regenerate(out: Path, quick: bool = False, workers: int | None = None,
         say("figures and README")
         write_readme(outputs, stage, profile)
         report.write_report(stage, stage / "report")
+        mark(stage, {"command": "experiments"})
         publish(stage, out, require_marker=False)
     return out / "README.md"

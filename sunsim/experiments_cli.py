@@ -6,14 +6,16 @@ import argparse
 from pathlib import Path
 
 from .argtypes import positive_int
-from .output import check_output_folder
+from .output import Output, claim_outputs
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:
     from .console import console
-    from .experiments import regenerate
+    from .experiments import EXPERIMENTS, regenerate
 
-    check_output_folder(Path(args.out), "--out")  # before hours of experiments, not after
+    # Before hours of experiments, not after: the folder is new, empty or the experiments' own.
+    claim_outputs("experiments", [Output(Path(args.out), "--out")],
+                  [(f, "experiment scenario") for f in sorted(EXPERIMENTS.rglob("*")) if f.is_file()])
     path = regenerate(Path(args.out), quick=args.quick, workers=args.workers,
                       say=lambda m: console.print(m, highlight=False), report_only=args.report_only)
     console.print(f"wrote {path} and {Path(args.out) / 'report' / 'report.md'}")

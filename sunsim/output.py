@@ -2,12 +2,13 @@
 
 * Files are written to a temporary file in the same folder, flushed to disk and renamed over the
   target (atomic on POSIX): a reader, a crash or a kill never sees a partial file.
-* Output targets are checked before any work: a file target must be a regular file or a new path
-  (never a device, a link or a folder), and its folder must be creatable and writable.
-* Folders of results are built in a private staging folder (``.staging-<pid>-*``) and published by
-  rename. A published folder carries a marker file; a later publish replaces only folders that carry
-  it, so a run never deletes a folder it did not create. Staging folders left by a killed process are
-  removed by the next run in the same place.
+* One rule for every command's outputs (:func:`claim_outputs`), checked before any work: an output
+  never has the path of an input or of another output; a folder output is new, empty or marked by the
+  same command; a file output is new or one the same command wrote (its folder's ledger says so).
+* Folders of results are built in a private staging folder (``.staging-<pid>-*``, carrying
+  :data:`STAGING_MARKER`) and published by rename. A published folder carries a marker file naming
+  the command; a later publish replaces only folders that carry it, so no command deletes a folder it
+  did not create. Staging folders left by a killed process are removed by the next run in the same place.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,11 @@ from .errors import InputError
 
 #: The file that marks a folder as written by sunsim (and so replaceable by a later run).
 MARKER = ".sunsim-run.json"
+#: Single files sunsim wrote into a folder it does not own (a trace, a sweep table), so it may replace them.
+LEDGER = ".sunsim-files.json"
 STAGING_PREFIX = ".staging-"
+#: The file inside a staging folder that makes it one: a folder merely named like one is never removed.
+STAGING_MARKER = ".sunsim-staging.json"
 
 
 # --------------------------------------------------------------------------------------
@@ -137,33 +143,168 @@ def check_output_folder(folder: Path, field: str) -> Path:
     return check_folder(folder, field)
 
 
-def check_replaceable(out: Path, folders: Iterable[str], files: Iterable[str], field: str) -> None:
-    """Refuse, before any work, to publish over anything in ``out`` that sunsim did not write.
+def check_replaceable(out: Path, folders: Iterable[str], files: Iterable[str], field: str,
+                      command: str = "run") -> None:
+    """Refuse, before any work, to publish over anything in ``out`` that ``command`` did not write.
 
-    ``folders`` are replaced only when they carry :data:`MARKER`; ``files`` (directly in ``out``) only
-    when they are regular files and ``out`` itself carries the marker.
+    ``out`` follows :func:`check_owned_folder`; of its entries, ``folders`` are replaced only when they
+    carry ``command``'s :data:`MARKER`, ``files`` only when they are regular files.
     """
     out = Path(out)
-    check_output_folder(out, field)
+    check_owned_folder(out, command, field)
     for name in folders:
         target = out / name
-        if os.path.lexists(target) and (target.is_symlink() or not (target / MARKER).is_file()):
-            raise InputError(f"{field}: {str(target)!r} already exists and was not written by sunsim (no {MARKER}); "
-                             "refusing to replace it: choose another output folder or remove it yourself")
+        if os.path.lexists(target) and (target.is_symlink() or marker_command(target) != command):
+            raise InputError(f"{field}: {str(target)!r} already exists and was not written by sunsim {command} "
+                             f"(no {MARKER} of its own); refusing to replace it: choose another output folder")
     for name in files:
         target = out / name
-        if not os.path.lexists(target):
-            continue
-        if not stat.S_ISREG(os.lstat(target).st_mode):
+        if os.path.lexists(target) and not stat.S_ISREG(os.lstat(target).st_mode):
             raise InputError(f"{field}: {str(target)!r} exists and is not a regular file; refusing to replace it")
-        if not (out / MARKER).is_file():
-            raise InputError(f"{field}: {str(target)!r} already exists and was not written by sunsim (no {MARKER} "
-                             f"in {str(out)!r}); refusing to replace it: choose another output folder")
 
 
 def mark(folder: Path, info: dict) -> Path:
     """Write the marker that lets a later run replace ``folder``."""
     return write_json(Path(folder) / MARKER, {"written_by": "sunsim", **info})
+
+
+# --------------------------------------------------------------------------------------
+# The one rule for outputs, shared by every command
+@dataclass(frozen=True)
+class Output:
+    """One thing a command is about to write: a ``folder`` it owns whole, or a single ``file``."""
+
+    path: Path
+    field: str
+    kind: str = "folder"  # "folder" | "file"
+
+
+def claim_outputs(command: str, outputs: Iterable[Output], inputs: Iterable[tuple[Path, str]] = ()) -> None:
+    """Check, before any work, that ``command`` may write every one of ``outputs``; raise InputError if not.
+
+    The rule, for every command:
+
+    * an output never has the path of an input, lies inside an output folder, or holds an input;
+    * a folder output is new, empty, or marked by an earlier run of the same command
+      (:data:`MARKER`): sunsim never writes into a folder it did not create;
+    * a file output is new, or a regular file this command wrote (recorded in the folder's
+      :data:`LEDGER`, or inside a folder this command owns) and unchanged since.
+
+    Error messages name both paths of a clash, so the user sees what would have been lost.
+    """
+    outs = [Output(Path(o.path), o.field, o.kind) for o in outputs]
+    ins = [(Path(p), what) for p, what in inputs]
+    for i, out in enumerate(outs):
+        for path, what in ins:
+            if _same(out.path, path) or (out.kind == "folder" and _inside(path, out.path)):
+                verb = "is" if _same(out.path, path) else "holds"
+                raise InputError(f"{out.field}: the output {str(out.path)!r} {verb} the {what} {str(path)!r}; "
+                                 "an output never replaces an input: choose another path")
+            if os.path.isdir(out.path) and out.kind == "file" and _inside(path, out.path):
+                raise InputError(f"{out.field}: {str(out.path)!r} is a folder holding the {what} {str(path)!r}")
+        for other in outs[i + 1:]:
+            if _same(out.path, other.path) or (out.kind == "folder" and _inside(other.path, out.path)) or (
+                    other.kind == "folder" and _inside(out.path, other.path)):
+                raise InputError(f"{other.field}: {str(other.path)!r} clashes with {out.field} {str(out.path)!r}; "
+                                 "two outputs of one command never share a path or a folder")
+        if out.kind == "folder":
+            check_owned_folder(out.path, command, out.field)
+        else:
+            check_owned_file(out.path, command, out.field)
+
+
+def _real(path: Path) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _same(a: Path, b: Path) -> bool:
+    if _real(a) == _real(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    real, base = _real(path), _real(folder)
+    return real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def marker_command(folder: Path) -> str | None:
+    """The command whose marker ``folder`` carries; None without one (or with a damaged one)."""
+    try:
+        data = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("command") if isinstance(data, dict) and data.get("written_by") == "sunsim" else None
+
+
+def check_owned_folder(folder: Path, command: str, field: str) -> Path:
+    """``folder`` is new, empty, or marked by ``command``; its nearest existing parent is writable."""
+    folder = Path(folder)
+    if os.path.lexists(folder):
+        if folder.is_symlink() or not folder.is_dir():
+            raise InputError(f"{field}: {str(folder)!r} exists and is not a folder; give a new folder")
+        owner = marker_command(folder)
+        if owner is None and _has_entries(folder):
+            raise InputError(f"{field}: {str(folder)!r} already holds files sunsim did not write (no {MARKER}); "
+                             f"sunsim {command} writes only into a new or empty folder, or one it wrote before")
+        if owner is not None and owner != command:
+            raise InputError(f"{field}: {str(folder)!r} holds the output of `sunsim {owner}`; sunsim {command} "
+                             "will not write into it: choose a new folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise InputError(f"{field}: cannot write in {str(folder)!r} (permission denied)")
+        return folder
+    return check_folder(folder, field)
+
+
+def check_owned_file(path: Path, command: str, field: str, suffixes: Iterable[str] | None = None) -> Path:
+    """``path`` is new, or a regular file ``command`` wrote and nobody changed since."""
+    path = check_file_target(path, field, suffixes)
+    if os.path.lexists(path) and not owns_file(path, command):
+        raise InputError(f"{field}: {str(path)!r} already exists and was not written by sunsim {command}; "
+                         "refusing to replace it: give a new path")
+    return path
+
+
+def owns_file(path: Path, command: str) -> bool:
+    """Whether ``command`` wrote the file at ``path`` (and it is unchanged since)."""
+    path = Path(path)
+    if marker_command(path.parent) == command:
+        return True
+    entry = _read_ledger(path.parent).get(path.name)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return isinstance(entry, dict) and entry.get("command") == command and \
+        entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns
+
+
+def record_file(path: Path, command: str) -> None:
+    """Note in the folder's ledger that ``command`` wrote ``path``, so a later run of it may replace the file."""
+    path = Path(path)
+    if marker_command(path.parent) == command:
+        return
+    ledger = _read_ledger(path.parent)
+    st = os.stat(path)
+    ledger[path.name] = {"command": command, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    write_json(path.parent / LEDGER, {"written_by": "sunsim", "files": ledger})
+
+
+def _read_ledger(folder: Path) -> dict:
+    try:
+        data = json.loads((Path(folder) / LEDGER).read_text())
+    except (OSError, ValueError):
+        return {}
+    files = data.get("files") if isinstance(data, dict) else None
+    return dict(files) if isinstance(files, dict) else {}
+
+
+def _has_entries(folder: Path) -> bool:
+    with os.scandir(folder) as it:
+        return any(True for _ in it)
 
 
 # --------------------------------------------------------------------------------------
@@ -179,20 +320,25 @@ def staging(folder: Path) -> Iterator[Path]:
     clean_stale_staging(folder)
     stage = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=folder))
     try:
+        (stage / STAGING_MARKER).write_text(json.dumps({"written_by": "sunsim", "pid": os.getpid(),
+                                                       "started": process_start(os.getpid())}))
         yield stage
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
 def clean_stale_staging(folder: Path) -> list[Path]:
-    """Remove staging folders in ``folder`` whose creating process is gone (or was started after them)."""
+    """Remove staging folders in ``folder`` whose creating process is gone (or was started after them).
+
+    Only folders carrying :data:`STAGING_MARKER` are staging folders; a user's folder of the same name
+    pattern is never touched."""
     removed = []
     try:
         entries = list(Path(folder).glob(f"{STAGING_PREFIX}*"))
     except OSError:
         return removed
     for entry in entries:
-        if entry.is_symlink() or not entry.is_dir():
+        if entry.is_symlink() or not entry.is_dir() or not (entry / STAGING_MARKER).is_file():
             continue
         if _is_stale(entry):
             shutil.rmtree(entry, ignore_errors=True)
@@ -201,21 +347,18 @@ def clean_stale_staging(folder: Path) -> list[Path]:
 
 
 def _is_stale(entry: Path) -> bool:
-    pid_text = entry.name[len(STAGING_PREFIX):].split("-", 1)[0]
+    """A staging folder is stale when the process its marker names is gone or is a later one with that pid."""
     try:
-        made = entry.stat().st_mtime
-    except OSError:
+        info = json.loads((entry / STAGING_MARKER).read_text())
+        pid, started = int(info["pid"]), info.get("started")
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    if not pid_text.isdigit():  # an older naming without a pid: stale if older than this process
-        started = process_start(os.getpid())
-        return started is not None and made < started
-    pid = int(pid_text)
     if pid == os.getpid():
         return False
     if not _alive(pid):
         return True
-    started = process_start(pid)  # the pid may have been reused by a later process
-    return started is not None and made < started - 1.0
+    now_started = process_start(pid)  # the pid may have been reused by a later process
+    return started is not None and now_started is not None and now_started > float(started) + 1.0
 
 
 def _alive(pid: int) -> bool:
@@ -251,7 +394,7 @@ def publish(stage: Path, out: Path, require_marker: bool = True) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     old = stage / ".replaced"
-    for item in sorted(p for p in stage.iterdir() if p != old):
+    for item in sorted(p for p in stage.iterdir() if p != old and p.name != STAGING_MARKER):
         target = out / item.name
         if target.is_dir() and not target.is_symlink():
             if require_marker and not (target / MARKER).is_file():

@@ -11,8 +11,9 @@ from rich.table import Table
 
 from .console import console
 from .errors import InputError
+from .inputs import scenario_inputs
 from .names import check_name
-from .output import check_file_target, check_output_folder, write_table, write_text
+from .output import Output, check_replaceable, claim_outputs, mark, publish, staging, write_table, write_text
 from .planning import MAX_GPUS_LIMIT, check_max_gpus, plan_seeds, seeded_rows
 from .scenario import load_scenario
 
@@ -36,9 +37,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise InputError(f"--attainment must be in (0, 1], got {target}")
     check_max_gpus(args.max_gpus)
     out = Path(args.out) if args.out else Path("results") / check_name(sc.name, "name") / "plan"
-    check_output_folder(out, "--out")  # before any planning: a bad folder costs nothing
-    for name in PLAN_FILES:
-        check_file_target(out / name, "--out")
+    # Before any planning: a bad folder costs nothing, and no input or foreign file is ever replaced.
+    claim_outputs("plan", [Output(out, "--out")], scenario_inputs(args.scenario, sc))
+    check_replaceable(out, (), PLAN_FILES, "--out", command="plan")
     probes: list[dict] = []
     frontier = Table(title=f"frontier explored (SLO TTFT<={sc.slo.ttft_s}s, TPOT<={sc.slo.tpot_s * 1e3:g}ms, "
                            f"attainment>={target:.0%} for every model)", title_justify="left")
@@ -85,11 +86,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _write(out: Path, tables: dict[str, pd.DataFrame], scenario: str) -> None:
-    """Each file atomically (a reader never sees a partial table); scenario.yaml last."""
+    """All files staged, then published together: a failure (a full disk) leaves none of them."""
     out.mkdir(parents=True, exist_ok=True)
-    for name, df in tables.items():
-        write_table(df, out / name, float_format="%.6g")
-    write_text(out / "scenario.yaml", scenario)
+    with staging(out) as stage:
+        for name, df in tables.items():
+            write_table(df, stage / name, float_format="%.6g")
+        write_text(stage / "scenario.yaml", scenario)
+        mark(stage, {"command": "plan"})
+        publish(stage, out)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

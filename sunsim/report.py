@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .output import MARKER, mark, publish, staging, write_text
+from .output import check_replaceable, mark, publish, staging, write_text
 from .report_load import PlanData, RunData, SweepData, load_run, load_sources, run_name
 from .report_plots import (
     plot_decode_gpus_needed,
@@ -263,7 +263,7 @@ def write_report(source: Path | str, out_dir: Path | str | None = None,
     sweeps = [f for f in found if isinstance(f, SweepData)]
     plans = [f for f in found if isinstance(f, PlanData)]
     base = source if source.is_dir() else source.parent
-    out_dir = Path(out_dir) if out_dir else base / "report"
+    out_dir = Path(out_dir) if out_dir else default_report_folder(source)
 
     def build(stage: Path) -> str:
         drawer = _Drawer(stage / "figures", on_progress, on_note)
@@ -279,23 +279,27 @@ def write_report(source: Path | str, out_dir: Path | str | None = None,
     return out_dir / "report.md"
 
 
+def default_report_folder(source: Path) -> Path:
+    """``<folder>/report`` beside (or inside) what is reported on."""
+    return (source if source.is_dir() else source.parent) / "report"
+
+
 def _write_staged(out_dir: Path, build: Callable[[Path], str]) -> None:
     """Every write of a report: ``build`` draws figures into a staging folder inside ``out_dir`` and returns
     the Markdown; only a complete report is moved into place, and a failure leaves nothing behind.
 
-    The report replaces only its own entries (``report.md`` and a ``figures/`` folder it marked); a
-    ``figures/`` folder it did not write is never replaced, and anything else in ``out_dir`` is left alone.
+    ``out_dir`` is a report folder (new, empty, or marked by an earlier report; the project's one output
+    rule); the report replaces its own entries (``report.md`` and its marked ``figures/``).
     """
+    check_replaceable(out_dir, ("figures",), ("report.md",), "--out", command="report")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out_dir}: cannot write the report there ({exc.strerror})") from None
-    if (out_dir / "figures").is_dir() and not (out_dir / "figures" / MARKER).is_file():
-        raise InputError(f"{str(out_dir / 'figures')!r} was not written by sunsim report (no {MARKER}); "
-                         "refusing to replace it: choose another -o folder or remove it")
     with staging(out_dir) as stage:
         md = build(stage)
         (stage / "figures").mkdir(exist_ok=True)
-        mark(stage / "figures", {"what": "report figures"})
+        mark(stage / "figures", {"command": "report"})
         write_text(stage / "report.md", md)
+        mark(stage, {"command": "report"})
         publish(stage, out_dir, require_marker=True)

@@ -6,17 +6,21 @@ import argparse
 from pathlib import Path
 
 from .console import console
-from .output import check_output_folder
+from .errors import InputError
+from .output import Output, claim_outputs
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Draw the report with a live status line; input problems surface as InputError (exit code 2)."""
-    from .report import write_report  # matplotlib loads only when a report is asked for
+    from .report import default_report_folder, write_report  # matplotlib loads only when a report is asked for
 
-    if args.out:
-        check_output_folder(Path(args.out), "--out")
+    source = Path(args.source)
+    if not source.exists():
+        raise InputError(f"RESULTS_DIR_OR_TABLE: {str(source)!r} does not exist")
+    out = Path(args.out) if args.out else default_report_folder(source)
+    claim_outputs("report", [Output(out, "--out")], [(source, "results")])
     with console.status("reading results...") as status:
-        report = write_report(Path(args.source), Path(args.out) if args.out else None, on_progress=status.update,
+        report = write_report(source, out, on_progress=status.update,
                               on_note=lambda msg: console.print(f"[yellow]note:[/] {msg}", highlight=False))
     figures = sorted((report.parent / "figures").glob("*.png"))
     console.print(f"report: {report} ({len(figures)} figures, PNG + SVG in {report.parent / 'figures'})")

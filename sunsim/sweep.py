@@ -33,9 +33,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import InputError
+from .inputs import file_digest, input_files, scenario_inputs
 from .metrics import comparison_row
 from .names import check_name
-from .output import MARKER, check_file_target, mark, write_json, write_table
+from .output import Output, check_file_target, claim_outputs, mark, record_file, write_json, write_table
 from .runner import run_scenario
 from .scenario import Scenario, ScenarioError, apply_override, parse_override, read_yaml_mapping, scenario_from_dict
 
@@ -93,6 +94,22 @@ class Sweep:
     base: dict  # the base scenario as read from YAML
     base_dir: Path
     points: list[Point] = field(default_factory=list)
+    path: Path = Path("sweep.yaml")  # the sweep file
+    base_file: str = "scenario.yaml"  # the base scenario's file name, in base_dir
+
+    @property
+    def base_path(self) -> Path:
+        return self.base_dir / self.base_file
+
+    def inputs(self) -> list[tuple[Path, str]]:
+        """The sweep file, its base scenario and every file any point's scenario names."""
+        found = [(self.path, "sweep file"), (self.base_path, "scenario")]
+        for point in self.points:
+            try:
+                found += scenario_inputs(self.base_path, self.scenario(point))[1:]
+            except ScenarioError:
+                continue
+        return list(dict.fromkeys(found))
 
     def scenario_data(self, point: Point) -> dict:
         data = json.loads(json.dumps(self.base))  # deep copy of plain YAML data
@@ -108,17 +125,21 @@ class Sweep:
         """Identity of a point's result: a hash of its fully resolved scenario and of what is computed.
 
         Grid values and seed alone are not enough: a changed base scenario or ``--set`` gives the
-        same values a different result. (Files a scenario names, e.g. a trace, enter by path only.)
+        same values a different result. Files the scenario names (a trace, a profile, an HF config)
+        enter by their contents, so an edited trace recomputes the points that read it.
         """
         spec = self.spec
         what = {"mode": spec.mode, "variants": spec.variants, "attainment": spec.attainment,
                 "max_gpus": spec.max_gpus, "goodput": spec.goodput}
+        files: dict[str, str] = {}
         try:
-            resolved: Any = self.scenario(point).model_dump(mode="json")
+            sc = self.scenario(point)
+            resolved: Any = sc.model_dump(mode="json")
+            files = {str(f): file_digest(f) for f in input_files(scenario_inputs(self.base_path, sc)[1:])}
         except ScenarioError:  # an invalid point is recorded as an error row; key it by its inputs
             resolved = {"invalid": self.scenario_data(point)}
-        blob = json.dumps({"scenario": resolved, "computes": what}, sort_keys=True, separators=(",", ":"),
-                          default=str)
+        blob = json.dumps({"scenario": resolved, "computes": what, "files": files}, sort_keys=True,
+                          separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -144,7 +165,7 @@ def load_sweep(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
     base.setdefault("name", base_path.stem)
     if not spec.grid and len(spec.seeds) < 2:
         raise ScenarioError("sweep.grid is empty: give at least one parameter with values (or several seeds)")
-    sweep = Sweep(spec, base, base_path.parent, expand_points(spec))
+    sweep = Sweep(spec, base, base_path.parent, expand_points(spec), path=p, base_file=base_path.name)
     _check_points(sweep)
     return sweep
 
@@ -297,7 +318,11 @@ def _ray(sweep: Sweep, points: list[Point], address: str | None) -> Iterator[tup
         raise ScenarioError("--executor ray needs Ray: pip install 'sunsim[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
+            raise InputError(f"--address: Ray could not connect to {address or 'a local cluster'!r}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     try:
         remote = ray.remote(run_point)
         payload = ray.put(_payload(sweep))
@@ -316,14 +341,12 @@ def parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def check_sweep_output(out: Path) -> Path:
-    """Refuse, before any point runs, a table path that is not a new path or regular ``.csv``/``.parquet``
-    file, or whose parts folder sunsim did not create."""
+def check_sweep_output(out: Path, inputs: Iterable[tuple[Path, str]] = ()) -> Path:
+    """Refuse, before any point runs, a table path that is not ``.csv``/``.parquet``, that is an input, or
+    that is a file (or has a parts folder) ``sunsim sweep`` did not write: the project's one output rule."""
     out = check_file_target(Path(out), "--out", TABLE_SUFFIXES)
-    parts = parts_dir(out)
-    if os.path.lexists(parts) and (parts.is_symlink() or not (parts / MARKER).is_file()):
-        raise InputError(f"--out: {str(parts)!r} (where finished points are kept) already exists and was not "
-                         f"written by sunsim (no {MARKER}); refusing to use it: choose another --out")
+    claim_outputs("sweep", [Output(out, "--out", "file"), Output(parts_dir(out), "--out (finished points)")],
+                  inputs)
     return out
 
 
@@ -337,13 +360,27 @@ def run_sweep(sweep: Sweep, out: Path, executor: str = "local", workers: int | N
         raise InputError(f"--workers must be a positive integer, got {workers}")
     if executor == "ray" and address:
         probe_address(address)
-    out = check_sweep_output(out)
+    if executor == "local" and address:
+        raise InputError("--address names a Ray cluster; it needs --executor ray")
+    out = check_sweep_output(out, sweep.inputs())
     parts = parts_dir(out)
+    fresh = not parts.exists()
     try:
         parts.mkdir(parents=True, exist_ok=True)
         mark(parts, {"command": "sweep", "sweep": sweep.spec.name})
     except OSError as exc:
         raise InputError(f"--out: cannot write next to {str(out)!r} ({exc.strerror})") from None
+    try:
+        return _run_parts(sweep, out, parts, executor, workers, address, progress)
+    except BaseException:
+        if fresh and not any(f.suffix == ".json" and not f.name.startswith(".") for f in parts.iterdir()):
+            shutil.rmtree(parts, ignore_errors=True)  # nothing finished: leave nothing behind
+        raise
+
+
+def _run_parts(sweep: Sweep, out: Path, parts: Path, executor: str, workers: int | None, address: str | None,
+               progress: Callable[[int, int, Point, list[dict]], None] | None) -> pd.DataFrame:
+    """Run the points not kept in ``parts``, keeping each as it finishes; then the whole table."""
     keys = {p.index: sweep.point_key(p) for p in sweep.points}
     done: dict[str, list[dict]] = {}
     for f in parts.glob("*.json"):
@@ -370,5 +407,6 @@ def run_sweep(sweep: Sweep, out: Path, executor: str = "local", workers: int | N
     table = pd.DataFrame([{**r, "point": p.index} for p in sweep.points for r in done[keys[p.index]]])
     table.insert(0, "sweep", sweep.spec.name)
     write_table(table, out, float_format="%.6g")
+    record_file(out, "sweep")
     shutil.rmtree(parts, ignore_errors=True)
     return table

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .output import check_file_target, write_text
+from .output import check_owned_file, record_file, write_text
 from .runner import ScenarioRun
 
 US = 1e6
@@ -55,7 +55,9 @@ def chrome_trace_events(run: ScenarioRun) -> list[dict]:
 
 
 def write_chrome_trace(run: ScenarioRun, path: Path) -> Path:
-    """Write the trace atomically; ``path`` must be a new path or a regular file (never a device)."""
-    path = check_file_target(Path(path), "--trace-out")
+    """Write the trace atomically; ``path`` must be new or a trace ``sunsim run`` wrote (never a device)."""
+    path = check_owned_file(Path(path), "run", "--trace-out")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_text(path, json.dumps({"traceEvents": chrome_trace_events(run), "displayTimeUnit": "ms"}))
+    write_text(path, json.dumps({"traceEvents": chrome_trace_events(run), "displayTimeUnit": "ms"}))
+    record_file(path, "run")
+    return path

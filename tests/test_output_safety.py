@@ -60,6 +60,12 @@ def test_run_refuses_to_replace_a_folder_it_did_not_write(tmp_path, capsys, no_s
     before = _snapshot(out)
     assert main(["run", str(_scenario(tmp_path)), "--out", str(out)]) == 2
     err = _err(capsys)
+    assert str(out) in err and MARKER in err  # a folder sunsim did not create is refused whole
+    assert _snapshot(out) == before
+    output.mark(out, {"command": "run"})  # even inside a run's own folder, a user's folder stays
+    before = _snapshot(out)
+    assert main(["run", str(_scenario(tmp_path)), "--out", str(out)]) == 2
+    err = _err(capsys)
     assert str(mine) in err and MARKER in err
     assert _snapshot(out) == before
     assert not list(out.glob(".staging-*"))
@@ -70,16 +76,16 @@ def test_run_refuses_to_replace_top_level_files_it_did_not_write(tmp_path, capsy
     out.mkdir()
     (out / "comparison.csv").write_text("someone else's table\n")
     assert main(["run", str(_scenario(tmp_path)), "--out", str(out)]) == 2
-    assert "comparison.csv" in _err(capsys)
+    assert str(out) in _err(capsys)
     assert (out / "comparison.csv").read_text() == "someone else's table\n"
 
 
 def test_run_replaces_its_own_results_and_leaves_the_rest(tmp_path, capsys):
     out = tmp_path / "here"
-    out.mkdir()
-    (out / "notes.txt").write_text("keep me")
+    out.mkdir()  # an empty folder is taken, and marked
     path = _scenario(tmp_path)
     assert main(["run", str(path), "--out", str(out), "--no-timeline"]) == 0
+    (out / "notes.txt").write_text("keep me")
     for v in ("dedicated", "sun"):
         assert (out / v / MARKER).is_file() and (out / v / "requests.csv").is_file()
     (out / "sun" / "stale.txt").write_text("from the first run")
@@ -177,19 +183,22 @@ def test_sigterm_mid_write_leaves_no_staging_and_no_partial_results(tmp_path, ca
 
 def test_stale_staging_folders_are_removed(tmp_path, capsys):
     out = tmp_path / "out"
-    out.mkdir()
+    assert main(["run", str(_scenario(tmp_path)), "--out", str(out), "--no-timeline"]) == 0
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
     stale = out / f".staging-{dead.stdout.strip()}-abc"  # its process is gone
     (stale / "sun").mkdir(parents=True)
-    old_style = out / ".staging-k2j3h4"  # no pid, older than this process
-    old_style.mkdir()
-    os.utime(old_style, (1_000_000_000, 1_000_000_000))
+    (stale / output.STAGING_MARKER).write_text(f'{{"pid": {dead.stdout.strip()}, "started": 1}}')
+    notes = out / ".staging-999999-notes"  # a user's folder named like one, but without the marker
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
     live = out / f".staging-{os.getppid()}-live"  # a live process that started before it
     live.mkdir()
+    (live / output.STAGING_MARKER).write_text(
+        f'{{"pid": {os.getppid()}, "started": {output.process_start(os.getppid())}}}')
     assert main(["run", str(_scenario(tmp_path)), "--out", str(out), "--no-timeline"]) == 0
-    assert not stale.exists() and not old_style.exists()
-    assert live.exists()
+    assert not stale.exists()
+    assert live.exists() and (notes / "todo.txt").read_text() == "mine"
 
 
 # 7. The one atomic writer -------------------------------------------------------------------
@@ -312,7 +321,11 @@ def test_plan_refuses_a_target_that_is_not_a_file_before_planning(tmp_path, caps
     (out / "plan.csv").mkdir(parents=True)
     assert main(["plan", str(_scenario(tmp_path)), "--out", str(out)]) == 2
     err = _err(capsys)
-    assert "plan.csv" in err and "folder" in err
+    assert str(out) in err and "folder" in err
+    output.mark(out, {"command": "plan"})
+    assert main(["plan", str(_scenario(tmp_path)), "--out", str(out)]) == 2
+    err = _err(capsys)
+    assert "plan.csv" in err and "not a regular file" in err
 
 
 def test_report_never_replaces_a_figures_folder_it_did_not_write(tmp_path, capsys):
@@ -325,7 +338,7 @@ def test_report_never_replaces_a_figures_folder_it_did_not_write(tmp_path, capsy
     capsys.readouterr()
     assert main(["report", str(run), "-o", str(out)]) == 2
     err = _err(capsys)
-    assert "figures" in err and MARKER in err
+    assert str(out) in err and MARKER in err
     assert _snapshot(out) == before  # nothing replaced, nothing added
     # A report folder it wrote itself is replaced on the next report, and stays readable.
     fresh = tmp_path / "report"
