@@ -49,6 +49,7 @@ def _pilot_service(output: dict, profile=None) -> float:
     return float(service.mean())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rho", [0.5, 0.8])
 def test_md1_mean_wait_matches_pollaczek_khinchine(rho):
     out = {"kind": "fixed", "value": 64}
@@ -81,6 +82,7 @@ def flat_profile(tmp_path):
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rho", [0.5, 0.8])
 def test_mm1_like_geometric_service(rho, flat_profile):
     """Geometric output lengths x a constant step: memoryless service, where P-K is exact.

@@ -44,6 +44,7 @@ def _files(tmp_path, grid=None, seeds=(1, 2), extra=None):
     return path
 
 
+@pytest.mark.slow
 def test_local_sweep_resumes_after_interrupt(tmp_path):
     path = _files(tmp_path)
     sweep = load_sweep(path)
@@ -101,6 +102,7 @@ def test_bad_sweep_input(tmp_path, capsys, grid, needle):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_ray_gives_the_same_table(tmp_path):
     pytest.importorskip("ray")
     path = _files(tmp_path)
