@@ -8,6 +8,7 @@ with :func:`sunsim.names.check_name`, and duplicate YAML keys are refused.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -379,7 +380,11 @@ class Gamma(_Strict):
 
 
 class TraceArrivals(_Strict):
-    """Replay a trace file: arrival times and lengths (and a ``model`` column if present)."""
+    """Replay a trace file: arrival times and lengths (and a ``model`` column if present).
+
+    Rows are replayed in arrival order, times shifted so that the first is 0 and scaled; rows at
+    or after ``workload.duration_s``, and past ``workload.num_requests``, are dropped (a longer
+    trace is cut to the run, as a shorter run of a Poisson stream would be)."""
 
     kind: Literal["trace"]
     path: PathText
@@ -596,7 +601,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise ScenarioError(f"--set {text!r}: empty key")
-    return path, yaml.safe_load(raw)
+    try:
+        return path, safe_load_unique(raw)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"--set {key.strip()}: the value is not valid YAML: {' '.join(str(exc).split())}") from None
+    except ValueError as exc:  # an integer of more than 4300 digits, a date such as 2023-02-30
+        raise ScenarioError(f"--set {key.strip()}: the value is not readable: {_value_error(exc)}") from None
+
+
+def _value_error(exc: ValueError) -> str:
+    """int()'s message ends with advice on sys.set_int_max_str_digits, which is not the user's to take."""
+    return str(exc).split("; use sys.", 1)[0]
 
 
 def apply_override(data: dict, path: list[str], value: Any) -> None:
@@ -613,8 +628,12 @@ def apply_override(data: dict, path: list[str], value: Any) -> None:
         raise ScenarioError(f"--set {'.'.join(path)}: {'.'.join(path[:-1])} is not a mapping")
 
 
+#: A list index in a ``--set`` key: ASCII digits only ('²'.isdigit() is true, int('²') fails).
+_INDEX = re.compile(r"-?[0-9]{1,9}")
+
+
 def _list_index(node: list, part: str, where: str) -> int:
-    if part.lstrip("-").isdigit():
+    if _INDEX.fullmatch(part):
         idx = int(part)
         if -len(node) <= idx < len(node):
             return idx
@@ -686,8 +705,52 @@ def _resolve_paths(sc: Scenario, base: Path) -> Scenario:
     return Scenario.model_validate(data)
 
 
+#: Limits on a YAML document (a scenario or sweep is a few KiB, a few levels deep, a few hundred
+#: nodes): a larger file (the pure-Python scanner takes ~2 s per MiB), deeper nesting (Python's
+#: recursion limit) or aliases expanding to more nodes ("billion laughs": a few lines that expand
+#: to 10^9) is refused before it is built.
+MAX_YAML_BYTES = 2**20
+MAX_YAML_DEPTH = 100
+MAX_YAML_NODES = 100_000
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, but a key given twice in one mapping is an error (not "last one wins")."""
+    """YAML's safe loader, but a key given twice in one mapping is an error (not "last one wins"),
+    and a document nested deeper than :data:`MAX_YAML_DEPTH` or expanding (aliases counted as
+    often as they are used) to more than :data:`MAX_YAML_NODES` nodes is refused while composing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._expanded = 0  # nodes so far, an alias counting as the whole subtree it names
+        self._sizes: dict[int, int] = {}  # id(node) -> expanded size, once the node is complete
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = self.anchors.get(event.anchor)
+            if node is not None:  # (an undefined alias is reported by the base class)
+                if id(node) not in self._sizes:
+                    raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} refers to itself "
+                                                      "(a recursive structure)", event.start_mark)
+                self._count(self._sizes[id(node)], event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                              self.peek_event().start_mark)
+        before = self._expanded
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        self._count(1, node.start_mark)
+        self._sizes[id(node)] = self._expanded - before
+        return node
+
+    def _count(self, n: int, mark: Any) -> None:
+        self._expanded += n
+        if self._expanded > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(None, None, f"aliases expand the document to more than "
+                                              f"{MAX_YAML_NODES:,} values; write it out without aliases", mark)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
@@ -706,20 +769,27 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def safe_load_unique(text: str) -> Any:
-    """``yaml.safe_load`` that refuses duplicate keys."""
+    """``yaml.safe_load`` that refuses duplicate keys, deep nesting and alias bombs (a ``YAMLError``)."""
     return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def read_yaml_mapping(path: Path, what: str) -> dict:
     """A YAML file that must hold a mapping (a scenario, a sweep), with errors that say which file."""
     try:
-        data = safe_load_unique(path.read_text())
-    except UnicodeDecodeError:
-        raise ScenarioError(f"{what} {str(path)!r} is not a UTF-8 text file") from None
+        with path.open("rb") as f:  # at most MAX_YAML_BYTES + 1: /dev/zero or a huge file is not read whole
+            raw = f.read(MAX_YAML_BYTES + 1)
     except OSError as exc:
         raise ScenarioError(f"cannot read {what} {str(path)!r}: {exc.strerror}") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ScenarioError(f"{what} {str(path)!r} is larger than {MAX_YAML_BYTES // 2**20} MiB; not a {what} file")
+    try:
+        data = safe_load_unique(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{what} {str(path)!r} is not a UTF-8 text file") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{what} {str(path)!r} is not valid YAML: {exc}") from None
+    except ValueError as exc:  # an integer of more than 4300 digits, a date such as 2023-02-30
+        raise ScenarioError(f"{what} {str(path)!r} holds a value YAML cannot read: {_value_error(exc)}") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{what} {str(path)!r}: the file must hold a mapping at the top level")
     return data

@@ -73,11 +73,18 @@ def read_trace(path: str) -> pd.DataFrame:
         raise ScenarioError(f"workload trace {path!r}: {size / 2**30:.1f} GiB is more than the "
                             f"{MAX_TRACE_BYTES // 2**30} GiB a trace may have")
     try:
+        header = pd.read_csv(p, header=None, nrows=1, dtype=str).iloc[0].tolist()
         df = pd.read_csv(p)
     except pd.errors.EmptyDataError:
         raise ScenarioError(f"workload trace {path!r}: empty file; needs a header {list(TRACE_COLUMNS)} and rows") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"workload trace {path!r}: not a UTF-8 text file") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ScenarioError(f"workload trace {path!r}: unreadable CSV ({exc})") from None
+    # pandas renames a repeated column (arrived_at, arrived_at.1), which would silently pick one of them.
+    repeated = sorted({str(c) for c in header if header.count(c) > 1})
+    if repeated:
+        raise ScenarioError(f"workload trace {path!r}: column(s) {repeated} appear more than once in the header")
     missing = [c for c in TRACE_COLUMNS if c not in df.columns]
     if missing:
         raise ScenarioError(f"workload trace {path!r}: missing columns {missing}; needs {list(TRACE_COLUMNS)}")
@@ -97,9 +104,14 @@ def read_trace(path: str) -> pd.DataFrame:
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raw = df[col].iloc[row]
+            raw = raw.item() if isinstance(raw, np.generic) else raw  # inf, not np.float64(inf)
             got = "no value (empty or NaN)" if pd.isna(raw) else f"{col}={raw!r}"
             raise ScenarioError(f"workload trace {path!r}: row {row + 2} has {got}; {col} must be {allowed}")
         df[col] = values if col == "arrived_at" else values.astype(np.int64)
+    if "model" in df.columns and df["model"].isna().any():  # else it would be read as a model named "nan"
+        row = int(np.flatnonzero(df["model"].isna().to_numpy())[0])
+        raise ScenarioError(f"workload trace {path!r}: row {row + 2} has no value in the model column; "
+                            f"model must name one of model.tasks")
     # Rows out of arrival order are replayed in arrival order (a stable sort keeps ties in file order).
     if (np.diff(df["arrived_at"].to_numpy()) < 0).any():
         df = df.sort_values("arrived_at", kind="stable").reset_index(drop=True)
