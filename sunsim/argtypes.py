@@ -26,3 +26,5 @@ positive_int = _number(int, lambda n: n >= 1, "a positive integer")
 non_negative_int = _number(int, lambda n: n >= 0, "a non-negative integer")
 #: A finite number > 0 (seconds, budgets).
 positive_float = _number(float, lambda x: 0 < x < float("inf"), "a positive number")
+#: Local worker processes: 1 to 1,024 (each is a whole Python process).
+worker_count = _number(int, lambda n: 1 <= n <= 1024, "an integer from 1 to 1024")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .argtypes import positive_int
+from .argtypes import worker_count
 from .output import Output, claim_outputs
 
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiments", help="regenerate the committed experiments, figures and results/README.md")
     p.add_argument("--out", default="results", help="results folder (default: results)")
     p.add_argument("--quick", action="store_true", help="short runs and small grids: a check of the pipeline")
-    p.add_argument("--workers", type=positive_int, help="local worker processes for the sweeps (default: all cores)")
+    p.add_argument("--workers", type=worker_count, help="local worker processes for the sweeps (default: all cores)")
     p.add_argument("--report-only", action="store_true",
                    help="redraw figures, README and report from the results already in --out")
     p.set_defaults(func=cmd_experiments)

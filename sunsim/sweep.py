@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
 
 from .errors import InputError
 from .inputs import file_digest, input_files, scenario_inputs
 from .metrics import comparison_row
 from .names import check_name
 from .output import Output, check_file_target, claim_outputs, mark, record_file, write_json, write_table
+from .planning import MAX_GPUS_LIMIT
 from .runner import run_scenario
 from .scenario import Scenario, ScenarioError, apply_override, parse_override, read_yaml_mapping, scenario_from_dict
 
@@ -58,14 +59,23 @@ class SweepSpec(BaseModel):
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     #: Overrides applied to every point (parameter path -> value).
     set: dict[str, Any] = Field(default_factory=dict)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    #: Seeds 0..2^63-1, whole numbers (``true`` is not a seed), at most 10,000 of them.
+    seeds: list[StrictInt] = Field(default_factory=lambda: [0], min_length=1, max_length=10_000)
     variants: list[str] | None = None
     #: ``run``: simulate each point; ``plan``: find each point's fewest GPUs and goodput.
     mode: Literal["run", "plan"] = "run"
     #: For ``plan``: SLO attainment target (default: the scenario's), GPU cap, goodput search.
-    attainment: float | None = Field(None, gt=0, le=1)
-    max_gpus: int = Field(256, ge=1)
+    attainment: StrictFloat | StrictInt | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    max_gpus: StrictInt = Field(256, ge=1, le=MAX_GPUS_LIMIT)
     goodput: bool = True
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_range(cls, v: list[int]) -> list[int]:
+        for seed in v:
+            if not 0 <= seed < 2**63:
+                raise ValueError(f"seeds: {seed} is outside 0..2^63-1")
+        return v
 
     @field_validator("name")
     @classmethod

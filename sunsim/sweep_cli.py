@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .argtypes import positive_int
+from .argtypes import worker_count
 from .console import console, err_console
 from .sweep import EXECUTORS, TABLE_SUFFIXES, check_sweep_output, load_sweep, parts_dir, probe_address, run_sweep
 
@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help=f"output table, {' or '.join(TABLE_SUFFIXES)} (default: results/sweeps/<name>.csv)")
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local worker processes (default) or a Ray cluster")
-    p.add_argument("--workers", type=positive_int, help="local worker processes (default: all cores)")
+    p.add_argument("--workers", type=worker_count, help="local worker processes (default: all cores)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario field for every point")

@@ -233,3 +233,19 @@ def test_a_full_disk_exits_2_and_leaves_nothing_half_written(tmp_path, capsys, s
     else:
         assert left == [] or left == [argv[3].rsplit("/", 1)[-1]] and not any(
             (small_disk / left[0]).iterdir()), left
+
+
+@pytest.mark.parametrize("patch, field", [({"seeds": [True, 2]}, "seeds"), ({"mode": "plan", "attainment": True}, "attainment"),
+                                          ({"mode": "plan", "max_gpus": 10**30}, "max_gpus"), ({"seeds": [-1]}, "seeds")])
+def test_sweep_settings_are_checked(tmp_path, capsys, patch, field):
+    _scenario(tmp_path)
+    sweep = tmp_path / "sw.yaml"
+    sweep.write_text(yaml.safe_dump({"scenario": "s.yaml", "grid": {"workload.rate": [10]}, **patch}))
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "t.csv")]) == 2
+    assert field in _err(capsys)
+
+
+def test_workers_are_bounded(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", str(tmp_path / "sw.yaml"), "--workers", "100000"])
+    assert exc.value.code == 2 and "--workers" in capsys.readouterr().err
