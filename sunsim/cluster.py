@@ -79,6 +79,7 @@ class PrefillWorker:
         self.stalled_s = 0.0  # time a batch was ready but waited for KV memory
         self.busy_s = 0.0
         self.batches = 0
+        self._batch_end = 0.0  # when the batch started last ends (busy_s already counts all of it)
         self._wake: simpy.Event | None = None
         self._freed: simpy.Event | None = None
         env.process(self._run())
@@ -126,6 +127,7 @@ class PrefillWorker:
             duration = self.cost.prefill_time(tokens, int(np.dot(lengths, lengths)), len(batch))
             self.busy_s += duration
             self.batches += 1
+            self._batch_end = env.now + duration
             yield env.timeout(duration)
             self.load -= len(batch)
             self._rec.first_token_s[batch] = env.now
@@ -133,8 +135,12 @@ class PrefillWorker:
                 self._on_done(rid, self.wid)
 
     def stats(self) -> PrefillStats:
-        """What this worker did, as a plain record (taken at the end of a run)."""
-        return PrefillStats(self.wid, self.busy_s, self.batches, self.peak_held_tokens, self.stalled_s)
+        """What this worker did, as a plain record (taken at the end of a run).
+
+        A batch still running when the run stops is busy only up to the stop.
+        """
+        busy = self.busy_s - max(0.0, self._batch_end - self.env.now)
+        return PrefillStats(self.wid, busy, self.batches, self.peak_held_tokens, self.stalled_s)
 # --------------------------------------------------------------------------------------
 # KV transfer
 # --------------------------------------------------------------------------------------
@@ -216,6 +222,24 @@ class KVPolicy:
 RESERVE = KVPolicy(policy="reserve")
 
 
+class PagedState:
+    """Per-request bookkeeping of the paged policy, one array per field, indexed by request id.
+
+    One is shared by all the decode workers of a variant: a request is admitted by one worker
+    only and stays there (a preempted one resumes on it; rerouted ones were never admitted, so
+    their entries are untouched), so sharing changes nothing but the memory, which is then
+    per request and not per request and decode GPU.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.off = np.zeros(n, dtype=np.int64)  # KV read at iteration j is off + j
+        self.fin = np.full(n, -1, dtype=np.int64)  # iteration at which it is done; -1: not running
+        self.steps = np.zeros(n, dtype=np.int64)  # decode steps done before its last preemption
+        self.seq = np.zeros(n, dtype=np.int64)  # admission order (preemption victims: latest first)
+        self.held = np.zeros(n, dtype=np.int64)  # blocks allocated at admission, until it joins
+        self.restore = np.zeros(n, dtype=np.int64)  # tokens to restore when it joins (after a preemption)
+
+
 class DecodeWorker:
     """Continuous batching over block-managed KV memory, iterations coalesced.
 
@@ -236,7 +260,8 @@ class DecodeWorker:
                  timeline: list | None = None, on_finished: Callable[[int], None] | None = None,
                  kv: KVPolicy = RESERVE,
                  step_coeffs: Callable[[np.ndarray], tuple[float, float]] | None = None,
-                 model: np.ndarray | None = None, n_models: int = 1) -> None:
+                 model: np.ndarray | None = None, n_models: int = 1,
+                 paged_state: PagedState | None = None) -> None:
         self.env, self.wid, self.cost = env, wid, cost
         # Optional hook: a run's (alpha, beta) from the running batch's per-model counts
         # (colocated models, adapters); ``model`` maps request -> model index.
@@ -266,14 +291,11 @@ class DecodeWorker:
         self.batch = 0
         self._kv_offset = 0  # S: batch KV at iteration j is S + batch * j
 
-        # Paged state, per request (indexed by request id) and per worker.
-        n = len(prompt) if self.paged else 0
-        self._off = np.zeros(n, dtype=np.int64)  # KV read at iteration j is off + j
-        self._fin = np.full(n, -1, dtype=np.int64)  # iteration at which it is done; -1: not running
-        self._steps = np.zeros(n, dtype=np.int64)  # decode steps done before its last preemption
-        self._seq = np.zeros(n, dtype=np.int64)  # admission order (preemption victims: latest first)
-        self._held = np.zeros(n, dtype=np.int64)  # blocks allocated at admission, until it joins
-        self._restore = np.zeros(n, dtype=np.int64)  # tokens to restore when it joins (after a preemption)
+        # Paged state, per request (indexed by request id): the variant's, or this worker's own.
+        if paged_state is None:
+            paged_state = PagedState(len(prompt) if self.paged else 0)
+        self._off, self._fin, self._steps = paged_state.off, paged_state.fin, paged_state.steps
+        self._seq, self._held, self._restore = paged_state.seq, paged_state.held, paged_state.restore
         self._members: dict[int, None] = {}  # running requests
         self._other_blocks = 0  # blocks of admitted requests not yet running
         self._batch_blocks = 0  # blocks of the running requests at the current boundary
@@ -713,8 +735,18 @@ class DecodeWorker:
         return n
 
     def stats(self) -> DecodeStats:
-        """What this worker did, as a plain record (taken at the end of a run)."""
-        return DecodeStats(self.wid, self.busy_s, self.iterations, self.tokens, self.peak_blocks, self.capacity_blocks,
+        """What this worker did, as a plain record (taken at the end of a run).
+
+        Busy time and work are accounted when a run ends, so a run still in progress when the run
+        stops (at the horizon) is added here: busy up to the stop, with the iterations it completed.
+        """
+        busy, iterations, tokens = self.busy_s, self.iterations, self.tokens
+        if self._running:
+            busy += self.env.now - self._run_busy0
+            done = self._iterations_by(self.env.now - self._run_t0)
+            iterations += done
+            tokens += done * self.batch
+        return DecodeStats(self.wid, busy, iterations, tokens, self.peak_blocks, self.capacity_blocks,
                            self.block, self.preemptions, self.restore_s, self.timeline)
 
 

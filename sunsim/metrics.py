@@ -10,6 +10,13 @@ Throughput measures capacity, not the drain: it counts the output tokens generat
 steady-state window (from ``sim.warmup_fraction`` of the arrival span to the last arrival),
 the first token at its time and the decode tokens spread evenly over each request's decode;
 the drain (last arrival -> last finish) is reported on its own.
+
+Per-model figures divide by the GPUs that serve the model: its own prefill GPUs and every
+decode GPU of the pool that serves it (``per_model[m]["gpus"]``). A dedicated pool is the
+model's alone; a shared (SUN, multi-LoRA) pool serves every model, so each model counts all
+its GPUs, and its tok/s per decode GPU is its share of the pool's per-GPU throughput (the
+models' figures add up to the pool's); a colocated model counts the GPUs hosting it. The GPU
+counts are the layout at the start (a rebalanced pool's moves are not spread over time).
 """
 
 from __future__ import annotations
@@ -128,6 +135,14 @@ def _figures(df: pd.DataFrame, window: tuple[float, float], gpus: dict[str, int]
     }
 
 
+def model_gpus(res: VariantResult, model: str) -> dict[str, int]:
+    """GPUs serving ``model``: its prefill GPUs and the decode GPUs of every pool that serves it (see above)."""
+    serves = res.decode_serves or [(pool,) for pool in res.decode_pool_of]
+    gpus = {"prefill": res.prefill_pool_of.count(model), "decode": sum(model in s for s in serves)}
+    gpus["total"] = gpus["prefill"] + gpus["decode"]
+    return gpus
+
+
 def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
     """The ``summary.json`` of one variant."""
     sc, v = res.scenario, res.variant
@@ -159,9 +174,8 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
     }
     per_model = {}
     for name, part in df.groupby("model", sort=False):
-        pm_gpus = {"prefill": res.prefill_pool_of.count(name), "decode": res.decode_pool_of.count(name)}
-        pm_gpus["total"] = pm_gpus["prefill"] + pm_gpus["decode"]
-        per_model[str(name)] = _figures(part, window, pm_gpus, slo.ttft_s, slo.tpot_s)
+        pm_gpus = model_gpus(res, str(name))
+        per_model[str(name)] = {"gpus": pm_gpus, **_figures(part, window, pm_gpus, slo.ttft_s, slo.tpot_s)}
     summary["per_model"] = dict(sorted(per_model.items(), key=lambda kv: sc.model.tasks.index(kv[0])))
     summary["decode_workers"] = [
         {

@@ -108,6 +108,12 @@ def _rel(path: Path, base: Path) -> str:
     return str(path)
 
 
+def _numbers(df: pd.DataFrame, col: str, scale: float = 1.0) -> pd.Series | None:
+    """A number column scaled to its unit (None when absent). The loader refuses text in number columns;
+    this never multiplies a string anyway (``"1" * 100`` is a hundred ones, not a percentage)."""
+    return pd.to_numeric(df[col], errors="coerce") * scale if col in df.columns else None
+
+
 def _run_section(run: RunData, drawer: _Drawer, base: Path) -> _Section:
     name = run_name(run)
     where = _rel(run.path, base)
@@ -120,10 +126,11 @@ def _run_section(run: RunData, drawer: _Drawer, base: Path) -> _Section:
         "variant": c["variant"], "mode": c.get("mode"), "dtype": c.get("dtype"),
         "GPUs prefill/decode": c.get("prefill_gpus").astype(str) + "/" + c.get("decode_gpus").astype(str)
         if {"prefill_gpus", "decode_gpus"} <= set(c.columns) else None,
-        "tok/s per GPU": c["tokens_per_s_per_gpu"], "tok/s per decode GPU": c.get("tokens_per_s_per_decode_gpu"),
-        "TTFT p90 (s)": c.get("ttft_p90_s"),
-        "TPOT p90 (ms)": c["tpot_p90_s"] * 1e3 if "tpot_p90_s" in c.columns else None,
-        "SLO attainment (%)": c["slo_attainment"] * 100 if "slo_attainment" in c.columns else None,
+        "tok/s per GPU": _numbers(c, "tokens_per_s_per_gpu"),
+        "tok/s per decode GPU": _numbers(c, "tokens_per_s_per_decode_gpu"),
+        "TTFT p90 (s)": _numbers(c, "ttft_p90_s"),
+        "TPOT p90 (ms)": _numbers(c, "tpot_p90_s", 1e3),
+        "SLO attainment (%)": _numbers(c, "slo_attainment", 100.0),
         "profile": c.get("profile"),
     }).dropna(axis=1, how="all")
     sec.intro += _md_table(table)

@@ -18,6 +18,7 @@ class Field:
     source: tuple[str, ...] | None = None  # key path in summary.json; None: computed by the planner
     scale: float = 1.0  # stored value x scale = the value in the label's unit
     metric: bool = True  # a measured number a report can plot (not a name or a setting)
+    text: bool = False  # a name (variant, mode, profile); every other column holds numbers
 
     def get(self, summary: dict):
         """This field's value in a ``summary.json`` dict."""
@@ -28,7 +29,7 @@ class Field:
 
 
 def _name(column: str, *source: str) -> Field:
-    return Field(column, column.replace("_", " "), source, metric=False)
+    return Field(column, column.replace("_", " "), source, metric=False, text=True)
 
 
 #: Every results column, in comparison-table order; planner-only columns (no summary source) last.
@@ -77,6 +78,8 @@ BY_COLUMN: dict[str, Field] = {f.column: f for f in FIELDS}
 COMPARISON_COLUMNS: tuple[str, ...] = tuple(f.column for f in FIELDS if f.source is not None)
 #: Columns a report can plot: measured numbers.
 METRIC_COLUMNS: tuple[str, ...] = tuple(f.column for f in FIELDS if f.metric)
+#: Columns that hold numbers (or nothing): a table with text in one of them is damaged.
+NUMBER_COLUMNS: tuple[str, ...] = tuple(f.column for f in FIELDS if not f.text)
 
 #: Rows of the ``sunsim run`` side-by-side table: (label, columns, format, scale). Two columns make an
 #: ``a / b`` pair; each value is multiplied by ``scale`` and formatted (a missing one shows as ``-``).

@@ -13,7 +13,7 @@ import numpy as np
 import simpy
 
 from .architecture import ModelShape
-from .cluster import DecodeWorker, Interconnect, KVPolicy, PrefillWorker, Records
+from .cluster import DecodeWorker, Interconnect, KVPolicy, PagedState, PrefillWorker, Records
 from .colocation import place, round_coeffs
 from .costmodel import CostModel, ProfileInfo, make_cost_model, read_profile
 from .hardware import GIB
@@ -40,7 +40,7 @@ class VariantResult:
     profile: ProfileInfo
     prefill_workers: list[PrefillWorker]
     decode_workers: list[DecodeWorker]
-    decode_pool_of: list[str]  # per decode worker: its model, or "shared"
+    decode_pool_of: list[str]  # per decode worker: its pool's name (a model, "shared", or "a+b" colocated)
     prefill_pool_of: list[str]  # per prefill worker: its model
     kv_capacity_tokens: int
     prefill_kv_capacity_tokens: int | None
@@ -54,6 +54,9 @@ class VariantResult:
     interconnect_stats: InterconnectStats
     #: rebalanced dedicated pools: (time, worker, from model, to model) of each move.
     moves: list[tuple[float, int, int, int]] = field(default_factory=list)
+    #: per decode worker: the models its pool serves (at the start; a rebalanced worker moves, see ``moves``).
+    #: Per-model figures read this, never the pool names, which a model may share ("shared").
+    decode_serves: list[tuple[str, ...]] = field(default_factory=list)
 
 
 def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = "decode",
@@ -206,6 +209,9 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     # Decode pools.
     decode_workers: list[DecodeWorker] = []
     pool_of: list[str] = []
+    serves: list[tuple[str, ...]] = []
+    # One paged bookkeeping for the variant: a request lives on one worker (per request, not per GPU).
+    paged = PagedState(n) if plan.kv_policy.policy == "paged" else None
     pools: list[list[DecodeWorker]] = []
 
     def start_transfer(rid: int, worker: DecodeWorker) -> None:
@@ -229,8 +235,9 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
             decode_workers.append(DecodeWorker(
                 env, g, plan.decode_cost, plan.kv_caps[g], sc.decode.block_tokens, plan.max_batch, prompt, output,
                 rec, start_transfer, timeline=[] if keep_timeline else None, on_finished=count_finished,
-                kv=plan.kv_policy, step_coeffs=step, model=model, n_models=len(tasks)))
+                kv=plan.kv_policy, step_coeffs=step, model=model, n_models=len(tasks), paged_state=paged))
             pool_of.append("+".join(tasks[m] for m in hosted))
+            serves.append(tuple(tasks[m] for m in hosted))
         pools = [[w for w, h in zip(decode_workers, plan.hosts) if m in h] for m in range(len(tasks))]
     rebalancer: list[Rebalancer] = []
 
@@ -251,9 +258,10 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
                              plan.max_batch, prompt, output, rec, start_transfer,
                              timeline=[] if keep_timeline else None,
                              on_finished=count_finished if variant.rebalance is None else finished_on(len(decode_workers)),
-                             kv=plan.kv_policy, **hook)
+                             kv=plan.kv_policy, paged_state=paged, **hook)
             decode_workers.append(w)
             pool_of.append(pool_name)
+            serves.append(tuple(tasks) if variant.mode != "dedicated" else (pool_name,))
             pool.append(w)
         pools.append(pool)
     if variant.mode in ("shared", "multi_lora"):
@@ -308,7 +316,7 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         prefill_workers=prefill_workers, decode_workers=decode_workers, decode_pool_of=pool_of,
         prefill_pool_of=[t for t in tasks for _ in range(plan.prefill_counts[t])],
         kv_capacity_tokens=plan.kv_capacity, prefill_kv_capacity_tokens=plan.prefill_kv_capacity, end_s=end, wall_s=wall, events=events, interconnect=link,
-        moves=rebalancer[0].moves if rebalancer else [],
+        moves=rebalancer[0].moves if rebalancer else [], decode_serves=serves,
         prefill_stats=[w.stats() for w in prefill_workers], decode_stats=[w.stats() for w in decode_workers],
         interconnect_stats=link.stats(),
     )

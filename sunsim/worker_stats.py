@@ -14,7 +14,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class PrefillStats:
     wid: int
-    busy_s: float
+    busy_s: float  # up to the stop: a batch still running then counts until the stop only
     batches: int
     peak_held_tokens: int  # KV of prefilled requests waiting for decode, at its highest
     stalled_s: float  # a batch was ready but waited for KV memory
@@ -23,7 +23,7 @@ class PrefillStats:
 @dataclass(frozen=True)
 class DecodeStats:
     wid: int
-    busy_s: float
+    busy_s: float  # up to the stop, the run in progress then included (as are its completed iterations)
     iterations: int
     tokens: int  # decode tokens generated (the first token comes from prefill)
     peak_blocks: int
