@@ -197,3 +197,14 @@ def test_intact_run_folder_still_reports(run_dir: Path, tmp_path: Path) -> None:
     table = [line for line in text.splitlines() if line.startswith("| sun |")]
     assert table and "100%" not in table[0] and "| 100 |" in table[0]  # SLO attainment shown as a percentage
     assert pd.read_csv(run_dir / "comparison.csv")["slo_attainment"].dtype == float
+
+
+def test_a_20_million_request_run_is_refused_before_allocating(tmp_path, capsys):
+    """20M requests of one variant need ~17 GB at the measured ~800 B per request and variant: refused, not OOM."""
+    from .conftest import ROOT
+
+    argv = ["run", str(ROOT / "scenarios" / "default.yaml"), "--out", str(tmp_path / "o"), "--variant", "sun",
+            "--set", "workload.rate=20000", "--set", "workload.duration_s=1000"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "GiB" in err and "Traceback" not in err and not (tmp_path / "o").exists()
