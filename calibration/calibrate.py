@@ -100,6 +100,8 @@ def check_request(req: Request) -> tuple[list[str], int]:
         raise CalibrationError(f"layers: must be between 1 and the model's {req.shape.layers}, got {req.layers}")
     if req.threads is not None and req.threads < 1:
         raise CalibrationError(f"threads: must be at least 1, got {req.threads}")
+    if req.shape.head_dim % 2:
+        raise CalibrationError(f"model.head_dim: must be even (rotary embedding rotates halves), got {req.shape.head_dim}")
     if req.repeats < 1:
         raise CalibrationError(f"repeats: must be at least 1, got {req.repeats}")
     if req.time_budget is not None and req.time_budget <= 0:
@@ -117,16 +119,16 @@ def software_versions() -> dict:
     """torch, triton and gemlite versions (None where absent): every kernel's provenance."""
     import torch
 
-    from .formats import gemlite_version
+    from .formats import gemlite_config_record, gemlite_version
 
     try:
         import triton
 
         triton_v = triton.__version__
-    except ImportError:
+    except Exception:  # noqa: BLE001 - not installed or broken: no triton kernel ran
         triton_v = None
     return {"torch": torch.__version__, "triton": triton_v, "gemlite": gemlite_version(),
-            "python": sys.version.split()[0]}
+            "gemlite_config": gemlite_config_record(), "python": sys.version.split()[0]}
 
 
 class LineProgress:
@@ -173,9 +175,27 @@ def calibrate(req: Request, progress: bool = True, timer=None) -> dict:
     ``timer`` replaces the real :class:`~calibration.timing.Timer` (tests inject a synthetic one).
     """
     check_request(req)
+    check_device(req)
     if req.time_budget is not None or req.per_format:
         return calibrate_per_format(req, progress, timer)
     return _calibrate_dir(req, Path(req.out), progress, timer, None)
+
+
+def check_device(req: Request) -> None:
+    """The checks that need torch, before any output exists: the device is there (no CUDA is said now, not
+    blamed on the time budget after every format failed alike), the shape fits its memory, and a forced
+    attention backend passes its start-up check (each format would otherwise be skipped for it)."""
+    from .device import resolve_device
+    from .kvcache import pick_backend
+    from .memory import check_memory
+
+    dtypes, layers = check_request(req)
+    device = resolve_device(req.device)
+    grid = req.grid if isinstance(req.grid, Grid) else preset_grid(device.type, req.grid)
+    check_memory(req.shape, trim_prefill(grid, req.max_prefill_tokens), layers, dtypes, device)
+    if req.attention != "auto":
+        s = req.shape
+        pick_backend(device, s.kv_heads, s.head_dim, s.heads, req.attention)
 
 
 def log(msg: str) -> None:
@@ -273,6 +293,8 @@ def _calibrate_dir(req: Request, out: Path, progress: bool, injected_timer, dead
                                + "; ".join(f"{d}: {r}" for d, r in skipped.items()))
     grid = req.grid if isinstance(req.grid, Grid) else preset_grid(device.type, req.grid)
     grid = trim_prefill(grid, req.max_prefill_tokens)
+    s = req.shape
+    backend, attention_checks = pick_backend(device, s.kv_heads, s.head_dim, s.heads, req.attention)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     bar = RichProgress() if progress and sys.stderr.isatty() else (LineProgress() if progress else None)
@@ -282,8 +304,6 @@ def _calibrate_dir(req: Request, out: Path, progress: bool, injected_timer, dead
             write_json_atomic(out / METADATA, {"model": req.shape.as_dict(), "device": {"type": device.type},
                                                "complete": False})
         torch.manual_seed(0)
-        s = req.shape
-        backend, attention_checks = pick_backend(device, s.kv_heads, s.head_dim, s.heads, req.attention)
         timer = injected_timer or Timer(TimingConfig(device=device, warmup=req.warmup, repeats=req.repeats,
                                                      min_sample_s=req.min_sample_s, graphs=req.graphs,
                                                      statistic="q25" if device.type == "cpu" else "median"))

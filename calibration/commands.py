@@ -9,26 +9,104 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from sunsim.architecture import DTYPES, ModelShape, preset
 from sunsim.argtypes import non_negative_int, positive_float, positive_int
 from sunsim.costmodel import AnalyticCostModel, decode_step_time, read_profile
+from sunsim.errors import InputError
 from sunsim.hardware import gpu
+from sunsim.scenario import MAX_BATCH, MAX_TOKENS
 
 from .errors import BudgetExceeded, CalibrationError
 
+#: Larger than any shape file or config.json (a few hundred bytes); refuses a wrong file before reading it.
+MAX_JSON_BYTES = 1 << 20
+DIMENSIONS = ("hidden", "layers", "heads", "kv_heads", "head_dim", "intermediate", "vocab")
+#: The largest batch / token count ``cost`` answers for: the scenario schema's bounds, so the simulator
+#: never asks for more, and every product of them stays a finite float.
+MAX_COST_BATCH, MAX_COST_TOKENS = MAX_BATCH, MAX_TOKENS
+
+
+def read_json(path: Path, field: str) -> object:
+    """A small JSON file, or a :class:`CalibrationError` naming ``field`` (never a decoding traceback)."""
+    where = f"{field}: {str(path)!r}"
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise CalibrationError(f"{where} is larger than {MAX_JSON_BYTES >> 20} MiB; not a shape or profile file")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CalibrationError(f"{where} cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CalibrationError(f"{where} is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit number, [[[[... nested too deep
+        raise CalibrationError(f"{where} is not valid JSON ({str(exc)[:200]})") from None
+
+
+def shape_from_dict(data: dict, where: str) -> ModelShape:
+    """A :class:`ModelShape` from a shape file's object, with JSON types exactly (``256.5``, ``"256"`` or
+    ``true`` is not a dimension) and the scenario schema's bounds, so every count derived stays finite."""
+    from pydantic import ValidationError
+
+    from sunsim.scenario import CustomShape
+
+    allowed = ("name", *DIMENSIONS, "tied_embeddings")
+    for key in data:
+        if key not in allowed:
+            raise CalibrationError(f"model.{key}: unknown field in {where} (fields: {', '.join(allowed)})")
+    for key in DIMENSIONS:
+        value = data.get(key)
+        if key not in data:
+            raise CalibrationError(f"model.{key}: missing from {where} (a positive integer)")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CalibrationError(f"model.{key}: must be an integer, got {value!r} in {where}")
+    if "tied_embeddings" in data and not isinstance(data["tied_embeddings"], bool):
+        raise CalibrationError(f"model.tied_embeddings: must be true or false, got {data['tied_embeddings']!r}")
+    if "name" in data and not isinstance(data["name"], str):
+        raise CalibrationError(f"model.name: must be a string, got {data['name']!r}")
+    try:
+        spec = CustomShape.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = e["loc"][0] if e["loc"] else "shape"
+        raise CalibrationError(f"model.{key}: {e['msg']}, got {e['input']!r} in {where}") from None
+    return ModelShape(**spec.model_dump())
+
 
 def load_shape(spec: str) -> ModelShape:
-    """A preset name, or a JSON file with the :class:`ModelShape` fields (a custom shape)."""
+    """A preset name, a JSON file with the :class:`ModelShape` fields (a custom shape), or a Hugging Face
+    ``config.json`` (Llama, Mistral, Qwen2/3)."""
     path = Path(spec)
-    if path.suffix == ".json" and path.exists():
-        try:
-            return ModelShape(**json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError, TypeError) as exc:
-            raise CalibrationError(f"model: {spec!r} is not a model shape JSON ({exc})") from None
-    return preset(spec)
+    if path.suffix != ".json":
+        return preset(spec)
+    if not path.is_file():
+        raise CalibrationError(f"model: no shape file {spec!r} (give a preset name or a shape JSON file)")
+    data = read_json(path, "model")
+    if not isinstance(data, dict):
+        raise CalibrationError(f"model: {spec!r} must hold a JSON object of shape fields")
+    if "model_type" in data or "hidden_size" in data:  # a Hugging Face config.json
+        from sunsim.hf_config import shape_from_hf
+
+        folder = path.resolve().parent.name if path.name == "config.json" else None
+        return shape_from_hf(data, f"model {spec!r}", folder)
+    return shape_from_dict(data, repr(spec))
+
+
+def load_profile(profile: str | Path) -> dict:
+    """:func:`sunsim.costmodel.read_profile`, with an undecodable file a clean error too."""
+    try:
+        return read_profile(profile)
+    except InputError:
+        raise
+    except (ValueError, RecursionError) as exc:  # not UTF-8, a 5000-digit number, nested too deep
+        raise CalibrationError(f"profile: {str(profile)!r} is not a readable profile "
+                               f"({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def _csv(value: str) -> list[str]:
@@ -43,7 +121,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "simulator's cost model and write a sunsim-profile/1 directory. With --time-budget each "
                     "format goes to its own directory <out>-<fmt>, complete or absent, and the finished ones "
                     "are merged into <out>.")
-    cal.add_argument("--model", required=True, help="preset name (llama-3.1-8b, qwen3-8b, tiny) or shape JSON")
+    cal.add_argument("--model", required=True,
+                     help="preset name (llama-3.1-8b, qwen3-8b, tiny), shape JSON or Hugging Face config.json")
     cal.add_argument("--dtypes", default="bf16,int8,int4", type=_csv, help="weight formats: bf16,int8,int4,fp8")
     cal.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     cal.add_argument("--out", required=True, type=Path, help="profile directory, e.g. calibration/profiles/h100")
@@ -74,7 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "device figures for a shape it was not measured on) or an analytic one.")
     cost.add_argument("--profile", required=True,
                       help="profile directory/JSON, or analytic-h100 / analytic-h200 / analytic-a100")
-    cost.add_argument("--model", required=True, help="preset name or shape JSON")
+    cost.add_argument("--model", required=True, help="preset name, shape JSON or Hugging Face config.json")
     cost.add_argument("--dtype", default="bf16", choices=list(DTYPES), help="weight format")
     cost.add_argument("--phase", required=True, choices=["prefill", "decode"], help="which step to cost")
     cost.add_argument("--batch", type=positive_int, default=1, help="sequences in the batch")
@@ -131,10 +210,15 @@ def _missed(out: Path) -> list[str]:
 
 
 def predict(profile: str, model: str, dtype: str, phase: str, batch: int, context: int, tokens: int) -> dict:
-    """The ``cost`` command's answer: predicted time in ms and which model produced it."""
-    for field, value in (("batch", batch), ("context", context), ("tokens", tokens)):
-        if value < 1:
-            raise CalibrationError(f"{field}: must be a positive integer, got {value}")
+    """The ``cost`` command's answer: predicted time in ms and which model produced it.
+
+    A time that is not finite and positive is refused, naming the count that left the profile's
+    measured range (its table extrapolated below zero) or the profile, never printed."""
+    for field, value, top in (("batch", batch, MAX_COST_BATCH), ("context", context, MAX_COST_TOKENS),
+                              ("tokens", tokens, MAX_COST_TOKENS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+            shown = value if not isinstance(value, int) or value < 10**30 else f"a {len(str(value))}-digit number"
+            raise CalibrationError(f"{field}: must be an integer from 1 to {top:,}, got {shown}")
     shape = load_shape(model)
     derived = False
     if profile.startswith("analytic-"):
@@ -142,16 +226,40 @@ def predict(profile: str, model: str, dtype: str, phase: str, batch: int, contex
     else:
         from .profile_models import cost_model_for
 
-        cost, derived = cost_model_for(read_profile(profile), shape, dtype)
-    if phase == "decode":
-        seconds = decode_step_time(cost, batch, batch * context)
-    else:
-        seconds = cost.prefill_time(batch * tokens, batch * tokens ** 2)
+        cost, derived = cost_model_for(load_profile(profile), shape, dtype)
+    try:
+        if phase == "decode":
+            seconds = decode_step_time(cost, batch, batch * context)
+        else:
+            seconds = cost.prefill_time(batch * tokens, batch * tokens ** 2)
+        seconds = float(seconds)
+    except (OverflowError, ZeroDivisionError, FloatingPointError):
+        seconds = math.inf
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise CalibrationError(_bad_time(cost, shape, phase, batch, tokens, seconds))
     return {"profile": cost.info.name, "kind": cost.info.kind, "device": cost.info.device, "model": shape.name,
             "dtype": dtype, "phase": phase, "batch": batch,
             **({"context": context, "kv_tokens": batch * context} if phase == "decode" else
                {"tokens": tokens, "prompt_tokens": batch * tokens}),
             "time_ms": seconds * 1e3, "derived_from_device_figures": derived}
+
+
+def _bad_time(cost, shape: ModelShape, phase: str, batch: int, tokens: int, seconds: float) -> str:
+    """Why a predicted time is not finite and positive, naming the field to change."""
+    got = f"{seconds * 1e3:.4g} ms"
+    xs = getattr(cost, "decode_batch" if phase == "decode" else "prefill_tokens", None)
+    x = batch if phase == "decode" else batch * tokens
+    if xs is not None and len(xs) and x > xs[-1]:
+        what = "decode batches" if phase == "decode" else "prefill token counts"
+        field, given = ("batch", f"{batch}") if phase == "decode" else ("tokens", f"{tokens} (x batch {batch} = {x})")
+        return (f"{field}: {given} is beyond the profile's measured {what} ({int(xs[0])}..{int(xs[-1])}), and its "
+                f"table extrapolates to {got} there (its last measured points slope down); cost within the "
+                f"measured range, or calibrate up to {x}")
+    if cost.info.kind == "measured":
+        return (f"profile: {cost.info.name!r} gives {got} for a {phase} step of model {shape.name!r}; its "
+                f"{phase} tables are corrupt (recalibrate)")
+    return (f"model: the {phase} time of {shape.name!r} is {got}, not a finite positive time; check the shape's "
+            f"fields ({', '.join(f'{k}={getattr(shape, k)}' for k in DIMENSIONS)})")
 
 
 def cmd_cost(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import sys
 
 import torch
 
@@ -17,6 +19,22 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CalibrationError(f"device: {name!r} requested but no CUDA GPU is visible to torch {torch.__version__}")
     return torch.device(name)
+
+
+#: A GPU model in a device name: H100, H200, GH200, A100, A10G, L4, L40S, B200, V100, T4, RTX 4090, MI300X...
+_MODEL = re.compile(r"\b(g[bh]\d{3}|rtx[ -]?\d{4}|mi\d{3}[a-z]?|[abhltv]\d{1,4}[a-z]?)\b")
+
+
+def device_slug(name: str) -> str:
+    """A short tag for file names from a device name, so outputs say which GPU made them:
+    ``NVIDIA H100 80GB HBM3`` -> ``h100``, ``NVIDIA H200`` -> ``h200``, ``NVIDIA L40S`` -> ``l40s``; an
+    unknown name is slugified whole."""
+    low = name.lower()
+    m = _MODEL.search(low)
+    if m:
+        return re.sub(r"[ -]", "", m.group(1))
+    slug = re.sub(r"[^a-z0-9]+", "-", low).strip("-")[:40].strip("-")
+    return slug or "gpu"
 
 
 def set_cpu_threads(device: torch.device, threads: int | None) -> int | None:
@@ -65,3 +83,25 @@ def device_facts(device: torch.device, copy_bytes: int | None = None) -> dict:
         copy_bytes = copy_bytes or 256 << 20
     facts.update(copy_bandwidth(device, copy_bytes))
     return facts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m calibration.device slug [NAME]``: the tag of NAME, else of the visible CUDA GPU (exit 2,
+    with the reason, when there is none: the GPU scripts stop at once instead of failing every format)."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] != "slug" or len(args) > 2:
+        print("usage: python -m calibration.device slug [DEVICE_NAME]", file=sys.stderr)
+        return 2
+    if len(args) == 2:
+        print(device_slug(args[1]))
+        return 0
+    if not torch.cuda.is_available():
+        print(f"error: no CUDA GPU is visible to torch {torch.__version__} (CUDA build: {torch.version.cuda}); "
+              "the GPU calibration needs one (on a CPU: sunsim calibrate --device cpu)", file=sys.stderr)
+        return 2
+    print(device_slug(torch.cuda.get_device_name(0)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

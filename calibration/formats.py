@@ -62,8 +62,8 @@ def gemlite_missing() -> str | None:
     """Why gemlite cannot be used here (``None`` when it can): its kernels need triton >= 3.6."""
     try:
         import triton
-    except ImportError:
-        return "int4/int8 on a GPU run gemlite's Triton kernels; triton is not installed"
+    except Exception as exc:  # noqa: BLE001 - not installed, or installed but broken
+        return f"int4/int8 on a GPU run gemlite's Triton kernels; triton is not importable ({type(exc).__name__}: {exc})"
     ver = tuple(int(p) for p in triton.__version__.split(".")[:2] if p.isdigit())
     if ver < GEMLITE_MIN_TRITON:
         return f"gemlite needs triton >= 3.6, found {triton.__version__}"
@@ -71,6 +71,61 @@ def gemlite_missing() -> str | None:
         return ("int4/int8 on a GPU run gemlite's Triton kernels; gemlite is not importable "
                 "(carry its wheel: calibration/fetch_wheels.sh)")
     return None
+
+
+#: Devices gemlite ships no tuned config for, and the shipped config of the same chip: the H200 (and
+#: GH200) is the H100's GH100 die with the same 132 SMs and more, faster HBM, so the H100's tiles apply.
+GEMLITE_SAME_CHIP = {"gh200": "h100", "h200": "h100"}
+_GEMLITE_CONFIG: dict = {}
+
+
+def gemlite_config_choice(device_name: str, capability: tuple[int, int], shipped: list[str]) -> tuple[str | None, str]:
+    """Which of gemlite's shipped configs (``configs/<tag>.json``) ``device_name`` should use, and why.
+
+    gemlite picks the longest tag contained in the lower-cased name (``h100`` for ``NVIDIA H100 80GB
+    HBM3``); a device it has none for gets the same chip's config, else none: gemlite then autotunes
+    each (rows, shape) bucket at its first call, which the calibration's warm-up absorbs.
+    """
+    name = device_name.lower().replace(" ", "_")
+    for tag in sorted(shipped, key=len, reverse=True):
+        if tag in name:
+            return tag, f"gemlite's {tag}.json for {device_name}"
+    for family, tag in GEMLITE_SAME_CHIP.items():
+        if family in name and tag in shipped and capability == (9, 0):
+            return tag, (f"{tag}.json: gemlite ships no {family.upper()} config; the {family.upper()} is the "
+                         f"{tag.upper()}'s chip (sm_90, same SMs), so its tuned kernel configs are loaded")
+    return None, f"no gemlite config for {device_name}: gemlite autotunes each row bucket at its first call"
+
+
+def gemlite_config(device: torch.device) -> dict:
+    """Make sure gemlite has kernel configs for ``device`` (loading the same chip's where it ships none);
+    returns what was used, for ``metadata.json``. Never raises: a failure means autotuning, recorded."""
+    if _GEMLITE_CONFIG:
+        return _GEMLITE_CONFIG
+    name = torch.cuda.get_device_name(device)
+    record: dict = {"device": name}
+    try:
+        from pathlib import Path
+
+        import gemlite.core as core
+
+        root = Path(core.__file__).parent / "configs"
+        shipped = sorted(p.stem for p in root.glob("*.json"))
+        tag, note = gemlite_config_choice(name, tuple(torch.cuda.get_device_capability(device)), shipped)
+        own = tag is not None and tag in name.lower().replace(" ", "_")  # gemlite loaded it on import
+        loaded = tag is not None and (own or bool(core.GemLiteLinearTriton.load_config(str(root / f"{tag}.json"))))
+        if tag is not None and not loaded:
+            note = f"{tag}.json failed to load; gemlite autotunes each row bucket at its first call"
+        record.update(config=f"{tag}.json" if loaded else None, shipped=shipped, note=note)
+    except Exception as exc:  # noqa: BLE001 - configs only speed gemlite up; without them it autotunes
+        record.update(config=None, note=f"config selection failed ({type(exc).__name__}: {exc}); autotune")
+    _GEMLITE_CONFIG.update(record)
+    return _GEMLITE_CONFIG
+
+
+def gemlite_config_record() -> dict | None:
+    """The gemlite config used in this process (``None`` when gemlite did not run)."""
+    return dict(_GEMLITE_CONFIG) or None
 
 
 class Bf16Linear(nn.Module):
@@ -132,6 +187,7 @@ class _GemliteLinear(nn.Module):
         if reason:
             raise UnsupportedFormat(f"dtypes: {reason}")
         self.n, self.k = weight.shape
+        gemlite_config(weight.device)
         self.gl = self._build(weight)
         self.kernel = f"gemlite {gemlite_version()} A16W{self.bits}"
 

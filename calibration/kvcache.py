@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import triton_attention
+from .errors import CalibrationError
 
 BACKENDS = ("triton-paged", "sdpa-masked", "sdpa-loop")
 MAX_ABS_ERR = 3e-2  # bf16 outputs of attention over values in [-1, 1]
@@ -97,20 +98,34 @@ def pick_backend(device: torch.device, kv_heads: int, head_dim: int, heads: int,
     """
     if prefer != "auto":
         if prefer not in BACKENDS:
-            raise ValueError(f"attention: must be auto or one of {', '.join(BACKENDS)}, got {prefer!r}")
+            raise CalibrationError(f"attention: must be auto or one of {', '.join(BACKENDS)}, got {prefer!r}")
         check = check_backend(prefer, device, kv_heads, head_dim, heads) if prefer != "sdpa-loop" else {"ok": True}
         if not check["ok"]:
-            raise RuntimeError(f"attention backend {prefer!r} failed its start-up check: {check}")
+            why = check.get("error") or f"max abs error {check.get('max_abs_err'):.3g} > {MAX_ABS_ERR}"
+            raise CalibrationError(f"attention: backend {prefer!r} failed its start-up check on {device} ({why}); "
+                                   "use --attention auto to fall back to the first backend that passes")
         return prefer, {prefer: check}
     if device.type != "cuda":
         return "sdpa-loop", {"sdpa-loop": {"ok": True, "reference": True}}
     checks: dict = {}
     for cand in ("triton-paged", "sdpa-masked"):
         if cand == "triton-paged" and not triton_attention.available():
-            checks[cand] = {"ok": False, "error": "triton is not installed"}
+            checks[cand] = {"ok": False, "error": f"triton is not importable ({triton_attention.unavailable_reason()})"}
             continue
         checks[cand] = check_backend(cand, device, kv_heads, head_dim, heads)
         if checks[cand]["ok"]:
             return cand, checks
+        _device_still_usable(device, checks)
     checks["sdpa-loop"] = {"ok": True, "reference": True}
     return "sdpa-loop", checks
+
+
+def _device_still_usable(device: torch.device, checks: dict) -> None:
+    """After a failed check: a kernel fault (illegal address) poisons the CUDA context for good, and every
+    later kernel would fail with a confusing error; say so now, with the checks made."""
+    try:
+        torch.cuda.synchronize(device)
+        torch.zeros(1, device=device).add_(1).item()
+    except Exception as exc:  # noqa: BLE001 - any failure here means the context is gone
+        raise CalibrationError(f"attention: the GPU is unusable after a failed start-up check ({exc}); checks: "
+                               f"{checks}; rerun with --attention sdpa-loop") from None

@@ -14,8 +14,13 @@ from sunsim.output import write_atomic
 
 
 def pack(archive: Path, dirs: list[Path]) -> list[str]:
-    """Write ``archive`` (atomically) holding every file under ``dirs``; returns the member names."""
+    """Write ``archive`` (atomically) holding every file under ``dirs``; returns the member names.
+
+    A file named twice (a folder and a file in it, or the same path given twice) is packed once, and
+    the archive itself (when it lies in one of ``dirs``) not at all."""
     names: list[str] = []
+    seen: set[str] = set()
+    target = Path(archive).resolve()
 
     def write(tmp: Path) -> None:
         with tarfile.open(tmp, "w:gz") as tar:
@@ -24,10 +29,12 @@ def pack(archive: Path, dirs: list[Path]) -> list[str]:
                 if not d.exists():
                     continue
                 for f in ([d] if d.is_file() else sorted(d.rglob("*"))):
-                    rel = f.relative_to(d.parent)
-                    if f.is_file() and not any(part.startswith(".") for part in rel.parts):
-                        tar.add(f, arcname=str(rel))
-                        names.append(str(rel))
+                    rel = str(f.relative_to(d.parent))
+                    if (f.is_file() and not any(part.startswith(".") for part in Path(rel).parts)
+                            and rel not in seen and f.resolve() != target):
+                        tar.add(f, arcname=rel)
+                        names.append(rel)
+                        seen.add(rel)
 
     write_atomic(Path(archive), write)
     return names

@@ -16,14 +16,22 @@ import torch
 try:  # optional: the calibration falls back to SDPA without it
     import triton
     import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the environment
+
+    _UNAVAILABLE: str | None = None
+except Exception as exc:  # noqa: BLE001 - not installed, or installed but broken (no driver, bad build)
     triton = None
+    _UNAVAILABLE = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'import failed'}"
 
 BLOCK_N = 64
 
 
 def available() -> bool:
     return triton is not None
+
+
+def unavailable_reason() -> str | None:
+    """Why triton cannot be imported here (recorded with the attention checks), or ``None``."""
+    return _UNAVAILABLE
 
 
 if triton is not None:
@@ -87,7 +95,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     Sequence ``i`` attends the first ``lengths[i]`` tokens of cache slot ``slots[i]``.
     """
     if triton is None:
-        raise RuntimeError("triton is not installed")
+        raise RuntimeError(f"triton is not importable ({_UNAVAILABLE})")
     b, heads, d = q.shape
     kv_heads, max_len = k_cache.shape[1], k_cache.shape[2]
     group = heads // kv_heads

@@ -33,8 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sunsim.architecture import ModelShape
-from sunsim.costmodel import CostModel, decode_step_time, measured_cost_model, read_profile
+from sunsim.costmodel import CostModel, decode_step_time, measured_cost_model
 from sunsim.output import write_json as write_json_atomic
 from sunsim.output import write_text as write_text_atomic
 
@@ -188,8 +187,12 @@ def validate(profile_path: str | Path, device: str = "cpu", requests: int = 64, 
     enforced ones missed (GPU only)."""
     if requests < 2:
         raise CalibrationError(f"requests: must be at least 2, got {requests}")
-    profile = read_profile(profile_path)
-    shape = ModelShape(**profile["model"])
+    from .commands import load_profile, shape_from_dict
+
+    profile = load_profile(profile_path)
+    if not isinstance(profile["model"], dict):
+        raise CalibrationError(f"profile: {str(profile_path)!r} has no model shape object")
+    shape = shape_from_dict(profile["model"], f"profile {str(profile_path)!r}")
     todo = dtypes or list(profile["dtypes"])
     for d in todo:
         if d not in profile["dtypes"]:
