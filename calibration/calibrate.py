@@ -27,6 +27,8 @@ from pathlib import Path
 
 from sunsim.architecture import ModelShape
 from sunsim.costmodel import PROFILE_FORMAT
+from sunsim.errors import InputError
+from sunsim.output import Output, claim_outputs, mark, marker_command
 from sunsim.output import write_json as write_json_atomic
 
 from .errors import BudgetExceeded, CalibrationError
@@ -66,20 +68,20 @@ class Request:
     validate_requests: int = 0
 
 
-def _check_out(out: Path, shape: ModelShape, device_type: str) -> None:
-    """Refuse an output path we cannot write, or one holding another model's or device's profile."""
-    if out.exists() and not out.is_dir():
-        raise CalibrationError(f"out: {str(out)!r} exists and is not a directory")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise CalibrationError(f"out: cannot write to {str(out)!r} ({str(probe)!r} is not writable)")
+def _check_out(out: Path, shape: ModelShape, device_type: str, formats: list[str] | None = None) -> None:
+    """Refuse an output folder the project's one output rule refuses (one that is not new, empty or an
+    earlier calibration's; ``sunsim.output.claim_outputs``), or one holding another model's or device's
+    profile. With ``formats`` (per-format mode), each format's own folder is claimed too."""
+    folders = [out] + [format_dir(out, f) for f in formats or []]
+    try:
+        claim_outputs("calibrate", [Output(f, "out") for f in folders])
+    except InputError as exc:
+        raise CalibrationError(str(exc)) from None
     meta = out / METADATA
     if meta.exists():
         try:
             old = json.loads(meta.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CalibrationError(f"out: {str(meta)!r} is corrupt ({exc}); remove it to start afresh") from None
         if old.get("model") != shape.as_dict() or old.get("device", {}).get("type") != device_type:
             raise CalibrationError(
@@ -111,7 +113,7 @@ def check_request(req: Request) -> tuple[list[str], int]:
         raise CalibrationError(f"attention: must be auto or one of {', '.join(backends)}, got {req.attention!r}")
     if isinstance(req.grid, str):
         trim_prefill(preset_grid(device_type, req.grid), req.max_prefill_tokens)
-    _check_out(Path(req.out), req.shape, device_type)
+    _check_out(Path(req.out), req.shape, device_type, dtypes if req.per_format else None)
     return dtypes, layers
 
 
@@ -221,7 +223,10 @@ def calibrate_per_format(req: Request, progress: bool, timer) -> dict:
             status[fmt] = "complete (earlier run)"
             continue
         partial = final.parent / f".{final.name}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
+        if partial.exists() and marker_command(partial) != "calibrate":
+            raise CalibrationError(f"out: {str(partial)!r} is in the way of {fmt}'s staging folder and was not "
+                                   "written by sunsim calibrate; move it away")
+        shutil.rmtree(partial, ignore_errors=True)  # a killed calibration's own leftovers
         started = time.monotonic()
         log(f"{fmt}: calibrating into {final}")
         try:
@@ -297,6 +302,8 @@ def _calibrate_dir(req: Request, out: Path, progress: bool, injected_timer, dead
     backend, attention_checks = pick_backend(device, s.kv_heads, s.head_dim, s.heads, req.attention)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    if marker_command(out) != "calibrate":
+        mark(out, {"command": "calibrate"})  # a later calibration may resume or replace it, nothing else
     bar = RichProgress() if progress and sys.stderr.isatty() else (LineProgress() if progress else None)
     fuse = req.fuse if req.fuse is not None else device.type == "cuda"
     try:

@@ -7,9 +7,11 @@ import os
 import shutil
 from pathlib import Path
 
+from sunsim.output import mark, marker_command
 from sunsim.output import write_json as write_json_atomic
 from sunsim.output import write_text as write_text_atomic
 
+from .errors import CalibrationError
 from .raw import read_rows, write_rows
 
 
@@ -38,8 +40,12 @@ def merge_profiles(dirs: list[Path], out: Path, name: str, status: dict[str, str
     meta["skipped_points"] = [p for m in metas for p in m.get("skipped_points", [])]
 
     partial = out.parent / f".{out.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
+    if partial.exists() and marker_command(partial) != "calibrate":
+        raise CalibrationError(f"out: {str(partial)!r} is in the way of the merged profile's staging folder and "
+                               "was not written by sunsim calibrate; move it away")
+    shutil.rmtree(partial, ignore_errors=True)  # a killed merge's own leftovers
     partial.mkdir(parents=True)
+    mark(partial, {"command": "calibrate"})  # out is replaced by it: the rule's marker goes with it
     write_rows(partial / "timings.csv", [r for d in dirs for r in read_rows(d / "timings.csv")])
     write_json_atomic(partial / "metadata.json", meta)
     write_json_atomic(partial / "profile.json", merged)

@@ -36,8 +36,11 @@ STYLE: dict = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "svg.fonttype": "none",  # keep SVG text as text: smaller and searchable
+    "svg.hashsalt": "sunsim",  # element ids from a fixed salt: the same figure gives the same bytes
 }
 DPI = 150
+#: Figures carry no creation date, so a figure drawn twice from the same data is byte-identical.
+_NO_DATE = {".svg": {"Date": None}, ".pdf": {"CreationDate": None}}
 
 #: Metric column -> (axis label with unit, scale applied to the stored value), from the results schema.
 METRICS: dict[str, tuple[str, float]] = {f.column: (f.label, f.scale) for f in FIELDS if f.metric}
@@ -93,7 +96,7 @@ def save_figure(fig: Figure, out_base: Path | None) -> list[Path]:
     paths = [out_base.with_name(f"{out_base.name}.{ext}") for ext in ("png", "svg")]  # stems may hold dots
     with matplotlib.rc_context(STYLE):
         for p in paths:
-            write_figure(fig, p, dpi=DPI)
+            write_figure(fig, p, dpi=DPI, metadata=_NO_DATE.get(p.suffix, {}))
     return paths
 
 

@@ -13,6 +13,7 @@ from calibration.commands import load_shape, predict
 from calibration.errors import CalibrationError
 from sunsim.architecture import preset
 from sunsim.costmodel import ProfileError
+from sunsim.output import mark
 
 
 def _req(out: Path, **kw) -> Request:
@@ -54,12 +55,13 @@ def test_unwritable_or_file_output(tmp_path: Path) -> None:
 
 
 def test_output_of_another_model_refused(tmp_path: Path) -> None:
-    out = tmp_path / "p"
+    out = tmp_path / "p"  # an earlier calibration's folder, of another model
     out.mkdir()
+    mark(out, {"command": "calibrate"})
     (out / "metadata.json").write_text(json.dumps({"model": preset("qwen3-8b").as_dict(), "device": {"type": "cpu"}}))
     with pytest.raises(CalibrationError, match="qwen3-8b"):
         calibrate(_req(out), progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".sunsim-run.json", "metadata.json"]
 
 
 def test_corrupt_and_mismatched_profiles(tmp_path: Path) -> None:

@@ -249,3 +249,15 @@ def test_workers_are_bounded(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["sweep", str(tmp_path / "sw.yaml"), "--workers", "100000"])
     assert exc.value.code == 2 and "--workers" in capsys.readouterr().err
+
+
+def test_calibrate_never_replaces_files_in_a_foreign_folder(tmp_path, capsys):
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "profile.json").write_text('{"mine": true}')
+    (user / "timings.csv").write_text("my,timings\n")
+    before = _snapshot(user)
+    assert main(["calibrate", "--model", "tiny", "--out", str(user), "--device", "cpu"]) == 2
+    err = _err(capsys)
+    assert str(user) in err and MARKER in err
+    assert _snapshot(user) == before
