@@ -25,8 +25,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sunsim.architecture import ModelShape
-from sunsim.costmodel import PROFILE_FORMAT
+from sunsim.costs.architecture import ModelShape
+from sunsim.costs.model import PROFILE_FORMAT
 from sunsim.errors import InputError
 from sunsim.output import Output, claim_outputs, mark, marker_command
 from sunsim.output import write_json as write_json_atomic

@@ -4,7 +4,7 @@ Per weight format, one layer's decode step is fitted as ``alpha_layer(B) + beta_
 (one alpha per grid batch, one beta for all) and its prefill as ``linear_layer(T) + attn_layer * sum_sq``,
 by least squares on *relative* residuals, so the fast small-batch points count as much as the slow
 large ones. The model is then composed as ``layers x layer + embedding/head``: the profile holds
-the composed tables (what :class:`sunsim.costmodel.MeasuredCostModel` reads) and the components
+the composed tables (what :class:`sunsim.costs.model.MeasuredCostModel` reads) and the components
 (to recompose for another layer count and to derive uncalibrated shapes).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sunsim.architecture import ModelShape
+from sunsim.costs.architecture import ModelShape
 
 from .errors import CalibrationError
 from .raw import ok_rows

@@ -25,7 +25,7 @@ from typing import Protocol
 
 import torch
 
-from sunsim.architecture import ModelShape
+from sunsim.costs.architecture import ModelShape
 
 from .errors import BudgetExceeded
 from .grid import Grid

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sunsim.architecture import ModelShape
+from sunsim.costs.architecture import ModelShape
 
 from .errors import CalibrationError
 from .grid import Grid

@@ -1,4 +1,4 @@
-"""A real Llama-style decoder built from a :class:`sunsim.architecture.ModelShape` with random weights.
+"""A real Llama-style decoder built from a :class:`sunsim.costs.architecture.ModelShape` with random weights.
 
 The kernels are those a serving engine runs (RMSNorm fused with the residual add, fused QKV, RoPE
 fused with the KV write, batched GQA decode attention, output projection, gated SiLU MLP, embedding,
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sunsim.architecture import ModelShape
+from sunsim.costs.architecture import ModelShape
 
 from .formats import ACT_DTYPE, make_linear
 from .fusion import Elementwise, elementwise, rms_norm

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sunsim.architecture import ModelShape
+from sunsim.costs.architecture import ModelShape
 from sunsim.output import write_atomic
 
 from .raw import ok_rows

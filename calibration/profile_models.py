@@ -1,6 +1,6 @@
 """Cost models from a measured profile: as calibrated, recomposed for another layer count, or derived.
 
-* calibrated shape: :func:`sunsim.costmodel.measured_cost_model` reads the composed tables;
+* calibrated shape: :func:`sunsim.costs.model.measured_cost_model` reads the composed tables;
 * same shape, another number of layers (the validation loop runs the few layers it instantiated):
   ``layers x layer components + head``;
 * another shape (never calibrated): scale the measured device figures. A layer's GEMM time at a
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sunsim.architecture import ModelShape
-from sunsim.costmodel import MeasuredCostModel, ProfileError, ProfileInfo, measured_cost_model
+from sunsim.costs.architecture import ModelShape
+from sunsim.costs.model import MeasuredCostModel, ProfileError, ProfileInfo, measured_cost_model
 
 SHAPE_FIELDS = ("hidden", "layers", "heads", "kv_heads", "head_dim", "intermediate", "vocab")
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from sunsim.architecture import ModelShape
-from sunsim.costmodel import measured_cost_model
+from sunsim.costs.architecture import ModelShape
+from sunsim.costs.model import measured_cost_model
 
 from .raw import ok_rows
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import InputError
+from sunsim.errors import InputError
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ALLOWED = "1-64 characters from letters, digits, '.', '_' and '-', starting with a letter or digit"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from sunsim.errors import InputError
 
 #: The file that marks a folder as written by sunsim (and so replaceable by a later run).
 MARKER = ".sunsim-run.json"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sunsim.metrics import request_table, summarize
-from sunsim.simulation import simulate_variant
-from sunsim.workload import build_workload
+from sunsim.analysis.metrics import request_table, summarize
+from sunsim.sim.variant import simulate_variant
+from sunsim.workload.stream import build_workload
 
 from .conftest import make_scenario
 
@@ -24,7 +24,7 @@ def _skewed(kv_bound: bool):
 def test_unbounded_prefill_would_park_more_than_its_memory():
     sc = _skewed(False)
     res = simulate_variant(sc, sc.variants[0], build_workload(sc))
-    from sunsim.simulation import kv_capacity_tokens
+    from sunsim.sim.variant import kv_capacity_tokens
 
     cap = kv_capacity_tokens(sc, sc.shape, "bf16", "prefill")
     assert max(w.peak_held_tokens for w in res.prefill_workers) > 1.5 * cap

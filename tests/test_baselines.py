@@ -10,17 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sunsim.colocation import place, round_coeffs
-from sunsim.costmodel import AnalyticCostModel
-from sunsim.experiments import stronger_baselines_finding
-from sunsim.hardware import gpu as gpu_spec
-from sunsim.lora import AdapterCache, LoraCost
-from sunsim.lora import step_coeffs as lora_step_coeffs
-from sunsim.metrics import request_table, summarize
-from sunsim.planning import plan
-from sunsim.scenario import ScenarioError
-from sunsim.simulation import simulate_variant
-from sunsim.workload import build_workload
+from sunsim.analysis.metrics import request_table, summarize
+from sunsim.analysis.planning import plan
+from sunsim.costs.colocation import place, round_coeffs
+from sunsim.costs.hardware import gpu as gpu_spec
+from sunsim.costs.lora import AdapterCache, LoraCost
+from sunsim.costs.lora import step_coeffs as lora_step_coeffs
+from sunsim.costs.model import AnalyticCostModel
+from sunsim.experiments.runs import stronger_baselines_finding
+from sunsim.scenario.schema import ScenarioError
+from sunsim.sim.variant import simulate_variant
+from sunsim.workload.stream import build_workload
 
 from .conftest import make_scenario
 

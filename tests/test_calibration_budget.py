@@ -20,8 +20,8 @@ from calibration.measure import grid_points  # noqa: E402
 from calibration.pack import pack  # noqa: E402
 from calibration.synthetic import LinearCost, SyntheticTimer  # noqa: E402
 from calibration.targets import evaluate, missed, render  # noqa: E402
-from sunsim.architecture import preset  # noqa: E402
-from sunsim.costmodel import measured_cost_model, read_profile  # noqa: E402
+from sunsim.costs.architecture import preset  # noqa: E402
+from sunsim.costs.model import measured_cost_model, read_profile  # noqa: E402
 
 GRID = Grid(decode_batches=(1, 2, 4), decode_contexts=(128, 512), prefill_points=((1, 128), (2, 128), (1, 256)),
             mixed=((128, 384) * 2,), stack_decode=((2, 128),), stack_prefill=((1, 128),), attention=((2, 128),),
@@ -173,7 +173,7 @@ def test_cli_refuses_non_positive_counts(argv: list[str], tmp_path: Path, capsys
 
 
 def test_every_calibration_option_has_help() -> None:
-    from sunsim.cli import build_parser
+    from sunsim.cli.main import build_parser
 
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     for name in ("calibrate", "cost", "validate"):

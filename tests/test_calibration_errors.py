@@ -11,8 +11,8 @@ import pytest
 from calibration.calibrate import Request, calibrate
 from calibration.commands import load_shape, predict
 from calibration.errors import CalibrationError
-from sunsim.architecture import preset
-from sunsim.costmodel import ProfileError
+from sunsim.costs.architecture import preset
+from sunsim.costs.model import ProfileError
 from sunsim.output import mark
 
 

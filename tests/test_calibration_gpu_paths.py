@@ -81,7 +81,7 @@ def test_rowwise_fp8_quantization() -> None:
 def test_fused_elementwise_matches_eager_decode() -> None:
     """torch.compile of the elementwise pieces (slow to compile on a CPU) computes what eager does."""
     from calibration.model import DecodeBatch, Stack
-    from sunsim.architecture import preset
+    from sunsim.costs.architecture import preset
 
     shape = preset("tiny")
     outs = []

@@ -22,8 +22,8 @@ from calibration import triton_attention  # noqa: E402
 from calibration.calibrate import Request, calibrate  # noqa: E402
 from calibration.commands import load_shape, predict  # noqa: E402
 from calibration.errors import CalibrationError  # noqa: E402
-from sunsim.architecture import preset  # noqa: E402
-from sunsim.cli import main  # noqa: E402
+from sunsim.cli.main import main  # noqa: E402
+from sunsim.costs.architecture import preset  # noqa: E402
 from sunsim.errors import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from calibration.errors import CalibrationError, UnsupportedFormat  # noqa: E402
 from calibration.formats import make_linear, unsupported_reason  # noqa: E402
 from calibration.kvcache import KVCache  # noqa: E402
 from calibration.model import DecodeBatch, Stack  # noqa: E402
-from sunsim.architecture import preset  # noqa: E402
+from sunsim.costs.architecture import preset  # noqa: E402
 
 CPU = torch.device("cpu")
 

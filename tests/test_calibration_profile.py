@@ -20,8 +20,8 @@ from calibration.commands import predict  # noqa: E402
 from calibration.grid import Grid  # noqa: E402
 from calibration.raw import read_rows  # noqa: E402
 from calibration.synthetic import LinearCost, SyntheticTimer  # noqa: E402
-from sunsim.architecture import preset  # noqa: E402
-from sunsim.costmodel import measured_cost_model, read_profile  # noqa: E402
+from sunsim.costs.architecture import preset  # noqa: E402
+from sunsim.costs.model import measured_cost_model, read_profile  # noqa: E402
 
 GRID = Grid(decode_batches=(1, 2, 4, 8, 16), decode_contexts=(128, 512, 2048),
             prefill_points=((1, 128), (4, 128), (1, 512), (2, 256)),
@@ -140,8 +140,8 @@ def test_real_loop_and_simulator_batch_the_same_way(profile_dir: Path) -> None:
     from calibration.kvcache import pick_backend
     from calibration.model import Stack
     from calibration.validate import make_trace, serve
-    from sunsim.cluster import simulate_decode_worker
-    from sunsim.costmodel import decode_step_time
+    from sunsim.costs.model import decode_step_time
+    from sunsim.sim.cluster import simulate_decode_worker
 
     shape = preset("tiny")
     cost = measured_cost_model(read_profile(profile_dir), shape, "bf16")

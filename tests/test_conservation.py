@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sunsim.metrics import request_table, summarize
-from sunsim.simulation import simulate_variant
-from sunsim.workload import build_workload
+from sunsim.analysis.metrics import request_table, summarize
+from sunsim.sim.variant import simulate_variant
+from sunsim.workload.stream import build_workload
 
 from .conftest import make_scenario
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sunsim.architecture import PRESETS
-from sunsim.costmodel import DECODE_STEP_OVERHEAD_S, PREFILL_BATCH_OVERHEAD_S, AnalyticCostModel
-from sunsim.hardware import GIB, GPUS, LowBitGemm
-from sunsim.simulation import kv_capacity_tokens
+from sunsim.costs.architecture import PRESETS
+from sunsim.costs.hardware import GIB, GPUS, LowBitGemm
+from sunsim.costs.model import DECODE_STEP_OVERHEAD_S, PREFILL_BATCH_OVERHEAD_S, AnalyticCostModel
+from sunsim.sim.variant import kv_capacity_tokens
 
 from .conftest import make_scenario
 
@@ -43,8 +43,8 @@ def test_prefill_computes_the_lm_head_for_each_prompts_last_token_only():
 
 
 def test_transfer_moves_the_prompts_kv():
-    from sunsim.simulation import simulate_variant
-    from sunsim.workload import build_workload
+    from sunsim.sim.variant import simulate_variant
+    from sunsim.workload.stream import build_workload
 
     sc = make_scenario(interconnect={"contention": "none", "latency_us": 0, "bandwidth_GBps": 1.0},
                        workload={"rate": 1, "duration_s": 5},

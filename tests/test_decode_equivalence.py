@@ -14,10 +14,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sunsim.architecture import PRESETS
-from sunsim.cluster import RESERVE, KVPolicy, simulate_decode_worker
-from sunsim.costmodel import AnalyticCostModel
-from sunsim.hardware import GPUS
+from sunsim.costs.architecture import PRESETS
+from sunsim.costs.hardware import GPUS
+from sunsim.costs.model import AnalyticCostModel
+from sunsim.sim.cluster import RESERVE, KVPolicy, simulate_decode_worker
 
 
 def _ceil(a: int, b: int) -> int:

@@ -7,10 +7,10 @@ import json
 import pytest
 import yaml
 
-from sunsim.architecture import PRESETS
 from sunsim.cli import main
-from sunsim.hf_config import read_hf_config, shape_from_hf
-from sunsim.scenario import ScenarioError, load_scenario, scenario_from_dict
+from sunsim.costs.architecture import PRESETS
+from sunsim.scenario.hf_config import read_hf_config, shape_from_hf
+from sunsim.scenario.schema import ScenarioError, load_scenario, scenario_from_dict
 
 from .conftest import BASE, ROOT, merge
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sunsim.analysis.metrics import summarize
 from sunsim.cli import main
 from sunsim.errors import InputError
-from sunsim.metrics import summarize
-from sunsim.report import write_report
-from sunsim.report_load import load_run
-from sunsim.simulation import simulate_variant
-from sunsim.workload import build_workload
+from sunsim.report.load import load_run
+from sunsim.report.markdown import write_report
+from sunsim.sim.variant import simulate_variant
+from sunsim.workload.stream import build_workload
 
 from .conftest import ROOT, make_scenario
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-import sunsim.plan_cli
-import sunsim.runner
+import sunsim.analysis.runner
+import sunsim.cli.plan
 from sunsim import output
+from sunsim.analysis.sweep import load_sweep
 from sunsim.cli import main
 from sunsim.output import LEDGER, MARKER
-from sunsim.sweep import load_sweep
 
 from .conftest import BASE, TRACE, merge
 
@@ -47,8 +47,8 @@ def no_work(monkeypatch):
     """Fail the test if anything is simulated or planned: every refusal must come first."""
     def boom(*args, **kwargs):
         raise AssertionError("work started before the output checks")
-    monkeypatch.setattr(sunsim.runner, "simulate_variant", boom)
-    monkeypatch.setattr(sunsim.plan_cli, "plan_seeds", boom)
+    monkeypatch.setattr(sunsim.analysis.runner, "simulate_variant", boom)
+    monkeypatch.setattr(sunsim.cli.plan, "plan_seeds", boom)
 
 
 # Outputs never take an input's path -----------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import sunsim.runner
+import sunsim.analysis.runner
 from sunsim import output
 from sunsim.cli import main
 from sunsim.errors import InputError
@@ -44,7 +44,7 @@ def no_simulation(monkeypatch):
     """Fail the test if a variant is simulated (checks must come first)."""
     def boom(*args, **kwargs):
         raise AssertionError("simulated before the output checks")
-    monkeypatch.setattr(sunsim.runner, "simulate_variant", boom)
+    monkeypatch.setattr(sunsim.analysis.runner, "simulate_variant", boom)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -112,7 +112,7 @@ def test_variant_names_cannot_leave_or_clobber_the_output_folder(tmp_path, capsy
 
 def test_output_paths_check_names_again():
     with pytest.raises(InputError, match="variants.name"):
-        sunsim.runner.check_run_output(Path("x"), ["../up"])
+        sunsim.analysis.runner.check_run_output(Path("x"), ["../up"])
 
 
 def test_sweep_name_must_be_safe(tmp_path, capsys):
@@ -174,7 +174,7 @@ def test_sigterm_mid_write_leaves_no_staging_and_no_partial_results(tmp_path, ca
         if len(calls) == 2:
             os.kill(os.getpid(), __import__("signal").SIGTERM)  # arrives while the run is being written
 
-    monkeypatch.setattr(sunsim.runner, "write_table", write_then_sigterm)
+    monkeypatch.setattr(sunsim.analysis.runner, "write_table", write_then_sigterm)
     out = tmp_path / "out"
     assert main(["run", str(_scenario(tmp_path)), "--out", str(out), "--no-timeline"]) == 143
     assert len(calls) == 2
@@ -239,23 +239,25 @@ def test_a_programming_error_keeps_its_traceback(tmp_path, monkeypatch):
     def bug(*args, **kwargs):
         raise ValueError("a bug, not a bad input")
 
-    monkeypatch.setattr(sunsim.runner, "build_workload", bug)
+    monkeypatch.setattr(sunsim.analysis.runner, "build_workload", bug)
     with pytest.raises(ValueError, match="a bug"):
         main(["run", str(_scenario(tmp_path)), "--out", str(tmp_path / "o")])
 
 
 def test_project_errors_share_one_type():
     from calibration.errors import CalibrationError
-    from sunsim.costmodel import ProfileError
-    from sunsim.scenario import ScenarioError
+    from sunsim.costs.model import ProfileError
+    from sunsim.scenario.schema import ScenarioError
 
     assert all(issubclass(e, InputError) for e in (ScenarioError, ProfileError, CalibrationError))
 
 
 def test_cli_modules_take_consoles_from_one_place():
-    for name in ("sweep_cli", "plan_cli", "experiments_cli", "report_cli"):
-        text = (ROOT / "sunsim" / f"{name}.py").read_text()
-        assert "from .cli import" not in text and "Console(" not in text, name
+    modules = sorted((ROOT / "sunsim").rglob("*.py"))
+    assert len(modules) > 20
+    for path in modules:
+        if path.name != "console.py":
+            assert "Console(" not in path.read_text(), path
 
 
 # 6. Local sweep flags and Ray address ------------------------------------------------------------
@@ -314,9 +316,9 @@ def test_other_commands_check_their_output_folder_first(tmp_path, capsys, argv):
 
 
 def test_plan_refuses_a_target_that_is_not_a_file_before_planning(tmp_path, capsys, monkeypatch):
-    import sunsim.plan_cli
+    import sunsim.cli.plan
 
-    monkeypatch.setattr(sunsim.plan_cli, "plan_seeds", lambda *a, **k: (_ for _ in ()).throw(AssertionError("planned")))
+    monkeypatch.setattr(sunsim.cli.plan, "plan_seeds", lambda *a, **k: (_ for _ in ()).throw(AssertionError("planned")))
     out = tmp_path / "p"
     (out / "plan.csv").mkdir(parents=True)
     assert main(["plan", str(_scenario(tmp_path)), "--out", str(out)]) == 2

@@ -15,10 +15,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from sunsim.architecture import PRESETS
-from sunsim.cluster import DecodeWorker, KVPolicy, simulate_decode_worker
-from sunsim.costmodel import AnalyticCostModel
-from sunsim.hardware import GPUS
+from sunsim.costs.architecture import PRESETS
+from sunsim.costs.hardware import GPUS
+from sunsim.costs.model import AnalyticCostModel
+from sunsim.sim.cluster import DecodeWorker, KVPolicy, simulate_decode_worker
 
 COST = AnalyticCostModel(GPUS["h100"], PRESETS["llama-3.1-8b"], "bf16")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sunsim.metrics import request_table, summarize
-from sunsim.simulation import simulate_variant
-from sunsim.workload import build_workload
+from sunsim.analysis.metrics import request_table, summarize
+from sunsim.sim.variant import simulate_variant
+from sunsim.workload.stream import build_workload
 
 from .conftest import make_scenario
 
@@ -57,7 +57,7 @@ def test_paged_holds_less_than_reservation():
 
 
 def test_unplaceable_request_is_a_clear_error(tmp_path):
-    from sunsim.scenario import ScenarioError
+    from sunsim.scenario.schema import ScenarioError
 
     sc = make_scenario(hardware={"memory_utilization": 0.3}, decode={"watermark": 0.97},
                        variants=[{"name": "sun", "mode": "shared", "workers": 2}])

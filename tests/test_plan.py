@@ -7,9 +7,9 @@ import math
 
 import pytest
 
+from sunsim.analysis.planning import plan
 from sunsim.cli import main
-from sunsim.planning import plan
-from sunsim.scenario import ScenarioError
+from sunsim.scenario.schema import ScenarioError
 
 from .conftest import make_scenario
 
@@ -19,7 +19,7 @@ OUTPUT = 101  # tokens: 100 decode iterations = 1 s of decode per request
 
 @pytest.fixture
 def flat_profile(tmp_path):
-    from sunsim.architecture import PRESETS
+    from sunsim.costs.architecture import PRESETS
 
     prof = {"format": "sunsim-profile/1", "name": "flat", "device": {"name": "test"},
             "model": PRESETS["tiny"].as_dict(),
@@ -96,12 +96,12 @@ def _noisy(profile: str, **workload):
     data["variants"] = [{"name": "dedicated", "mode": "dedicated", "workers": 1, "max_batch": 1,
                          "routing": "round_robin"},
                         {"name": "sun", "mode": "shared", "workers": 1, "max_batch": 1, "routing": "round_robin"}]
-    from sunsim.scenario import scenario_from_dict
+    from sunsim.scenario.schema import scenario_from_dict
     return scenario_from_dict(data)
 
 
 def test_plan_over_seeds_reports_spread_and_flags_noise(flat_profile):
-    from sunsim.planning import plan_seeds, seeded_rows
+    from sunsim.analysis.planning import plan_seeds, seeded_rows
 
     sc = _noisy(flat_profile)
     plans = plan_seeds(sc, attainment=0.9, seeds=6, goodput=False)
@@ -118,13 +118,13 @@ def test_plan_over_seeds_reports_spread_and_flags_noise(flat_profile):
     assert (rows["dedicated"]["decode_gpus_seed_min"], rows["dedicated"]["decode_gpus_seed_max"]) == (
         min(by_seed), max(by_seed))
     # Each seed alone is the single-seed plan of that seed.
-    from sunsim.planning import _with
+    from sunsim.analysis.planning import _with
     [alone] = plan(_with(sc, seed=sc.seed + 2), attainment=0.9, variants=["dedicated"], goodput=False)
     assert alone.decode_gpus == by_seed[2]
 
 
 def test_ranges_overlap_decides_the_flag():
-    from sunsim.planning import ranges_overlap
+    from sunsim.analysis.planning import ranges_overlap
 
     assert ranges_overlap([5, 5, 7], [4, 4, 5]) and ranges_overlap([6], [6])
     assert not ranges_overlap([6, 7], [4, 5])
@@ -141,7 +141,7 @@ def test_unreachable_tpot_is_found_without_any_probe(flat_profile):
 
 
 def test_kv_link_named_when_the_transfer_makes_tpot_unreachable(flat_profile):
-    from sunsim.planning import _with
+    from sunsim.analysis.planning import _with
 
     sc = _scenario(2.5, flat_profile)
     # The prompt's KV (101 tokens) takes 4 s over the link: 40 ms per output token on top of the 10 ms step.
@@ -154,13 +154,13 @@ def test_kv_link_named_when_the_transfer_makes_tpot_unreachable(flat_profile):
 
 
 def _with_slo(sc, **slo):
-    from sunsim.planning import _with
+    from sunsim.analysis.planning import _with
 
     return _with(sc, **{f"slo.{k}": v for k, v in slo.items()})
 
 
 def test_huge_max_gpus_takes_logarithmically_many_probes(flat_profile):
-    from sunsim.planning import _with
+    from sunsim.analysis.planning import _with
 
     # TTFT can be met by a prefill alone (1 ms < 1.5 ms) but not with one prefill GPU at this
     # rate (a request arriving during a batch waits for it), and decode GPUs do not change TTFT:

@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from sunsim.simulation import simulate_variant
-from sunsim.workload import build_workload
+from sunsim.sim.variant import simulate_variant
+from sunsim.workload.stream import build_workload
 
 from .conftest import make_scenario
 
@@ -67,7 +67,7 @@ def test_md1_mean_wait_matches_pollaczek_khinchine(rho):
 @pytest.fixture
 def flat_profile(tmp_path):
     """A profile whose decode step takes a constant 10 ms whatever the batch's KV."""
-    from sunsim.architecture import PRESETS
+    from sunsim.costs.architecture import PRESETS
 
     prof = {
         "format": "sunsim-profile/1", "name": "flat-10ms", "kind": "measured",

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sunsim.cli import main
-from sunsim.report import RunData, plot_latency_cdfs, write_report
+from sunsim.report.markdown import RunData, plot_latency_cdfs, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from sunsim.analysis.metrics import comparison_row
+from sunsim.analysis.schema import BY_COLUMN, COMPARISON_COLUMNS, COMPARISON_ROWS, FIELDS, METRIC_COLUMNS
 from sunsim.cli import main
-from sunsim.metrics import comparison_row
-from sunsim.report import KEY_METRICS, METRICS
-from sunsim.results_schema import BY_COLUMN, COMPARISON_COLUMNS, COMPARISON_ROWS, FIELDS, METRIC_COLUMNS
+from sunsim.report.markdown import KEY_METRICS, METRICS
 
 from .conftest import BASE, merge
 
@@ -53,8 +53,8 @@ def test_comparison_row_reads_every_field_from_summary_json(run_dir) -> None:
 def test_cli_table_rows_follow_the_schema(run_dir, capsys) -> None:
     import pandas as pd
 
-    from sunsim.cli import comparison_table
-    from sunsim.console import console
+    from sunsim.cli.console import console
+    from sunsim.cli.main import comparison_table
 
     comp = pd.read_csv(run_dir / "comparison.csv")
     with console.capture() as cap:
@@ -70,9 +70,9 @@ def test_variant_result_carries_frozen_stats_matching_the_workers() -> None:
     """The end-of-run records equal the live workers' counters and cannot be changed afterwards."""
     import dataclasses
 
-    from sunsim.metrics import summarize
-    from sunsim.simulation import load_profile, simulate_variant
-    from sunsim.workload import build_workload
+    from sunsim.analysis.metrics import summarize
+    from sunsim.sim.variant import load_profile, simulate_variant
+    from sunsim.workload.stream import build_workload
 
     from .conftest import make_scenario
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from sunsim.analysis.sweep import load_sweep, parts_dir, run_sweep
 from sunsim.cli import main
-from sunsim.sweep import load_sweep, parts_dir, run_sweep
 
 from .conftest import ROOT
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sunsim.metrics import summarize, throughput_window, tokens_in_window
-from sunsim.simulation import simulate_variant
-from sunsim.workload import build_workload
+from sunsim.analysis.metrics import summarize, throughput_window, tokens_in_window
+from sunsim.sim.variant import simulate_variant
+from sunsim.workload.stream import build_workload
 
 from .conftest import make_scenario
 

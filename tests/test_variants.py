@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from sunsim.analysis.metrics import request_table, summarize
 from sunsim.cli import main
-from sunsim.metrics import request_table, summarize
-from sunsim.simulation import simulate_variant
-from sunsim.workload import build_workload
+from sunsim.sim.variant import simulate_variant
+from sunsim.workload.stream import build_workload
 
 from .conftest import make_scenario
 

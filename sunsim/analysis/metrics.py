@@ -1,0 +1,221 @@
+"""Per-request records and summaries: the standard serving metrics.
+
+TTFT = first token - arrival; TPOT = (finish - first token) / (output tokens - 1);
+E2E = finish - arrival. SLO attainment counts requests meeting both the TTFT and the TPOT
+target (a request with one output token has no TPOT and is judged on TTFT alone);
+unfinished requests count as misses. Only requests that arrived before the simulation
+stopped count at all (a horizon cuts the stream).
+
+Throughput measures capacity, not the drain: it counts the output tokens generated inside a
+steady-state window (from ``sim.warmup_fraction`` of the arrival span to the last arrival),
+the first token at its time and the decode tokens spread evenly over each request's decode;
+the drain (last arrival -> last finish) is reported on its own.
+
+Per-model figures divide by the GPUs that serve the model: its own prefill GPUs and every
+decode GPU of the pool that serves it (``per_model[m]["gpus"]``). A dedicated pool is the
+model's alone; a shared (SUN, multi-LoRA) pool serves every model, so each model counts all
+its GPUs, and its tok/s per decode GPU is its share of the pool's per-GPU throughput (the
+models' figures add up to the pool's); a colocated model counts the GPUs hosting it. The GPU
+counts are the layout at the start (a rebalanced pool's moves are not spread over time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from sunsim.analysis.schema import FIELDS
+from sunsim.sim.variant import VariantResult
+
+REQUEST_COLUMNS = [
+    "request_id", "model", "arrival_s", "prompt_tokens", "output_tokens", "prefill_worker", "decode_worker",
+    "prefill_start_s", "first_token_s", "decode_admit_s", "kv_ready_s", "decode_start_s", "finish_s", "ttft_s",
+    "tpot_s", "e2e_s", "parked_s", "preemptions",
+]
+
+
+def request_table(res: VariantResult) -> pd.DataFrame:
+    """One row per request that arrived before the run stopped, in arrival order (:data:`REQUEST_COLUMNS`)."""
+    s, r = res.stream, res.records
+    ttft = r.first_token_s - s.arrival_s
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(s.output_tokens > 1, (r.finish_s - r.first_token_s) / (s.output_tokens - 1), np.nan)
+    df = pd.DataFrame({
+        "request_id": np.arange(len(s)),
+        "model": np.asarray(s.models, dtype=object)[s.model],
+        "arrival_s": s.arrival_s,
+        "prompt_tokens": s.prompt_tokens,
+        "output_tokens": s.output_tokens,
+        "prefill_worker": r.prefill_worker,
+        "decode_worker": r.decode_worker,
+        "prefill_start_s": r.prefill_start_s,
+        "first_token_s": r.first_token_s,
+        "decode_admit_s": r.decode_admit_s,
+        "kv_ready_s": r.kv_ready_s,
+        "decode_start_s": r.decode_start_s,
+        "finish_s": r.finish_s,
+        "ttft_s": ttft,
+        "tpot_s": tpot,
+        "e2e_s": r.finish_s - s.arrival_s,
+        # First token -> admitted by a decode worker: the KV sits parked in the prefill GPU's memory.
+        "parked_s": r.decode_admit_s - r.first_token_s,
+        "preemptions": r.preemptions,
+    }, columns=REQUEST_COLUMNS)
+    return df[s.arrival_s <= res.end_s].reset_index(drop=True)
+
+
+def throughput_window(arrival_s: np.ndarray, warmup_fraction: float) -> tuple[float, float]:
+    """The steady-state window: warm-up (a share of the arrival span) excluded, ends at the last arrival."""
+    first, last = float(arrival_s.min()), float(arrival_s.max())
+    return first + warmup_fraction * (last - first), last
+
+
+def tokens_in_window(df: pd.DataFrame, start: float, end: float) -> float:
+    """Output tokens generated in ``[start, end]``.
+
+    The first token counts at its time; a request's other ``output - 1`` tokens are spread
+    evenly over its decode (decode start -> finish). Unfinished requests count their first token only.
+    """
+    first = df["first_token_s"].to_numpy(dtype=float)
+    ds = df["decode_start_s"].to_numpy(dtype=float)
+    fin = df["finish_s"].to_numpy(dtype=float)
+    rest = df["output_tokens"].to_numpy(dtype=float) - 1
+    total = float(((first >= start) & (first <= end)).sum())
+    ok = np.isfinite(ds) & np.isfinite(fin) & (rest > 0)
+    ds, fin, rest = ds[ok], fin[ok], rest[ok]
+    overlap = np.clip(np.minimum(fin, end) - np.maximum(ds, start), 0, None)
+    span = fin - ds
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(span > 0, overlap / span, ((ds >= start) & (ds <= end)).astype(float))
+    return total + float((rest * share).sum())
+
+
+def _stats(x: np.ndarray) -> dict[str, float | None]:
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return {"mean": None, "p50": None, "p90": None, "p99": None}
+    p50, p90, p99 = np.percentile(x, [50, 90, 99])
+    return {"mean": float(x.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99)}
+
+
+def slo_met(ttft: np.ndarray, tpot: np.ndarray, finished: np.ndarray, slo_ttft: float, slo_tpot: float) -> np.ndarray:
+    """Requests meeting both targets (a missing TPOT, from one output token, passes)."""
+    return finished & (ttft <= slo_ttft) & (np.isnan(tpot) | (tpot <= slo_tpot))
+
+
+def _figures(df: pd.DataFrame, window: tuple[float, float], gpus: dict[str, int], slo_ttft: float,
+             slo_tpot: float) -> dict:
+    finished = df["finish_s"].notna().to_numpy()
+    fin = df["finish_s"].to_numpy(dtype=float)
+    ttft, tpot, e2e = (df[c].to_numpy(dtype=float) for c in ("ttft_s", "tpot_s", "e2e_s"))
+    met = slo_met(ttft, tpot, finished, slo_ttft, slo_tpot)
+    span = max(window[1] - window[0], 1e-12)
+    tps = tokens_in_window(df, *window) / span
+    return {
+        "requests": {"arrived": int(len(df)), "finished": int(finished.sum()), "unfinished": int((~finished).sum())},
+        "throughput": {
+            "requests_per_s": float(((fin >= window[0]) & (fin <= window[1])).sum() / span),
+            "output_tokens_per_s": tps,
+            "output_tokens_per_s_per_gpu": tps / gpus["total"] if gpus["total"] else None,
+            "output_tokens_per_s_per_decode_gpu": tps / gpus["decode"] if gpus["decode"] else None,
+        },
+        "ttft_s": _stats(ttft),
+        "tpot_s": _stats(tpot),
+        "e2e_s": _stats(e2e),
+        # First token -> KV in decode memory: waiting for memory, the link, and the transfer itself.
+        "kv_wait_s": _stats(df["kv_ready_s"].to_numpy(dtype=float) - df["first_token_s"].to_numpy(dtype=float)),
+        "parked_s": _stats(df["parked_s"].to_numpy(dtype=float)),
+        "preemptions": int(df["preemptions"].sum()),
+        "slo": {"ttft_s": slo_ttft, "tpot_s": slo_tpot,
+                "attainment": float(met.mean()) if len(met) else None,
+                # Each target alone: tells which stage (prefill or decode) misses.
+                "ttft_attainment": float((finished & (ttft <= slo_ttft)).mean()) if len(met) else None,
+                "tpot_attainment": float((finished & (np.isnan(tpot) | (tpot <= slo_tpot))).mean())
+                if len(met) else None},
+    }
+
+
+def model_gpus(res: VariantResult, model: str) -> dict[str, int]:
+    """GPUs serving ``model``: its prefill GPUs and the decode GPUs of every pool that serves it (see above)."""
+    serves = res.decode_serves or [(pool,) for pool in res.decode_pool_of]
+    gpus = {"prefill": res.prefill_pool_of.count(model), "decode": sum(model in s for s in serves)}
+    gpus["total"] = gpus["prefill"] + gpus["decode"]
+    return gpus
+
+
+def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
+    """The ``summary.json`` of one variant."""
+    sc, v = res.scenario, res.variant
+    df = request_table(res) if df is None else df
+    prefill = len(res.prefill_stats)
+    decode = len(res.decode_stats)
+    gpus = {"prefill": prefill, "decode": decode, "total": prefill + decode}
+    arrival = df["arrival_s"].to_numpy(dtype=float)
+    window = throughput_window(arrival, sc.sim.warmup_fraction)
+    last_finish = float(np.nanmax(df["finish_s"].to_numpy(dtype=float))) if df["finish_s"].notna().any() else None
+    all_done = bool(df["finish_s"].notna().all())
+    slo = sc.slo
+    summary = {
+        "scenario": sc.name,
+        "variant": v.name,
+        "mode": v.mode,
+        "dtype": v.dtype,
+        "routing": v.routing,
+        "seed": sc.seed,
+        "model": sc.shape.name,
+        "gpu": sc.hardware.gpu,
+        "profile": res.profile.as_dict(),
+        "gpus": gpus,
+        "duration_s": res.end_s,
+        "window": {"start_s": window[0], "end_s": window[1], "warmup_fraction": sc.sim.warmup_fraction},
+        # Last arrival -> last finish (-> the stop, if requests were left unfinished).
+        "drain_s": (last_finish if all_done and last_finish is not None else res.end_s) - window[1],
+        **_figures(df, window, gpus, slo.ttft_s, slo.tpot_s),
+    }
+    per_model = {}
+    for name, part in df.groupby("model", sort=False):
+        pm_gpus = model_gpus(res, str(name))
+        per_model[str(name)] = {"gpus": pm_gpus, **_figures(part, window, pm_gpus, slo.ttft_s, slo.tpot_s)}
+    summary["per_model"] = dict(sorted(per_model.items(), key=lambda kv: sc.model.tasks.index(kv[0])))
+    summary["decode_workers"] = [
+        {
+            "worker": w.wid,
+            "pool": res.decode_pool_of[w.wid],
+            "busy_fraction": w.busy_s / res.end_s if res.end_s > 0 else 0.0,
+            "mean_batch": w.tokens / w.iterations if w.iterations else 0.0,
+            "peak_kv_fraction": w.peak_blocks / w.capacity_blocks,
+            "tokens": int(w.tokens),
+            "iterations": int(w.iterations),
+            "preemptions": int(w.preemptions),
+            "restore_s": w.restore_s,
+        }
+        for w in res.decode_stats
+    ]
+    busy = np.array([d["busy_fraction"] for d in summary["decode_workers"]])
+    summary["decode_utilization"] = {
+        "mean_busy_fraction": float(busy.mean()),
+        "min_busy_fraction": float(busy.min()),
+        "max_busy_fraction": float(busy.max()),
+        "mean_batch": float(sum(w.tokens for w in res.decode_stats)
+                            / max(1, sum(w.iterations for w in res.decode_stats))),
+        "kv_capacity_tokens": res.kv_capacity_tokens,
+        "kv_policy": sc.decode.kv_policy,
+        "preemption": sc.decode.preemption,
+        "preemptions": int(sum(w.preemptions for w in res.decode_stats)),
+    }
+    cap = res.prefill_kv_capacity_tokens
+    summary["prefill_workers"] = [
+        {"worker": w.wid, "busy_fraction": w.busy_s / res.end_s if res.end_s > 0 else 0.0, "batches": w.batches,
+         "peak_kv_tokens": int(w.peak_held_tokens), "peak_kv_fraction": w.peak_held_tokens / cap if cap else None,
+         "stalled_s": w.stalled_s}
+        for w in res.prefill_stats
+    ]
+    summary["prefill_kv_capacity_tokens"] = cap
+    summary["sim"] = {"wall_s": res.wall_s, "events": res.events,
+                      "requests_per_wall_s": len(df) / res.wall_s if res.wall_s > 0 else None}
+    return summary
+
+
+def comparison_row(summary: dict) -> dict:
+    """One flat row of the variant comparison table: the schema's summary-backed columns, in order."""
+    return {f.column: f.get(summary) for f in FIELDS if f.source is not None}

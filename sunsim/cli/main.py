@@ -1,0 +1,159 @@
+"""The ``sunsim`` command line: run scenarios, sweeps and plans; calibrate; report."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from sunsim.analysis.schema import COMPARISON_ROWS
+from sunsim.cli.console import console, err_console
+from sunsim.errors import InputError, Terminated
+from sunsim.names import check_name
+from sunsim.output import Output, claim_outputs
+from sunsim.scenario.inputs import scenario_inputs
+from sunsim.scenario.schema import load_scenario
+
+
+def comparison_table(comparison, title: str) -> Table:
+    """The rich side-by-side table of variants (one column each), rows from the results schema."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric", style="bold")
+    rows = comparison.to_dict("records")
+    for r in rows:
+        table.add_column(r["variant"], justify="right")
+    for label, columns, fmt, scale in COMPARISON_ROWS:
+        table.add_row(label, *[" / ".join(_fmt(fmt, r[c], scale) for c in columns) for r in rows])
+    return table
+
+
+def _fmt(fmt: str, v, scale: float = 1) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    return fmt.format(v * scale if scale != 1 else v)
+
+
+# --------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from sunsim.analysis.runner import check_run_output, run_scenario, select_variants, write_run
+
+    sc = load_scenario(args.scenario, args.set)
+    out = Path(args.out) if args.out else Path("results") / check_name(sc.name, "name")
+    # Every output is checked before simulating: a bad path costs nothing and clobbers nothing.
+    outputs = [Output(out, "--out")]
+    if args.trace_out:
+        outputs.append(Output(Path(args.trace_out), "--trace-out", "file"))
+    claim_outputs("run", outputs, scenario_inputs(args.scenario, sc))
+    check_run_output(out, [v.name for v in select_variants(sc, args.variant)])
+    with console.status("simulating...") as status:
+        def progress(v, i, n):
+            status.update(f"simulating variant {v.name} ({i + 1}/{n})")
+
+        run = run_scenario(sc, args.variant, keep_timeline=not args.no_timeline or bool(args.trace_out),
+                           on_variant=progress)
+    if args.trace_out:  # before the results are published: a failure leaves neither half
+        from sunsim.report.trace import write_chrome_trace
+
+        write_chrome_trace(run, Path(args.trace_out))
+    written = write_run(run, out, args.format)
+    prof = run.summaries[0]["profile"]
+    title = (f"{sc.name}: {len(run.stream)} requests, {len(sc.model.tasks)} models on {sc.shape.name}, "
+             f"{sc.hardware.gpu}; profile {prof['name']} ({prof['kind']}, {prof['device']}); "
+             f"SLO TTFT<={sc.slo.ttft_s}s TPOT<={sc.slo.tpot_s * 1e3:g}ms")
+    console.print(comparison_table(run.comparison, title))
+    console.print(f"results in {out}/ ({', '.join(p.name for p in written)})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sunsim",
+        description="Discrete-event simulator of disaggregated multi-model LLM serving: "
+                    "dedicated decode pools vs SUN shared decode pools (and QSUN).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a scenario: every variant on the same requests")
+    run.add_argument("scenario", help="scenario YAML file")
+    run.add_argument("--out", help="results folder (default: results/<scenario name>)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a scenario field, e.g. --set workload.rate=30 (repeatable)")
+    run.add_argument("--variant", action="append", metavar="NAME", help="run only this variant (repeatable)")
+    run.add_argument("--format", choices=["csv", "parquet"], default="csv", help="per-request table format")
+    run.add_argument("--no-timeline", action="store_true",
+                     help="skip the per-worker batch/KV timeline (saves memory on very large runs)")
+    run.add_argument("--trace-out", metavar="FILE", help="also write a Chrome/Perfetto trace (JSON) of the run")
+    run.set_defaults(func=cmd_run)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions() -> list[Callable]:
+    """Subcommands living in their own modules (sweeps, planning, reports, calibration)."""
+    from calibration import commands as calibration_commands
+    from sunsim.cli import experiments as experiments_cli
+    from sunsim.cli import plan as plan_cli
+    from sunsim.cli import report as report_cli
+    from sunsim.cli import sweep as sweep_cli
+
+    return [sweep_cli.register, plan_cli.register, experiments_cli.register, report_cli.register,
+            calibration_commands.register]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Bad input exits 2 with its message; a bug keeps its traceback.
+
+    SIGTERM is turned into an exception for the duration, so staging folders and worker
+    processes are cleaned up exactly as after Ctrl-C.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    previous = _on_sigterm(_terminate)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        where = f" writing {exc.filename!r}" if exc.filename else ""
+        err_console.print(f"[bold red]error:[/] {escape(exc.strerror or str(exc))}{escape(where)}; nothing was "
+                          "published (every output is complete or absent)", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    except Terminated:
+        err_console.print("terminated")
+        return 128 + signal.SIGTERM
+    finally:
+        _on_sigterm(previous)
+
+
+#: Failures of the storage under an output (full disk, quota, read-only): the user's to fix, exit 2.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def _on_sigterm(handler):
+    """Install a SIGTERM handler (main thread only; elsewhere signals cannot be handled); return the old one."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, TypeError):  # not the main thread, or no previous Python-level handler to restore
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""``sunsim plan``: fewest GPUs per variant for an SLO, and goodput, with the frontier explored."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from rich.table import Table
+
+from sunsim.analysis.planning import MAX_GPUS_LIMIT, check_max_gpus, plan_seeds, seeded_rows
+from sunsim.cli.console import console
+from sunsim.errors import InputError
+from sunsim.names import check_name
+from sunsim.output import Output, check_replaceable, claim_outputs, mark, publish, staging, write_table, write_text
+from sunsim.scenario.inputs import scenario_inputs
+from sunsim.scenario.schema import load_scenario
+
+#: The files ``plan`` writes into its output folder.
+PLAN_FILES = ("plan.csv", "plan_summary.csv", "scenario.yaml")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    overrides = list(args.set)
+    if args.slo_ttft is not None:
+        overrides.append(f"slo.ttft_s={args.slo_ttft}")
+    if args.slo_tpot is not None:
+        overrides.append(f"slo.tpot_s={args.slo_tpot}")
+    if args.duration is not None:
+        if not args.duration > 0:
+            raise InputError(f"--duration must be a positive number of seconds, got {args.duration}")
+        overrides.append(f"workload.duration_s={args.duration}")
+    sc = load_scenario(args.scenario, overrides)
+    target = args.attainment if args.attainment is not None else sc.slo.attainment
+    if not 0 < target <= 1:
+        raise InputError(f"--attainment must be in (0, 1], got {target}")
+    check_max_gpus(args.max_gpus)
+    out = Path(args.out) if args.out else Path("results") / check_name(sc.name, "name") / "plan"
+    # Before any planning: a bad folder costs nothing, and no input or foreign file is ever replaced.
+    claim_outputs("plan", [Output(out, "--out")], scenario_inputs(args.scenario, sc))
+    check_replaceable(out, (), PLAN_FILES, "--out", command="plan")
+    probes: list[dict] = []
+    frontier = Table(title=f"frontier explored (SLO TTFT<={sc.slo.ttft_s}s, TPOT<={sc.slo.tpot_s * 1e3:g}ms, "
+                           f"attainment>={target:.0%} for every model)", title_justify="left")
+    for col in ("variant", "seed", "rate", "prefill GPUs", "decode GPUs", "attainment", "worst model", "meets"):
+        frontier.add_column(col, justify="right")
+
+    def on_probe(row: dict) -> None:
+        probes.append(row)
+        console.print(f"  probe {row['variant']} seed {row['seed']}: rate {row['rate']:g}, decode {row['decode_gpus']}, "
+                      f"prefill {row['prefill_gpus']} -> attainment {row['slo_attainment']:.1%} "
+                      f"(worst model {row['min_model_attainment']:.1%}) {'ok' if row['meets_slo'] else 'miss'}",
+                      highlight=False)
+
+    def on_warning(msg: str) -> None:
+        console.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
+
+    plans = plan_seeds(sc, target, args.seeds, args.variant, size_prefill=args.prefill,
+                       goodput=not args.no_goodput, max_gpus=args.max_gpus, on_probe=on_probe, on_warning=on_warning)
+    summary = pd.DataFrame(seeded_rows(sc, plans, probes[-1]["profile"] if probes else None))
+    for row in probes:
+        frontier.add_row(row["variant"], str(row["seed"]), f"{row['rate']:g}", str(row["prefill_gpus"]),
+                         str(row["decode_gpus"]), f"{row['slo_attainment']:.1%}", f"{row['min_model_attainment']:.1%}",
+                         "yes" if row["meets_slo"] else "no")
+    console.print(frontier)
+    result = Table(title=f"plan for {sc.name} at {sc.workload.rate} req/s over seeds {summary['seeds'].iloc[0]} "
+                         f"(profile {summary['profile'].iloc[0]}); decode GPUs = the most any seed needs",
+                   title_justify="left")
+    base = next((b for b in summary["baseline"] if isinstance(b, str)), None)
+    for col in ("variant", "decode GPUs", "per model", "by seed", "min/med/max", f"vs {base}",
+                "prefill GPUs", "goodput req/s (worst seed)", "goodput req/s/GPU"):
+        result.add_column(col, justify="right")
+    for r in summary.itertuples():
+        result.add_row(r.variant, str(r.min_decode_gpus), r.decode_counts, r.decode_gpus_by_seed,
+                       f"{r.decode_gpus_seed_min}/{r.decode_gpus_seed_median:g}/{r.decode_gpus_seed_max}",
+                       r.vs_baseline, str(r.prefill_gpus),
+                       "-" if r.goodput_rps is None or r.goodput_rps != r.goodput_rps else f"{r.goodput_rps:.1f}",
+                       "-" if r.goodput_rps_per_gpu is None or r.goodput_rps_per_gpu != r.goodput_rps_per_gpu
+                       else f"{r.goodput_rps_per_gpu:.2f}")
+    console.print(result)
+    _write(out, {"plan.csv": pd.DataFrame(probes), "plan_summary.csv": summary},
+           scenario=yaml.safe_dump(sc.model_dump(mode="json"), sort_keys=False))
+    console.print(f"plan tables in {out}/")
+    return 0
+
+
+def _write(out: Path, tables: dict[str, pd.DataFrame], scenario: str) -> None:
+    """All files staged, then published together: a failure (a full disk) leaves none of them."""
+    out.mkdir(parents=True, exist_ok=True)
+    with staging(out) as stage:
+        for name, df in tables.items():
+            write_table(df, stage / name, float_format="%.6g")
+        write_text(stage / "scenario.yaml", scenario)
+        mark(stage, {"command": "plan"})
+        publish(stage, out)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="fewest decode (and prefill) GPUs per variant meeting an SLO; goodput")
+    p.add_argument("scenario", help="scenario YAML file (its load is what must be served)")
+    p.add_argument("--slo-ttft", type=float, help="TTFT target, s (default: the scenario's)")
+    p.add_argument("--slo-tpot", type=float, help="TPOT target, s (default: the scenario's)")
+    p.add_argument("--attainment", type=float, help="share of requests meeting both targets (default 0.9)")
+    p.add_argument("--variant", action="append", metavar="NAME", help="plan only this variant (repeatable)")
+    p.add_argument("--prefill", action="store_true", help="also size prefill GPUs per model (on TTFT)")
+    p.add_argument("--no-goodput", action="store_true", help="skip the goodput search")
+    p.add_argument("--max-gpus", type=int, default=256,
+                   help=f"give up past this many GPUs per pool (1 to {MAX_GPUS_LIMIT}; default 256)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="plan on this many seeds (the scenario's seed, +1, ...); the answer meets the SLO on all")
+    p.add_argument("--duration", type=float, help="simulated seconds of traffic per probe (default: the scenario's)")
+    p.add_argument("--out", help="folder for plan.csv and plan_summary.csv (default results/<scenario>/plan)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a scenario field")
+    p.set_defaults(func=cmd_plan)
+

@@ -1,0 +1,112 @@
+"""Model shapes: the numbers of a decoder-only Transformer that set its memory and cost.
+
+Every task model of a scenario shares one base shape (they are fine-tuned from one base),
+so one :class:`ModelShape` describes them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from sunsim.errors import InputError
+
+#: Bytes per weight element for each decode weight format. Low-bit formats add their
+#: scales: int8 keeps one bf16 scale per output channel (negligible), int4 keeps a bf16
+#: scale and zero point per group of 128 weights (AWQ-style W4A16).
+WEIGHT_BYTES: dict[str, float] = {
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "int4": 0.5 + 4.0 / 128,
+}
+DTYPES = tuple(WEIGHT_BYTES)
+#: KV cache stays 16-bit in every weight format.
+KV_ELEMENT_BYTES = 2
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The shape of a decoder-only Transformer with grouped-query attention and a gated MLP."""
+
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tied_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        for field in ("hidden", "layers", "heads", "kv_heads", "head_dim", "intermediate", "vocab"):
+            if getattr(self, field) <= 0:
+                raise InputError(f"model.{field} must be a positive integer, got {getattr(self, field)}")
+        if self.heads % self.kv_heads:
+            raise InputError(
+                f"model.heads ({self.heads}) must be a multiple of model.kv_heads ({self.kv_heads})"
+            )
+
+    # --- parameter counts -------------------------------------------------------------
+    @property
+    def layer_linear_params(self) -> int:
+        """Weights of one layer's linear projections (QKV, output, gated MLP)."""
+        q = self.heads * self.head_dim
+        kv = self.kv_heads * self.head_dim
+        attn = self.hidden * (q + 2 * kv) + q * self.hidden
+        mlp = 3 * self.hidden * self.intermediate
+        return attn + mlp
+
+    @property
+    def linear_params(self) -> int:
+        """All quantizable weights: the layers' projections (embedding and LM head stay 16-bit)."""
+        return self.layers * self.layer_linear_params
+
+    @property
+    def embedding_params(self) -> int:
+        """Embedding plus LM head (one matrix when tied)."""
+        return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+
+    @property
+    def params(self) -> int:
+        norms = (2 * self.layers + 1) * self.hidden
+        return self.linear_params + self.embedding_params + norms
+
+    def weight_bytes(self, dtype: str) -> float:
+        """Bytes of weights on one GPU for a weight format (embedding, head and norms in 16-bit)."""
+        if dtype not in WEIGHT_BYTES:
+            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        return self.linear_params * WEIGHT_BYTES[dtype] + (self.params - self.linear_params) * 2.0
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """K and V for every layer: 2 x layers x kv_heads x head_dim x 2 bytes."""
+        return 2 * self.layers * self.kv_heads * self.head_dim * KV_ELEMENT_BYTES
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, ModelShape] = {
+    "llama-3.1-8b": ModelShape(
+        name="llama-3.1-8b", hidden=4096, layers=32, heads=32, kv_heads=8, head_dim=128,
+        intermediate=14336, vocab=128256,
+    ),
+    "qwen3-8b": ModelShape(
+        name="qwen3-8b", hidden=4096, layers=36, heads=32, kv_heads=8, head_dim=128,
+        intermediate=12288, vocab=151936,
+    ),
+    # A toy shape that calibrates in seconds on a CPU; used by tests.
+    "tiny": ModelShape(
+        name="tiny", hidden=256, layers=2, heads=4, kv_heads=2, head_dim=64,
+        intermediate=512, vocab=1024,
+    ),
+}
+
+
+def preset(name: str) -> ModelShape:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InputError(f"model.preset must be one of {', '.join(PRESETS)}, got {name!r}") from None

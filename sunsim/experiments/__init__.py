@@ -1,0 +1,2 @@
+"""The committed experiments behind ``results/`` and the computed claims of ``results/README.md``.
+"""

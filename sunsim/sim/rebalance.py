@@ -1,0 +1,95 @@
+"""Dedicated pools that move GPUs between models as traffic changes (a dynamic dedicated baseline).
+
+Every ``every_s`` seconds the arrivals of the last interval give each model's rate, and the
+pools' GPUs are split again in proportion to it (largest remainder, as a popularity split;
+every model that started with a GPU keeps at least one, so no pool ever empties). A GPU that
+moves leaves its pool's router at once and stops admitting new requests; its waiting requests
+that never ran are re-routed to its old pool; it finishes its running requests (and resumes any
+it had preempted); then it loads the new model's weights for ``load_s`` seconds, serving
+nothing, and joins the new pool. The donor's least-loaded GPUs move first. The rates are the
+past interval's only: nothing is forecast.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+import simpy
+
+from sunsim.scenario.schema import split_by_share
+from sunsim.sim.cluster import DecodeWorker
+
+
+class Rebalancer:
+    """Moves decode workers between per-model pools (the lists the router picks from, mutated in place)."""
+
+    def __init__(self, env: simpy.Environment, every_s: float, load_s: float, pools: list[list[DecodeWorker]],
+                 arrival_s: np.ndarray, model: np.ndarray, prompt: np.ndarray, output: np.ndarray,
+                 preemptions: np.ndarray, reroute: Callable[[int, int], None]) -> None:
+        self.env, self.every_s, self.load_s = env, every_s, load_s
+        self.pools = pools
+        self._arrival, self._model = arrival_s, model
+        self._prompt, self._output, self._preemptions = prompt, output, preemptions
+        self._reroute = reroute
+        self.home = {w.wid: m for m, pool in enumerate(pools) for w in pool}  # model served or moving to
+        self._keep = np.array([len(p) > 0 for p in pools])
+        self._draining: dict[int, DecodeWorker] = {}
+        self.moves: list[tuple[float, int, int, int]] = []  # (time, worker, from model, to model)
+        env.process(self._run())
+
+    def _run(self):
+        env, m = self.env, len(self.pools)
+        while True:
+            yield env.timeout(self.every_s)
+            now = env.now
+            lo, hi = np.searchsorted(self._arrival, [now - self.every_s, now], side="right")
+            rate = np.bincount(self._model[lo:hi], minlength=m).astype(float)
+            if rate.sum() == 0:
+                continue
+            share = np.where(self._keep, rate + 1e-9, 0.0)
+            target = np.array(split_by_share(len(self.home), share / share.sum()))
+            current = np.bincount(list(self.home.values()), minlength=m)
+            takers = [k for k in range(m) for _ in range(max(0, int(target[k] - current[k])))]
+            for donor in range(m):
+                excess = int(current[donor] - target[donor])
+                movable = sorted(self.pools[donor], key=lambda w: (w.load, w.wid))
+                for w in movable[:max(0, min(excess, len(self.pools[donor]) - 1))]:
+                    if takers:
+                        self._move(w, donor, takers.pop(0))
+
+    def _move(self, w: DecodeWorker, src: int, dst: int) -> None:
+        self.pools[src].remove(w)
+        self.home[w.wid] = dst
+        self.moves.append((self.env.now, w.wid, src, dst))
+        keep: deque[int] = deque()
+        moved = []
+        for rid in w.waiting:
+            if self._preemptions[rid] > 0:
+                keep.append(rid)  # its progress lives on this GPU: it resumes here
+            else:
+                moved.append(rid)
+                w.load -= 1
+                w.kv_load -= int(self._prompt[rid] + self._output[rid])
+        w.waiting.clear()
+        w.waiting.extend(keep)
+        for rid in moved:
+            self._reroute(rid, src)
+        self._draining[w.wid] = w
+        self.check(w.wid)
+
+    def check(self, wid: int) -> None:
+        """Called when requests finish on ``wid``: a drained moving GPU starts loading its new model."""
+        w = self._draining.get(wid)
+        if w is None or w.load > 0:
+            return
+        del self._draining[wid]
+        dst = self.home[wid]
+
+        def join(_ev) -> None:
+            pool = self.pools[dst]
+            pool.append(w)
+            pool.sort(key=lambda x: x.wid)
+
+        self.env.timeout(self.load_s).callbacks.append(join)

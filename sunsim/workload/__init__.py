@@ -1,0 +1,2 @@
+"""The request stream: arrivals, per-model popularity and prompt/output lengths, from distributions or traces.
+"""
