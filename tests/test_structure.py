@@ -54,7 +54,7 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         is_pkg = path.name == "__init__.py"
         deps: set[str] = set()
-        for node in ast.parse(path.read_text()).body:
+        for node in ast.walk(ast.parse(path.read_text())):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]

@@ -1,109 +1,23 @@
-"""Every file sunsim writes goes through here: nothing half-written, nothing replaced by surprise.
-
-* Files are written to a temporary file in the same folder, flushed to disk and renamed over the
-  target (atomic on POSIX): a reader, a crash or a kill never sees a partial file.
-* One rule for every command's outputs (:func:`claim_outputs`), checked before any work: an output
-  never has the path of an input or of another output; a folder output is new, empty or marked by the
-  same command; a file output is new or one the same command wrote (its folder's ledger says so).
-* Folders of results are built in a private staging folder (``.staging-<pid>-*``, carrying
-  :data:`STAGING_MARKER`) and published by rename. A published folder carries a marker file naming
-  the command; a later publish replaces only folders that carry it, so no command deletes a folder it
-  did not create. Staging folders left by a killed process are removed by the next run in the same place.
-"""
+"""Checks before any work, and the one rule for every command's outputs (:func:`claim_outputs`)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import stat
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sunsim.errors import InputError
+from sunsim.output.files import write_json
 
-#: The file that marks a folder as written by sunsim (and so replaceable by a later run).
+#: The file that marks a folder as written by a sunsim command (and so replaceable by a later run of it).
 MARKER = ".sunsim-run.json"
 #: Single files sunsim wrote into a folder it does not own (a trace, a sweep table), so it may replace them.
 LEDGER = ".sunsim-files.json"
-STAGING_PREFIX = ".staging-"
-#: The file inside a staging folder that makes it one: a folder merely named like one is never removed.
-STAGING_MARKER = ".sunsim-staging.json"
 
 
-# --------------------------------------------------------------------------------------
-# Atomic files
-def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, rename it over ``path``.
-
-    The temporary file lives in the same folder, so the rename is atomic; it is removed on any failure.
-    The result gets the usual mode (0o666 less the umask, i.e. 0o644 by default), not mkstemp's 0o600.
-    """
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    return write_atomic(path, lambda tmp: tmp.write_text(text))
-
-
-def write_bytes(path: Path, data: bytes) -> Path:
-    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
-
-
-def write_json(path: Path, data: Any, indent: int | None = 2) -> Path:
-    return write_text(path, json.dumps(data, indent=indent, default=str) + "\n")
-
-
-def write_table(df, path: Path, float_format: str = "%.9g") -> Path:
-    """A DataFrame as CSV or Parquet, chosen by the suffix of ``path``."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        return write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
-    return write_atomic(path, lambda tmp: df.to_csv(tmp, index=False, float_format=float_format))
-
-
-def write_figure(fig, path: Path, **savefig: Any) -> Path:
-    """A matplotlib figure, in the format named by the suffix of ``path``."""
-    path = Path(path)
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip("."), **savefig))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable; best effort (some filesystems refuse to open folders)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-# --------------------------------------------------------------------------------------
-# Checks before any work
 def check_folder(folder: Path, field: str) -> Path:
     """``folder`` is a writable folder, or can be created as one (its nearest existing parent is writable)."""
     folder = Path(folder)
@@ -307,101 +221,3 @@ def _has_entries(folder: Path) -> bool:
         return any(True for _ in it)
 
 
-# --------------------------------------------------------------------------------------
-# Staging folders
-@contextlib.contextmanager
-def staging(folder: Path) -> Iterator[Path]:
-    """A private folder inside ``folder`` to build outputs in; removed on exit, whatever happens.
-
-    Its name holds this process's id, so a later run can tell a live staging folder from one left
-    behind by a killed process (see :func:`clean_stale_staging`).
-    """
-    folder = Path(folder)
-    clean_stale_staging(folder)
-    stage = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=folder))
-    try:
-        (stage / STAGING_MARKER).write_text(json.dumps({"written_by": "sunsim", "pid": os.getpid(),
-                                                       "started": process_start(os.getpid())}))
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def clean_stale_staging(folder: Path) -> list[Path]:
-    """Remove staging folders in ``folder`` whose creating process is gone (or was started after them).
-
-    Only folders carrying :data:`STAGING_MARKER` are staging folders; a user's folder of the same name
-    pattern is never touched."""
-    removed = []
-    try:
-        entries = list(Path(folder).glob(f"{STAGING_PREFIX}*"))
-    except OSError:
-        return removed
-    for entry in entries:
-        if entry.is_symlink() or not entry.is_dir() or not (entry / STAGING_MARKER).is_file():
-            continue
-        if _is_stale(entry):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
-
-
-def _is_stale(entry: Path) -> bool:
-    """A staging folder is stale when the process its marker names is gone or is a later one with that pid."""
-    try:
-        info = json.loads((entry / STAGING_MARKER).read_text())
-        pid, started = int(info["pid"]), info.get("started")
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    if pid == os.getpid():
-        return False
-    if not _alive(pid):
-        return True
-    now_started = process_start(pid)  # the pid may have been reused by a later process
-    return started is not None and now_started is not None and now_started > float(started) + 1.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def process_start(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), from /proc; None where unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = int(fields[19])  # field 22 of stat: start time in clock ticks after boot
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError, StopIteration):
-        return None
-
-
-def publish(stage: Path, out: Path, require_marker: bool = True) -> list[Path]:
-    """Move every entry of ``stage`` into ``out``, replacing entries of the same name.
-
-    With ``require_marker``, a folder is replaced only if it carries :data:`MARKER` (checked again
-    here, just before the move). A replaced folder is first renamed into the staging folder, so it
-    is never half deleted in place; the staging folder's cleanup removes it.
-    """
-    stage, out = Path(stage), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    old = stage / ".replaced"
-    for item in sorted(p for p in stage.iterdir() if p != old and p.name != STAGING_MARKER):
-        target = out / item.name
-        if target.is_dir() and not target.is_symlink():
-            if require_marker and not (target / MARKER).is_file():
-                raise InputError(f"{str(target)!r} was not written by sunsim (no {MARKER}); refusing to replace it")
-            old.mkdir(exist_ok=True)
-            os.replace(target, old / item.name)
-        os.replace(item, target)
-        written.append(target)
-    _fsync_dir(out)
-    return written

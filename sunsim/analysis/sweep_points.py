@@ -1,0 +1,164 @@
+"""Where a sweep's points run: local worker processes (which die with the sweep, even when it is killed
+outright) or Ray tasks on a Ray cluster (an existing distributed engine, probed before use)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from sunsim.analysis.metrics import comparison_row
+from sunsim.analysis.runner import run_scenario
+from sunsim.analysis.sweep_spec import RAY_PROBE_TIMEOUT_S, Point, Sweep, SweepSpec
+from sunsim.errors import InputError
+from sunsim.scenario import Scenario, ScenarioError
+
+
+def run_point(sweep_data: dict, point: dict) -> list[dict]:
+    """Run one grid point; never raises: a failure becomes rows with ``status=error``.
+
+    Takes plain data (not objects) so that it ships to worker processes and Ray tasks alike.
+    """
+    sweep = Sweep(SweepSpec.model_validate(sweep_data["spec"]), sweep_data["base"], Path(sweep_data["base_dir"]))
+    pt = Point(point["index"], point["params"], point["seed"])
+    head = {"point": pt.index, "seed": pt.seed, **{k: _cell(v) for k, v in pt.params.items()}}
+    t0 = time.perf_counter()
+    try:
+        sc = sweep.scenario(pt)
+        if sweep.spec.mode == "plan":
+            rows = [{**head, **r, "status": "ok", "error": ""} for r in _plan_rows(sweep.spec, sc)]
+        else:
+            run = run_scenario(sc, sweep.spec.variants)
+            rows = [{**head, **comparison_row(s), "status": "ok", "error": ""} for s in run.summaries]
+    except Exception as exc:  # a failing point is recorded; the sweep goes on
+        msg = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, (ScenarioError, ValueError)):
+            msg += " | " + traceback.format_exc(limit=3).replace("\n", " ")
+        rows = [{**head, "variant": "", "status": "error", "error": msg}]
+    for r in rows:
+        r["point_wall_s"] = time.perf_counter() - t0
+    return rows
+
+
+def _plan_rows(spec: SweepSpec, sc: Scenario) -> list[dict]:
+    from sunsim.analysis.planning import plan, plan_rows
+    from sunsim.sim.variant import profile_info
+
+    target = spec.attainment or sc.slo.attainment
+    plans = plan(sc, target, spec.variants, goodput=spec.goodput, max_gpus=spec.max_gpus)
+    return plan_rows(sc, plans, profile=profile_info(sc).name)
+
+
+def _cell(v: Any) -> Any:
+    return v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)
+
+
+def _payload(sweep: Sweep) -> dict:
+    return {"spec": sweep.spec.model_dump(), "base": sweep.base, "base_dir": str(sweep.base_dir)}
+
+
+def _local(sweep: Sweep, points: list[Point], workers: int) -> Iterator[tuple[Point, list[dict]]]:
+    payload = _payload(sweep)
+    if workers <= 1:
+        for p in points:
+            yield p, run_point(payload, p.__dict__)
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),))
+    finished = False
+    try:
+        pending = {pool.submit(run_point, payload, p.__dict__): p for p in points}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield pending.pop(fut), fut.result()
+        finished = True
+    finally:
+        if not finished:  # interrupted: stop the running points now instead of waiting for them
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_init(parent: int) -> None:
+    """Make a worker process die with the sweep, however the sweep ends.
+
+    On Linux the kernel kills the worker when its parent dies (``PR_SET_PDEATHSIG``); everywhere a
+    watchdog thread exits when the parent id changes (the worker was re-parented). SIGTERM gets its
+    default action back (the parent's handler turns it into an exception, which a worker must not catch).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="sunsim-parent-watch").start()
+
+
+def _watch_parent(parent: int, every_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
+
+
+def probe_address(address: str, timeout_s: float = RAY_PROBE_TIMEOUT_S) -> None:
+    """Fail within seconds, naming the address, when nothing answers at a Ray cluster address.
+
+    ``ray.init`` would otherwise retry for minutes. ``auto``/``local`` (Ray finds or starts a cluster)
+    are left to Ray.
+    """
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(f"--address: {address!r} is not HOST:PORT (or ray://HOST:PORT, auto, local)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise InputError(f"--address: no Ray cluster answers at {address!r} ({reason} within "
+                         f"{timeout_s:g} s)") from None
+
+
+def _ray(sweep: Sweep, points: list[Point], address: str | None) -> Iterator[tuple[Point, list[dict]]]:
+    if address:
+        probe_address(address)
+    try:
+        import ray
+    except ImportError:
+        raise ScenarioError("--executor ray needs Ray: pip install 'sunsim[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
+            raise InputError(f"--address: Ray could not connect to {address or 'a local cluster'!r}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    try:
+        remote = ray.remote(run_point)
+        payload = ray.put(_payload(sweep))
+        pending = {remote.remote(payload, p.__dict__): p for p in points}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), ray.get(ref)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
