@@ -29,7 +29,7 @@ SCENARIO = HERE / "fleet.yaml"
 def one_run(size: int, variant: str) -> dict:
     """Child process: simulate one variant of the fleet scenario and report its figures."""
     from sunsim.analysis.metrics import request_table, summarize
-    from sunsim.scenario.schema import load_scenario
+    from sunsim.scenario import load_scenario
     from sunsim.sim.variant import simulate_variant
     from sunsim.workload.stream import build_workload
 

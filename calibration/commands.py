@@ -18,7 +18,7 @@ from sunsim.costs.architecture import DTYPES, ModelShape, preset
 from sunsim.costs.hardware import gpu
 from sunsim.costs.model import AnalyticCostModel, decode_step_time, read_profile
 from sunsim.errors import InputError
-from sunsim.scenario.schema import MAX_BATCH, MAX_TOKENS
+from sunsim.scenario import MAX_BATCH, MAX_TOKENS
 
 from .errors import BudgetExceeded, CalibrationError
 
@@ -54,7 +54,7 @@ def shape_from_dict(data: dict, where: str) -> ModelShape:
     ``true`` is not a dimension) and the scenario schema's bounds, so every count derived stays finite."""
     from pydantic import ValidationError
 
-    from sunsim.scenario.schema import CustomShape
+    from sunsim.scenario import CustomShape
 
     allowed = ("name", *DIMENSIONS, "tied_embeddings")
     for key in data:
@@ -91,7 +91,7 @@ def load_shape(spec: str) -> ModelShape:
     if not isinstance(data, dict):
         raise CalibrationError(f"model: {spec!r} must hold a JSON object of shape fields")
     if "model_type" in data or "hidden_size" in data:  # a Hugging Face config.json
-        from sunsim.scenario.hf_config import shape_from_hf
+        from sunsim.scenario import shape_from_hf
 
         folder = path.resolve().parent.name if path.name == "config.json" else None
         return shape_from_hf(data, f"model {spec!r}", folder)

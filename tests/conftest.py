@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sunsim.scenario.schema import Scenario, scenario_from_dict
+from sunsim.scenario import Scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACE = ROOT / "scenarios" / "traces" / "azure-conv-2023.csv"

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from sunsim.cli import main
-from sunsim.scenario.schema import scenario_from_dict
+from sunsim.scenario import scenario_from_dict
 from sunsim.workload.stream import build_workload
 
 from .conftest import BASE, merge

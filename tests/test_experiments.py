@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sunsim.cli import main
-from sunsim.scenario.schema import ScenarioError, split_by_share
+from sunsim.scenario import ScenarioError, split_by_share
 
 from .conftest import make_scenario
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from sunsim.cli import main
-from sunsim.scenario.schema import ScenarioError, scenario_from_dict
+from sunsim.scenario import ScenarioError, scenario_from_dict
 from sunsim.workload.stream import estimate_requests
 
 from .conftest import TRACE

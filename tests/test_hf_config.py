@@ -9,8 +9,7 @@ import yaml
 
 from sunsim.cli import main
 from sunsim.costs.architecture import PRESETS
-from sunsim.scenario.hf_config import read_hf_config, shape_from_hf
-from sunsim.scenario.schema import ScenarioError, load_scenario, scenario_from_dict
+from sunsim.scenario import ScenarioError, load_scenario, read_hf_config, scenario_from_dict, shape_from_hf
 
 from .conftest import BASE, ROOT, merge
 

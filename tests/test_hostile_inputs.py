@@ -12,8 +12,7 @@ import yaml
 from sunsim.analysis.sweep import load_sweep
 from sunsim.cli import main
 from sunsim.errors import InputError
-from sunsim.scenario.hf_config import read_hf_config
-from sunsim.scenario.schema import ScenarioError, load_scenario, scenario_from_dict
+from sunsim.scenario import ScenarioError, load_scenario, read_hf_config, scenario_from_dict
 from sunsim.workload.stream import build_workload, read_trace
 
 from .conftest import BASE, merge

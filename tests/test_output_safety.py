@@ -247,7 +247,7 @@ def test_a_programming_error_keeps_its_traceback(tmp_path, monkeypatch):
 def test_project_errors_share_one_type():
     from calibration.errors import CalibrationError
     from sunsim.costs.model import ProfileError
-    from sunsim.scenario.schema import ScenarioError
+    from sunsim.scenario import ScenarioError
 
     assert all(issubclass(e, InputError) for e in (ScenarioError, ProfileError, CalibrationError))
 

@@ -57,7 +57,7 @@ def test_paged_holds_less_than_reservation():
 
 
 def test_unplaceable_request_is_a_clear_error(tmp_path):
-    from sunsim.scenario.schema import ScenarioError
+    from sunsim.scenario import ScenarioError
 
     sc = make_scenario(hardware={"memory_utilization": 0.3}, decode={"watermark": 0.97},
                        variants=[{"name": "sun", "mode": "shared", "workers": 2}])

@@ -9,7 +9,7 @@ import pytest
 
 from sunsim.analysis.planning import plan
 from sunsim.cli import main
-from sunsim.scenario.schema import ScenarioError
+from sunsim.scenario import ScenarioError
 
 from .conftest import make_scenario
 
@@ -96,7 +96,7 @@ def _noisy(profile: str, **workload):
     data["variants"] = [{"name": "dedicated", "mode": "dedicated", "workers": 1, "max_batch": 1,
                          "routing": "round_robin"},
                         {"name": "sun", "mode": "shared", "workers": 1, "max_batch": 1, "routing": "round_robin"}]
-    from sunsim.scenario.schema import scenario_from_dict
+    from sunsim.scenario import scenario_from_dict
     return scenario_from_dict(data)
 
 

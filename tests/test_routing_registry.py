@@ -14,7 +14,7 @@ import yaml
 
 from sunsim.analysis.metrics import request_table
 from sunsim.cli import main
-from sunsim.scenario.schema import PrefillSpec, Routing, ScenarioError, VariantSpec
+from sunsim.scenario import PrefillSpec, Routing, ScenarioError, VariantSpec
 from sunsim.sim import routing
 from sunsim.sim.routing import POLICIES, Router
 from sunsim.sim.variant import simulate_variant
@@ -42,7 +42,7 @@ def test_a_registered_policy_reaches_the_schema() -> None:
     """One registration, before the schema is built, is all a new policy needs (a fresh interpreter)."""
     code = ("from sunsim.sim import routing\n"
             "routing.policy('last_worker')(lambda pool, pool_id, state: pool[-1])\n"
-            "import typing; from sunsim.scenario.schema import Routing, VariantSpec\n"
+            "import typing; from sunsim.scenario import Routing, VariantSpec\n"
             "assert typing.get_args(Routing)[-1] == 'last_worker', typing.get_args(Routing)\n"
             "VariantSpec(name='v', mode='shared', workers=2, routing='last_worker')\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -35,7 +35,7 @@ from sunsim.analysis.metrics import summarize
 from sunsim.analysis.runner import select_variants
 from sunsim.costs.hardware import gpu as gpu_spec
 from sunsim.costs.model import make_cost_model
-from sunsim.scenario.schema import POOL_MODES, Scenario, ScenarioError, VariantSpec
+from sunsim.scenario import POOL_MODES, Scenario, ScenarioError, VariantSpec
 from sunsim.sim.variant import PREFILL_DTYPE, load_profile, simulate_variant
 from sunsim.workload.stream import RequestStream, build_workload
 

@@ -17,7 +17,7 @@ from sunsim.analysis.metrics import comparison_row, request_table, summarize
 from sunsim.errors import InputError
 from sunsim.names import check_name
 from sunsim.output import MARKER, check_replaceable, mark, publish, staging, write_json, write_table, write_text
-from sunsim.scenario.schema import Scenario, ScenarioError, VariantSpec
+from sunsim.scenario import Scenario, ScenarioError, VariantSpec
 from sunsim.sim.variant import VariantResult, check_variant, load_profile, simulate_variant
 from sunsim.workload.stream import RequestStream, build_workload
 

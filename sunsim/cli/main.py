@@ -17,8 +17,7 @@ from sunsim.cli.console import console, err_console
 from sunsim.errors import InputError, Terminated
 from sunsim.names import check_name
 from sunsim.output import Output, claim_outputs
-from sunsim.scenario.inputs import scenario_inputs
-from sunsim.scenario.schema import load_scenario
+from sunsim.scenario import load_scenario, scenario_inputs
 
 
 def comparison_table(comparison, title: str) -> Table:

@@ -14,8 +14,7 @@ from sunsim.cli.console import console
 from sunsim.errors import InputError
 from sunsim.names import check_name
 from sunsim.output import Output, check_replaceable, claim_outputs, mark, publish, staging, write_table, write_text
-from sunsim.scenario.inputs import scenario_inputs
-from sunsim.scenario.schema import load_scenario
+from sunsim.scenario import load_scenario, scenario_inputs
 
 #: The files ``plan`` writes into its output folder.
 PLAN_FILES = ("plan.csv", "plan_summary.csv", "scenario.yaml")

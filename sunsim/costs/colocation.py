@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from sunsim.costs.model import CostModel
-from sunsim.scenario.schema import split_by_share
+from sunsim.scenario import split_by_share
 
 
 def place(gpus: int, models_per_gpu: int, share: np.ndarray) -> list[list[int]]:

@@ -19,7 +19,7 @@ from sunsim.errors import InputError
 from sunsim.output import mark, publish, staging, write_text
 from sunsim.report import markdown as report
 from sunsim.report.markdown import RATE
-from sunsim.scenario.schema import load_scenario
+from sunsim.scenario import load_scenario
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "scenarios" / "experiments"
 RUNS = ("paper", "trace", "burst", "shift", "baselines")

@@ -18,7 +18,7 @@ from sunsim.analysis.schema import NUMBER_COLUMNS
 from sunsim.errors import InputError
 from sunsim.output import MARKER
 from sunsim.report.style import METRICS, profile_label
-from sunsim.scenario.schema import read_yaml_mapping
+from sunsim.scenario import read_yaml_mapping
 
 DAMAGED = "damaged or truncated"
 

@@ -18,7 +18,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from sunsim.costs.architecture import ModelShape
-from sunsim.scenario.schema import CustomShape, ScenarioError
+from sunsim.scenario.limits import ScenarioError
+from sunsim.scenario.shape import CustomShape
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 

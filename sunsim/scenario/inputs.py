@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from sunsim.scenario.schema import Scenario
+from sunsim.scenario.document import Scenario
 
 
 def scenario_inputs(path: Path | str, sc: Scenario) -> list[tuple[Path, str]]:

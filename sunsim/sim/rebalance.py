@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
-from sunsim.scenario.schema import split_by_share
+from sunsim.scenario import split_by_share
 from sunsim.sim.cluster import DecodeWorker
 
 

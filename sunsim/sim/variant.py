@@ -19,7 +19,7 @@ from sunsim.costs.hardware import gpu as gpu_spec
 from sunsim.costs.lora import DEFAULT_RANK, AdapterCache, LoraCost, LoraPrefillCost
 from sunsim.costs.lora import step_coeffs as lora_step_coeffs
 from sunsim.costs.model import CostModel, ProfileInfo, make_cost_model, read_profile
-from sunsim.scenario.schema import Scenario, ScenarioError, VariantSpec
+from sunsim.scenario import Scenario, ScenarioError, VariantSpec
 from sunsim.sim.cluster import DecodeWorker, Interconnect, KVPolicy, PagedState, PrefillWorker, Records
 from sunsim.sim.rebalance import Rebalancer
 from sunsim.sim.routing import Router

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sunsim.scenario.schema import (
+from sunsim.scenario import (
     MAX_REQUESTS,
     MAX_TOKENS,
     FromTrace,

@@ -1,0 +1,136 @@
+"""The whole scenario document: its sections, the SLO and run-length settings, and the checks that
+span sections (worker counts name only known task models, splits and colocation are possible,
+popularity weights refer to known models).
+
+A section is validated on its own in its module; what needs two sections (the task models of
+``model`` against the counts of ``prefill`` and ``variants``) is checked here, once all are read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from sunsim.costs.architecture import ModelShape
+from sunsim.scenario.hardware import HardwareSpec, InterconnectSpec
+from sunsim.scenario.limits import (
+    MAX_DURATION_S,
+    MAX_SEED,
+    MAX_SLO_S,
+    MAX_TIME_S,
+    MAX_VARIANTS,
+    Float,
+    Int,
+    StrictModel,
+    safe_name,
+)
+from sunsim.scenario.model import ModelSpec
+from sunsim.scenario.serving import DecodeDefaults, PrefillSpec, Split, VariantSpec, split_by_share
+from sunsim.scenario.workload import Weights, WorkloadSpec, Zipf
+
+
+class SLOSpec(StrictModel):
+    ttft_s: Float = Field(2.0, gt=0, le=MAX_SLO_S)
+    tpot_s: Float = Field(0.1, gt=0, le=MAX_SLO_S)
+    #: Target share of requests meeting both (used by goodput and planning).
+    attainment: Float = Field(0.9, gt=0, le=1)
+
+
+class SimSpec(StrictModel):
+    #: After the last arrival, keep simulating this long for requests to drain; then stop.
+    drain_s: Float = Field(600.0, ge=0, le=MAX_DURATION_S)
+    #: Hard stop (simulated seconds, at most 1e9); default: last arrival + drain_s.
+    horizon_s: Float | None = Field(None, gt=0, le=MAX_TIME_S)
+    #: Throughput is measured from this share of the arrival span (warm-up excluded) to the last arrival.
+    warmup_fraction: Float = Field(0.1, ge=0, lt=1)
+
+
+class Scenario(StrictModel):
+    #: Becomes the results folder: a safe name (:data:`sunsim.names.ALLOWED`).
+    name: str = "scenario"
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    hardware: HardwareSpec = Field(default_factory=HardwareSpec)
+    interconnect: InterconnectSpec = Field(default_factory=InterconnectSpec)
+    prefill: PrefillSpec = Field(default_factory=PrefillSpec)
+    decode: DecodeDefaults = Field(default_factory=DecodeDefaults)
+    workload: WorkloadSpec
+    slo: SLOSpec = Field(default_factory=SLOSpec)
+    sim: SimSpec = Field(default_factory=SimSpec)
+    variants: list[VariantSpec] = Field(min_length=1, max_length=MAX_VARIANTS)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return safe_name(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        tasks = self.model.tasks
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError("variants: names must be unique")
+        _check_counts("prefill.workers", self.prefill.workers, tasks)
+        if isinstance(self.prefill.workers, Split):
+            try:
+                self.counts(self.prefill.workers)
+            except ValueError as exc:
+                raise ValueError(f"prefill.workers: {exc}") from None
+        for i, v in enumerate(self.variants):
+            if v.mode == "dedicated":
+                _check_counts(f"variants[{i}].workers", v.workers, tasks)
+                if isinstance(v.workers, Split):
+                    try:
+                        self.counts(v.workers)
+                    except ValueError as exc:
+                        raise ValueError(f"variants[{i}].workers: {exc}") from None
+            elif v.workers < 1:
+                raise ValueError(f"variants[{i}].workers: a {v.mode} pool needs at least 1 worker")
+            if v.models_per_gpu is not None and v.models_per_gpu > len(tasks):
+                raise ValueError(f"variants[{i}].models_per_gpu: at most the number of task models ({len(tasks)}), "
+                                 f"got {v.models_per_gpu}")
+            k = v.models_per_gpu or min(2, len(tasks))
+            if v.mode == "colocated" and v.workers * k < len(tasks):
+                raise ValueError(f"variants[{i}].workers: {v.workers} GPUs x models_per_gpu "
+                                 f"{k} cannot host the {len(tasks)} task models")
+        if isinstance(self.workload.popularity, Weights):
+            unknown = set(self.workload.popularity.weights) - set(tasks)
+            if unknown:
+                raise ValueError(f"workload.popularity.weights: unknown models {sorted(unknown)}; models are {tasks}")
+            if sum(self.workload.popularity.weights.values()) <= 0:
+                raise ValueError("workload.popularity.weights must not all be zero")
+        unknown = set(self.workload.per_model) - set(tasks)
+        if unknown:
+            raise ValueError(f"workload.per_model: unknown models {sorted(unknown)}; models are {tasks}")
+        return self
+
+    @property
+    def shape(self) -> ModelShape:
+        return self.model.resolve()
+
+    def popularity(self) -> np.ndarray:
+        """Each task model's share of the traffic (before any shift), in task order."""
+        tasks = self.model.tasks
+        pop = self.workload.popularity
+        if isinstance(pop, Zipf):
+            w = 1.0 / np.arange(1, len(tasks) + 1) ** pop.s
+        else:
+            w = np.array([pop.weights.get(t, 0.0) for t in tasks])
+        return w / w.sum()
+
+    def counts(self, workers: int | dict[str, int] | Split) -> dict[str, int]:
+        """Per-model worker counts from a count-for-all, a per-model mapping or a split."""
+        tasks = self.model.tasks
+        if isinstance(workers, int):
+            return {t: workers for t in tasks}
+        if isinstance(workers, Split):
+            share = self.popularity() if workers.by == "popularity" else np.full(len(tasks), 1 / len(tasks))
+            return dict(zip(tasks, split_by_share(workers.total, share)))
+        return {t: workers.get(t, 0) for t in tasks}
+
+
+def _check_counts(field: str, workers: int | dict[str, int] | Split, tasks: list[str]) -> None:
+    if isinstance(workers, dict):
+        unknown = set(workers) - set(tasks)
+        if unknown:
+            raise ValueError(f"{field}: unknown models {sorted(unknown)}; models are {tasks}")

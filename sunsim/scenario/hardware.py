@@ -1,0 +1,64 @@
+"""The scenario's ``hardware`` and ``interconnect`` sections: the GPU and its cost model, and the link
+that carries KV caches from prefill to decode GPUs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from sunsim.costs.hardware import GPUS, INTERCONNECTS
+from sunsim.scenario.limits import (
+    MAX_BANDWIDTH_GBPS,
+    MAX_LATENCY_US,
+    MAX_RESERVE_GIB,
+    MIN_BANDWIDTH_GBPS,
+    Float,
+    PathText,
+    StrictModel,
+)
+
+
+class HardwareSpec(StrictModel):
+    gpu: str = "h100"
+    #: ``analytic`` (datasheet roofline) or the path of a measured profile.
+    profile: PathText = "analytic"
+    #: Share of GPU memory the engine may use (as vLLM's gpu_memory_utilization).
+    memory_utilization: Float = Field(0.9, gt=0, le=1)
+    #: Memory kept free for activations and the runtime, GiB (at most 10,000).
+    reserve_gib: Float = Field(4.0, ge=0, le=MAX_RESERVE_GIB)
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, v: str) -> str:
+        if v not in GPUS:
+            raise ValueError(f"unknown gpu {v!r}; allowed: {', '.join(GPUS)}")
+        return v
+
+
+class InterconnectSpec(StrictModel):
+    """KV-cache transfer from prefill to decode GPUs."""
+
+    kind: str | None = "ib-ndr"
+    #: GB/s per link, from 0.001 to 100,000 (overrides ``kind``).
+    bandwidth_GBps: Float | None = Field(None, ge=MIN_BANDWIDTH_GBPS, le=MAX_BANDWIDTH_GBPS)
+    #: Fixed latency per transfer, microseconds (at most 10 s).
+    latency_us: Float = Field(10.0, ge=0, le=MAX_LATENCY_US)
+    #: ``none``: transfers never wait; ``per_decode_worker``: one NIC per decode GPU, transfers
+    #: into it queue FIFO; ``per_link``: each prefill->decode GPU pair is a FIFO link.
+    contention: Literal["none", "per_decode_worker", "per_link"] = "per_decode_worker"
+
+    @model_validator(mode="after")
+    def _bandwidth_known(self) -> InterconnectSpec:
+        if self.bandwidth_GBps is None:
+            if self.kind not in INTERCONNECTS:
+                raise ValueError(
+                    f"interconnect.kind must be one of {', '.join(INTERCONNECTS)} unless bandwidth_GBps is given"
+                )
+        return self
+
+    @property
+    def bandwidth_Bps(self) -> float:
+        if self.bandwidth_GBps is not None:
+            return self.bandwidth_GBps * 1e9
+        return INTERCONNECTS[self.kind]  # type: ignore[index]

@@ -1,0 +1,167 @@
+"""The scenario's ``workload`` section: how requests arrive (a renewal process or a trace), which task
+model each is for (popularity and its shift), and how long its prompt and output are."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from sunsim.scenario.limits import (
+    MAX_CV,
+    MAX_DURATION_S,
+    MAX_RATE,
+    MAX_REQUESTS,
+    MAX_SIGMA,
+    MAX_TASKS,
+    MAX_TIME_S,
+    MAX_TIME_SCALE,
+    MAX_TOKENS,
+    MAX_WEIGHT,
+    MAX_ZIPF_S,
+    MIN_CV,
+    MIN_RATE,
+    MIN_TIME_SCALE,
+    Float,
+    Int,
+    PathText,
+    StrictModel,
+    no_bool,
+)
+
+
+# --- lengths ---------------------------------------------------------------------------------
+class Fixed(StrictModel):
+    kind: Literal["fixed"]
+    value: Int = Field(gt=0, le=MAX_TOKENS)
+
+
+class Uniform(StrictModel):
+    kind: Literal["uniform"]
+    low: Int = Field(gt=0, le=MAX_TOKENS)
+    high: Int = Field(gt=0, le=MAX_TOKENS)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        if self.high < self.low:
+            raise ValueError("uniform needs low <= high")
+        return self
+
+
+class LogNormal(StrictModel):
+    """Lengths with the given mean and log-space sigma, clipped to [min, max]
+    (min <= mean <= max; sigma at most 10)."""
+
+    kind: Literal["lognormal"]
+    mean: Float = Field(gt=0, le=MAX_TOKENS)
+    sigma: Float = Field(gt=0, le=MAX_SIGMA)
+    min: Int = Field(1, gt=0, le=MAX_TOKENS)
+    max: Int = Field(16384, gt=0, le=MAX_TOKENS)
+
+    @model_validator(mode="after")
+    def _possible(self) -> LogNormal:
+        if self.min > self.max:
+            raise ValueError(f"lognormal needs min <= max (got min {self.min}, max {self.max})")
+        if not self.min <= self.mean <= self.max:
+            raise ValueError(f"lognormal mean {self.mean:g} must lie within [min, max] = [{self.min}, {self.max}]")
+        return self
+
+
+class Geometric(StrictModel):
+    """Lengths 1, 2, ... with P(k) = (1-p)^(k-1) p and the given mean (memoryless, as M/M/1 needs)."""
+
+    kind: Literal["geometric"]
+    mean: Float = Field(ge=1, le=MAX_TOKENS)
+
+
+class FromTrace(StrictModel):
+    """Sample lengths from a trace file's column (with replacement)."""
+
+    kind: Literal["trace"]
+    path: PathText
+
+
+LengthDist = Annotated[Fixed | Uniform | LogNormal | Geometric | FromTrace, Field(discriminator="kind")]
+
+
+# --- arrivals --------------------------------------------------------------------------------
+class Poisson(StrictModel):
+    kind: Literal["poisson"]
+
+
+class Gamma(StrictModel):
+    """Gamma inter-arrival times with coefficient of variation ``cv`` (cv=1 is Poisson)."""
+
+    kind: Literal["gamma"]
+    cv: Float = Field(ge=MIN_CV, le=MAX_CV)
+
+
+class TraceArrivals(StrictModel):
+    """Replay a trace file: arrival times and lengths (and a ``model`` column if present).
+
+    Rows are replayed in arrival order, times shifted so that the first is 0 and scaled; rows at
+    or after ``workload.duration_s``, and past ``workload.num_requests``, are dropped (a longer
+    trace is cut to the run, as a shorter run of a Poisson stream would be)."""
+
+    kind: Literal["trace"]
+    path: PathText
+    #: Multiply arrival times by this (0.5 doubles the rate); ignored when workload.rate is set.
+    time_scale: Float = Field(1.0, ge=MIN_TIME_SCALE, le=MAX_TIME_SCALE)
+    #: Use the trace's prompt/output lengths (else the length distributions below).
+    use_lengths: bool = True
+
+
+Arrivals = Annotated[Poisson | Gamma | TraceArrivals, Field(discriminator="kind")]
+
+
+# --- popularity ------------------------------------------------------------------------------
+class Zipf(StrictModel):
+    """Model i (0-based, in task order) gets weight 1/(i+1)^s; s=0 is uniform."""
+
+    kind: Literal["zipf"]
+    s: Float = Field(ge=0, le=MAX_ZIPF_S)
+
+
+class Weights(StrictModel):
+    kind: Literal["weights"]
+    weights: dict[str, Annotated[float, BeforeValidator(no_bool), Field(ge=0, le=MAX_WEIGHT)]]
+
+
+Popularity = Annotated[Zipf | Weights, Field(discriminator="kind")]
+
+
+class PopularityShift(StrictModel):
+    """At ``at_s`` the popularity ranking rotates by ``rotate`` places (the hot model changes)."""
+
+    at_s: Float = Field(gt=0, le=MAX_TIME_S)
+    rotate: Int = Field(1, ge=1, le=MAX_TASKS)
+
+
+# --- the section -----------------------------------------------------------------------------
+class Lengths(StrictModel):
+    prompt_tokens: LengthDist | None = None
+    output_tokens: LengthDist | None = None
+
+
+class WorkloadSpec(StrictModel):
+    #: Simulated seconds of arrivals, at most 1e7 (~116 days).
+    duration_s: Float | None = Field(None, gt=0, le=MAX_DURATION_S)
+    #: At most 50 million (and the run's arrays must fit in ~8 GiB: workload.check_size).
+    num_requests: Int | None = Field(None, gt=0, le=MAX_REQUESTS)
+    #: Total request rate over all models, req/s, from 1e-6 to 1e6 (for a trace: rescales its
+    #: arrivals to this mean rate).
+    rate: Float | None = Field(None, ge=MIN_RATE, le=MAX_RATE)
+    arrivals: Arrivals = Field(default_factory=lambda: Poisson(kind="poisson"))
+    popularity: Popularity = Field(default_factory=lambda: Zipf(kind="zipf", s=1.0))
+    shift: PopularityShift | None = None
+    prompt_tokens: LengthDist = Field(default_factory=lambda: LogNormal(kind="lognormal", mean=1024, sigma=0.6))
+    output_tokens: LengthDist = Field(default_factory=lambda: LogNormal(kind="lognormal", mean=200, sigma=0.8))
+    per_model: dict[str, Lengths] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> WorkloadSpec:
+        if self.duration_s is None and self.num_requests is None:
+            raise ValueError("give workload.duration_s or workload.num_requests")
+        if self.rate is None and not isinstance(self.arrivals, TraceArrivals):
+            raise ValueError("workload.rate is required for poisson and gamma arrivals")
+        return self
