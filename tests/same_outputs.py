@@ -2,10 +2,10 @@
 
 Usage (from the repository root, with the project's venv)::
 
-    .venv/bin/python tests/same_outputs.py [--ref REV] [--keep DIR]
+    .venv/bin/python tests/same_outputs.py [--ref REV] [--new REV] [--keep DIR]
 
 It checks ``REV`` (default ``HEAD``) out into a temporary worktree, runs the same commands with
-the worktree's code and with the working tree's code (a short default run, a baselines run with
+the worktree's code and with the working tree's code (or that of revision ``--new``) (a short default run, a baselines run with
 its Perfetto trace, a plan, a sweep and a report of the run) and compares every file they wrote.
 Fields that measure the wall clock (``*wall*`` keys of JSON files, ``wall_s``-like table columns)
 and SVG creation dates are blanked first; so is the ledger of single-file outputs, which records
@@ -108,26 +108,30 @@ def digests(out: Path, code: Path) -> dict[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ref", default="HEAD", help="revision to compare the working tree with (default HEAD)")
+    parser.add_argument("--new", help="revision to compare with (default: the working tree)")
     parser.add_argument("--keep", type=Path, help="keep both output trees in this new folder")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="same-outputs-"))
     try:
-        ref_tree = work / "ref"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(ref_tree), args.ref],
-                       check=True, capture_output=True)
+        ref_tree, new_tree = work / "ref", (work / "new" if args.new else ROOT)
+        trees = [(ref_tree, args.ref)] + ([(new_tree, args.new)] if args.new else [])
+        for tree, rev in trees:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+                           check=True, capture_output=True)
         try:
             run_all(ref_tree, work / "before")
-            run_all(ROOT, work / "after")
+            run_all(new_tree, work / "after")
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(ref_tree)],
-                           capture_output=True)
-        before, after = digests(work / "before", ref_tree), digests(work / "after", ROOT)
+            for tree, _ in trees:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                               capture_output=True)
+        before, after = digests(work / "before", ref_tree), digests(work / "after", new_tree)
         differ = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
         print(f"{len(before)} files before, {len(after)} after; {len(differ)} differ")
         for name in differ:
             print(f"  differs: {name}")
         if args.keep:
-            shutil.copytree(work, args.keep, ignore=shutil.ignore_patterns("ref"))
+            shutil.copytree(work, args.keep, ignore=shutil.ignore_patterns("ref", "new"))
         return 1 if differ else 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
