@@ -17,7 +17,7 @@ from sunsim.costs.hardware import gpu as gpu_spec
 from sunsim.costs.lora import AdapterCache, LoraCost
 from sunsim.costs.lora import step_coeffs as lora_step_coeffs
 from sunsim.costs.model import AnalyticCostModel
-from sunsim.experiments.runs import stronger_baselines_finding
+from sunsim.experiments.beyond import stronger_baselines_finding
 from sunsim.scenario import ScenarioError
 from sunsim.sim.variant import simulate_variant
 from sunsim.workload.stream import build_workload

@@ -118,7 +118,7 @@ def test_plan_over_seeds_reports_spread_and_flags_noise(flat_profile):
     assert (rows["dedicated"]["decode_gpus_seed_min"], rows["dedicated"]["decode_gpus_seed_max"]) == (
         min(by_seed), max(by_seed))
     # Each seed alone is the single-seed plan of that seed.
-    from sunsim.analysis.planning import _with
+    from sunsim.analysis.planning.search import _with
     [alone] = plan(_with(sc, seed=sc.seed + 2), attainment=0.9, variants=["dedicated"], goodput=False)
     assert alone.decode_gpus == by_seed[2]
 
@@ -141,7 +141,7 @@ def test_unreachable_tpot_is_found_without_any_probe(flat_profile):
 
 
 def test_kv_link_named_when_the_transfer_makes_tpot_unreachable(flat_profile):
-    from sunsim.analysis.planning import _with
+    from sunsim.analysis.planning.search import _with
 
     sc = _scenario(2.5, flat_profile)
     # The prompt's KV (101 tokens) takes 4 s over the link: 40 ms per output token on top of the 10 ms step.
@@ -154,13 +154,13 @@ def test_kv_link_named_when_the_transfer_makes_tpot_unreachable(flat_profile):
 
 
 def _with_slo(sc, **slo):
-    from sunsim.analysis.planning import _with
+    from sunsim.analysis.planning.search import _with
 
     return _with(sc, **{f"slo.{k}": v for k, v in slo.items()})
 
 
 def test_huge_max_gpus_takes_logarithmically_many_probes(flat_profile):
-    from sunsim.analysis.planning import _with
+    from sunsim.analysis.planning.search import _with
 
     # TTFT can be met by a prefill alone (1 ms < 1.5 ms) but not with one prefill GPU at this
     # rate (a request arriving during a batch waits for it), and decode GPUs do not change TTFT:

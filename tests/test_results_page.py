@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sunsim.experiments.runs import (
-    baselines_finding,
-    claims,
-    routing_finding,
-    run_findings,
-    short_outputs_finding,
-    versus,
-)
+from sunsim.experiments.beyond import routing_finding, run_findings, short_outputs_finding
+from sunsim.experiments.claims import claims
+from sunsim.experiments.paper import baselines_finding
+from sunsim.experiments.wording import versus
 
 
 def test_versus_picks_the_word_from_the_data():
@@ -130,7 +126,7 @@ def test_run_findings_follow_the_comparison(tmp_path):
 
 def _headline_rows(sun_x: dict[float, float]) -> pd.DataFrame:
     """Headline rows where multi-LoRA is the strongest alternative at 10 req/s per GPU and SUN gets ``x`` of it."""
-    from sunsim.experiments.runs import _strongest
+    from sunsim.experiments.claims import _strongest
 
     rows = []
     for s, x in sun_x.items():
@@ -144,7 +140,7 @@ def _headline_rows(sun_x: dict[float, float]) -> pd.DataFrame:
 
 
 def test_strongest_alternative_sentence_follows_the_table():
-    from sunsim.experiments.runs import strongest_alternative_finding
+    from sunsim.experiments.paper import strongest_alternative_finding
 
     table = _headline_rows({0.0: 1.01, 1.0: 1.30})
     assert list(table["strongest_goodput"]) == ["multi-lora", "multi-lora"]

@@ -11,7 +11,7 @@ from sunsim.output import Output, claim_outputs
 
 def cmd_experiments(args: argparse.Namespace) -> int:
     from sunsim.cli.console import console
-    from sunsim.experiments.runs import EXPERIMENTS, regenerate
+    from sunsim.experiments import EXPERIMENTS, regenerate
 
     # Before hours of experiments, not after: the folder is new, empty or the experiments' own.
     claim_outputs("experiments", [Output(Path(args.out), "--out")],

@@ -1,0 +1,254 @@
+"""The fewest GPUs that meet the SLO for one seed, and goodput, found with the simulator.
+
+Criterion for GPU counts: *every* task model's requests meet the SLO attainment target
+(each model has its own SLO). TTFT ends at the first token, before any decode or KV
+transfer, so prefill is sized on TTFT alone. Decode pools of a dedicated variant share no
+worker, link or queue, so all of a variant's pools are searched at once, each by its own
+exponential-then-bisection search (O(log max_gpus) probes per pool). They do share one
+thing: the decode router's random generator. With ``power_of_two`` routing, the draws a
+pool gets depend on how many draws the pools before it took, so resizing one pool reshuffles
+another's picks: its attainment is the same in distribution, not draw for draw. The
+search's verdict for a pool is therefore a sample, as is every single-seed answer (see
+:mod:`~sunsim.analysis.planning.seeds` for plans over several seeds).
+
+An SLO that no number of GPUs meets is rejected before any probe
+(:mod:`~sunsim.analysis.planning.reachable`). Goodput follows DistServe: the highest request
+rate at which the overall attainment meets the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sunsim.analysis.metrics import summarize
+from sunsim.analysis.planning.reachable import check_reachable
+from sunsim.analysis.runner import select_variants
+from sunsim.scenario import POOL_MODES, Scenario, ScenarioError, VariantSpec
+from sunsim.sim.variant import load_profile, simulate_variant
+from sunsim.workload.stream import build_workload
+
+Probe = dict  # one simulated configuration: the row of the frontier table
+
+#: Largest --max-gpus accepted: beyond it a single probe would simulate an absurd cluster.
+MAX_GPUS_LIMIT = 4096
+
+
+def check_max_gpus(max_gpus: int) -> None:
+    """Refuse a --max-gpus outside 1..MAX_GPUS_LIMIT before any probe is simulated."""
+    if not isinstance(max_gpus, int) or isinstance(max_gpus, bool) or not 1 <= max_gpus <= MAX_GPUS_LIMIT:
+        raise ScenarioError(f"--max-gpus must be an integer from 1 to {MAX_GPUS_LIMIT}, got {max_gpus!r}")
+
+
+def _with(sc: Scenario, **updates) -> Scenario:
+    """A copy of ``sc`` with dotted fields set (``"workload.rate"``), validated again
+    so that a probe never runs on a scenario the schema would refuse."""
+    data = sc.model_dump()
+    for path, value in updates.items():
+        node = data
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return Scenario.model_validate(data)
+
+
+class _GpuTotals:
+    """Total decode and prefill GPUs of a plan, from its per-pool counts."""
+
+    decode_counts: dict[str, int]
+    prefill_counts: dict[str, int]
+
+    @property
+    def decode_gpus(self) -> int:
+        return sum(self.decode_counts.values())
+
+    @property
+    def prefill_gpus(self) -> int:
+        return sum(self.prefill_counts.values())
+
+
+@dataclass
+class VariantPlan(_GpuTotals):
+    """One variant planned on one seed: GPU counts per pool, the probes that found them, goodput."""
+
+    variant: str
+    decode_counts: dict[str, int]
+    prefill_counts: dict[str, int]
+    probes: list[Probe] = field(default_factory=list)
+    goodput_rps: float | None = None
+    goodput_gpus: int | None = None  # GPUs of the layout goodput was measured on (the scenario's)
+    goodput_decode_gpus: int | None = None
+
+
+class Planner:
+    """Runs probes of one scenario at a given load and remembers each one."""
+
+    def __init__(self, sc: Scenario, attainment: float, max_gpus: int,
+                 on_probe: Callable[[Probe], None] | None = None) -> None:
+        check_max_gpus(max_gpus)
+        self.sc = sc
+        self.attainment = attainment
+        self.max_gpus = max_gpus
+        self.on_probe = on_probe
+        self.profile = load_profile(sc)
+        self.stream = build_workload(sc)
+        self.models = sorted(set(self.stream.model.tolist()))
+        self.probes = 0
+
+    def probe(self, variant: VariantSpec, prefill: dict[str, int], sc: Scenario | None = None,
+              stream=None) -> tuple[dict, Probe]:
+        sc = _with(sc or self.sc, **{"prefill.workers": prefill})
+        stream = stream if stream is not None else self.stream
+        self.probes += 1
+        summary = summarize(simulate_variant(sc, variant, stream, self.profile))
+        per_model = {m: s["slo"]["attainment"] for m, s in summary["per_model"].items()}
+        row = {
+            "variant": variant.name, "scenario": sc.name, "seed": sc.seed, "rate": sc.workload.rate,
+            "decode_gpus": summary["gpus"]["decode"], "prefill_gpus": summary["gpus"]["prefill"],
+            "total_gpus": summary["gpus"]["total"], "slo_attainment": summary["slo"]["attainment"],
+            "min_model_attainment": min(per_model.values()),
+            "meets_slo": min(per_model.values()) >= self.attainment,
+            "tpot_p90_s": summary["tpot_s"]["p90"], "ttft_p90_s": summary["ttft_s"]["p90"],
+            "unfinished": summary["requests"]["unfinished"], "profile": summary["profile"]["name"],
+        }
+        if self.on_probe:
+            self.on_probe(row)
+        return summary, row
+
+    # -- searches ------------------------------------------------------------------------
+    def _search(self, counts: dict[str, int], judge: Callable[[dict[str, int]], dict[str, float]],
+                what: str) -> dict[str, int]:
+        """Per key, the least count whose attainment meets the target: doubling (capped at
+        ``max_gpus``) until it passes, then bisection, so at most about 2 log2(max_gpus) probes.
+
+        ``judge`` runs one probe with all counts and returns each key's attainment; keys are
+        searched together because their pools do not share workers.
+        """
+        lo = {k: 0 for k in counts}  # highest count known to fail
+        hi: dict[str, int | None] = {k: None for k in counts}  # least count known to pass
+        best = {k: 0.0 for k in counts}
+        cur = {k: min(c, self.max_gpus) for k, c in counts.items()}
+        while True:
+            verdict = judge(cur)
+            for k, att in verdict.items():
+                best[k] = max(best[k], att)
+                if att >= self.attainment:
+                    hi[k] = cur[k] if hi[k] is None else min(hi[k], cur[k])
+                else:
+                    lo[k] = max(lo[k], cur[k])
+            open_ = [k for k in counts if hi[k] is None or hi[k] - lo[k] > 1]
+            if not open_:
+                return {k: hi[k] for k in counts}  # type: ignore[misc]
+            for k in counts:
+                if hi[k] is None:
+                    if lo[k] >= self.max_gpus:
+                        raise ScenarioError(
+                            f"SLO unmet at --max-gpus {self.max_gpus}: {what} {k!r} reaches at best "
+                            f"{best[k]:.1%} SLO attainment (target {self.attainment:.0%}) with {self.max_gpus} "
+                            f"GPUs; raise --max-gpus or relax the SLO")
+                    cur[k] = min(max(1, cur[k] * 2), self.max_gpus)
+                elif hi[k] - lo[k] > 1:
+                    cur[k] = (lo[k] + hi[k]) // 2
+                else:
+                    cur[k] = hi[k]
+
+    def plan_prefill(self, variant: VariantSpec) -> dict[str, int]:
+        """Prefill workers per model: TTFT attainment alone (TTFT ends before decode starts,
+        so the variant's own decode layout serves, whatever its size)."""
+        tasks = self.sc.model.tasks
+        busy = {tasks[i] for i in self.models}
+
+        def judge(counts: dict[str, int]) -> dict[str, float]:
+            summary, _ = self.probe(variant, {t: counts.get(t, 0) for t in tasks})
+            return {t: summary["per_model"][t]["slo"]["ttft_attainment"] for t in counts}
+
+        return {t: 0 for t in tasks} | self._search({t: 1 for t in busy}, judge, "prefill of model")
+
+    def plan_decode(self, variant: VariantSpec, prefill: dict[str, int]) -> dict[str, int]:
+        tasks = self.sc.model.tasks
+        busy = [tasks[i] for i in self.models]
+        if variant.mode in POOL_MODES:  # one pool, whatever it does inside (shared, colocated, multi_lora)
+            def judge(counts):
+                k = variant.models_per_gpu or min(2, len(tasks))
+                if variant.mode == "colocated" and counts["shared"] * k < len(tasks):
+                    return {"shared": 0.0}  # too few GPUs to host every model
+                _, row = self.probe(variant.model_copy(update={"workers": counts["shared"]}), prefill)
+                return {"shared": row["min_model_attainment"]}
+            return self._search({"shared": 1}, judge, "shared pool of variant")
+
+        def judge(counts):
+            workers = {t: counts.get(t, 0) for t in tasks}
+            summary, _ = self.probe(variant.model_copy(update={"workers": workers}), prefill)
+            return {t: summary["per_model"][t]["slo"]["attainment"] for t in counts}
+        found = self._search({t: 1 for t in busy}, judge, "decode pool of model")
+        return {t: found.get(t, 0) for t in tasks}
+
+    def goodput(self, variant: VariantSpec, prefill: dict[str, int], precision: float = 0.02) -> float:
+        """Highest total rate (req/s) at which the overall SLO attainment meets the target.
+
+        Doubling or halving over at most a factor 1024 each way, then bisection to ``precision``:
+        about 20 probes at most."""
+        base_rate = self.sc.workload.rate or len(self.stream) / max(float(self.stream.arrival_s[-1]), 1e-9)
+
+        def meets(rate: float) -> bool:
+            sc = _with(self.sc, **{"workload.rate": rate})
+            _, row = self.probe(variant, prefill, sc=sc, stream=build_workload(sc))
+            return row["slo_attainment"] >= self.attainment
+
+        lo, hi = 0.0, base_rate
+        while meets(hi):
+            lo, hi = hi, hi * 2
+            if hi > base_rate * 1024:
+                return lo
+        if lo == 0.0:
+            lo = hi
+            while lo > base_rate / 1024:
+                lo /= 2
+                if meets(lo):
+                    break
+            else:
+                return 0.0
+            hi = lo * 2
+        while hi / lo > 1 + precision:
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+        return lo
+
+
+def plan(sc: Scenario, attainment: float, variants: list[str] | None = None, size_prefill: bool = False,
+         goodput: bool = True, max_gpus: int = 256,
+         on_probe: Callable[[Probe], None] | None = None) -> list[VariantPlan]:
+    """Fewest decode (and optionally prefill) GPUs per variant meeting the SLO, and goodput
+    per variant, for the scenario's one seed. An unreachable SLO is an error before any probe."""
+    planner = Planner(sc, attainment, max_gpus, on_probe)
+    chosen = select_variants(sc, variants)
+    check_reachable(sc, attainment, chosen, planner.stream, planner.profile)
+    plans = []
+    for v in chosen:
+        prefill = planner.plan_prefill(v) if size_prefill else sc.counts(sc.prefill.workers)
+        decode = planner.plan_decode(v, prefill)
+        vp = VariantPlan(v.name, decode, prefill)
+        if goodput:
+            vp.goodput_rps = planner.goodput(v, sc.counts(sc.prefill.workers))
+            prefill_gpus = sum(sc.counts(sc.prefill.workers).values())
+            decode_gpus = v.workers if v.mode in POOL_MODES else sum(sc.counts(v.workers).values())
+            vp.goodput_gpus = prefill_gpus + decode_gpus
+            vp.goodput_decode_gpus = decode_gpus
+        plans.append(vp)
+    return plans
+
+
+def plan_rows(sc: Scenario, plans: list[VariantPlan], profile: str | None) -> list[dict]:
+    """One row per variant: the plan's GPU counts and goodput (the ``plan_summary`` table)."""
+    return [{
+        "variant": p.variant, "scenario": sc.name, "rate": sc.workload.rate,
+        "min_decode_gpus": p.decode_gpus, "prefill_gpus": p.prefill_gpus,
+        "total_gpus": p.decode_gpus + p.prefill_gpus,
+        "decode_counts": " ".join(f"{k}={v}" for k, v in p.decode_counts.items()),
+        "goodput_rps": p.goodput_rps,
+        "goodput_gpus": p.goodput_gpus,
+        "goodput_rps_per_gpu": p.goodput_rps / p.goodput_gpus if p.goodput_rps is not None else None,
+        "goodput_rps_per_decode_gpu": p.goodput_rps / p.goodput_decode_gpus if p.goodput_rps is not None else None,
+        "profile": profile,
+    } for p in plans]

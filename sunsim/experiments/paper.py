@@ -1,0 +1,140 @@
+"""The paper's family of experiments: the base run and the skew, load and plan sweeps, the figures
+drawn from them, and the findings on the headline table that say where sunsim and the paper differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from sunsim.experiments.outputs import Outputs
+from sunsim.experiments.wording import ok_rows, pct, range_text, served, span, versus
+from sunsim.report import markdown as report
+from sunsim.report.markdown import RATE
+
+#: Runs of the paper's family (``scenarios/experiments/<name>.yaml``), in the order they run.
+PAPER_RUNS = ("paper",)
+#: Sweeps of the paper's family, in the order they run.
+PAPER_SWEEPS = ("skew", "load", "plan-skew")
+
+
+def paper_figures(outputs: Outputs, fig_dir: Path) -> dict[str, str]:
+    """The paper family's figures (PNG + SVG) in ``fig_dir``: stem -> caption, in the page's order."""
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    sw = {k: ok_rows(v) for k, v in outputs.sweeps.items()}
+    figs: dict[str, str] = {}
+    llama4 = sw["skew"][(sw["skew"]["model.preset"] == "llama-3.1-8b") & (sw["skew"]["model.tasks"].astype(str) == "4")]
+    drop = ["model.preset", "model.tasks"]
+    report.plot_throughput_vs_skew(llama4.drop(columns=drop), fig_dir / "throughput_vs_skew")
+    figs["throughput_vs_skew"] = (f"Throughput per GPU vs skew (4 models, Llama-3.1-8B, {served(llama4)}, "
+                                  f"{range_text(*span(llama4['decode_gpus']), '.0f')} decode GPUs)")
+    report.plot_metric_vs_param(sw["skew"][sw["skew"]["variant"].isin(["dedicated", "sun"])
+                                           & (sw["skew"]["model.preset"] == "llama-3.1-8b")].drop(columns="model.preset"),
+                                "workload.popularity.s", "tpot_p90_s", fig_dir / "tpot_vs_skew_by_models",
+                                title="TPOT p90 vs skew by number of task models")
+    counts = sorted({int(m) for m in sw["skew"]["model.tasks"]})
+    listed = ", ".join(map(str, counts[:-1])) + (" and " if len(counts) > 1 else "") + str(counts[-1])
+    figs["tpot_vs_skew_by_models"] = f"TPOT p90 vs skew for {listed} task models (Llama-3.1-8B)"
+    report.plot_decode_gpus_vs_param(sw["plan-skew"], out_base=fig_dir / "decode_gpus_vs_skew")
+    plan = sw["plan-skew"]
+    models = " and ".join(sorted({str(m) for m in plan.get("model.tasks", pd.Series([4]))}, key=int))
+    figs["decode_gpus_vs_skew"] = (f"Decode GPUs needed to meet the SLO at {range_text(*span(plan['rate']), 'g')} req/s "
+                                   f"vs skew, {models} models")
+    report.plot_metric_vs_param(sw["plan-skew"], "workload.popularity.s", "goodput_rps_per_gpu",
+                                fig_dir / "goodput_per_gpu_vs_skew", title=f"Goodput per GPU vs skew ({range_text(*span(plan['goodput_gpus']), '.0f')}-GPU fleet)")
+    figs["goodput_per_gpu_vs_skew"] = "Goodput (the highest rate meeting the SLO attainment target) per GPU vs skew"
+    report.plot_slo_vs_rate(sw["load"], fig_dir / "slo_vs_rate", target=0.9)
+    outs = " and ".join(f"{v:g}" for v in sorted(sw["load"]["workload.output_tokens.mean"].unique()))
+    figs["slo_vs_rate"] = f"SLO attainment vs request rate, mean outputs of {outs} tokens"
+    report.plot_metric_vs_param(sw["load"], RATE, "tokens_per_s_per_decode_gpu", fig_dir / "throughput_vs_rate",
+                                title="Throughput per decode GPU vs request rate")
+    figs["throughput_vs_rate"] = f"Output tokens/s per decode GPU vs request rate, mean outputs of {outs} tokens"
+    report.plot_latency_cdfs(outputs.runs["paper"], fig_dir / "latency_cdfs")
+    paper = pd.read_csv(outputs.runs["paper"] / "comparison.csv")
+    figs["latency_cdfs"] = f"TTFT and TPOT distributions of the base experiment ({served(paper)})"
+    return figs
+
+
+def pooling_finding(table: pd.DataFrame) -> str:
+    """How SUN's goodput-per-GPU ratio over traffic-sized pools moves with skew and model count."""
+    parts = []
+    for models, g in table.groupby("models", sort=True):
+        g = g.sort_values("zipf_s")
+        lo, hi = g.iloc[0], g.iloc[-1]
+        trend = ("grows" if hi["sun_throughput_per_gpu_x"] > lo["sun_throughput_per_gpu_x"] * 1.02 else
+                 "shrinks" if hi["sun_throughput_per_gpu_x"] < lo["sun_throughput_per_gpu_x"] * 0.98 else "stays level")
+        parts.append(f"with {models} models it {trend} from {lo['sun_throughput_per_gpu_x']:.2f}x at Zipf "
+                     f"{lo['zipf_s']:g} to {hi['sun_throughput_per_gpu_x']:.2f}x at Zipf {hi['zipf_s']:g}")
+    return "- **Pooling**: SUN's goodput per GPU over traffic-sized dedicated pools: " + "; ".join(parts) + "."
+
+
+def baselines_finding(table: pd.DataFrame) -> str:
+    """The even split against the traffic-sized one at the highest skew."""
+    top = table[table["zipf_s"] == table["zipf_s"].max()]
+    even, sized = top["goodput_per_gpu_dedicated-even"], top["goodput_per_gpu_dedicated"]
+    word = versus(even, sized)
+    return (f"- **Two baselines**: at Zipf {table['zipf_s'].max():g} the even split (`dedicated-even`, "
+            f"{range_text(*span(even), '.2f')} req/s per GPU) {word} pools sized to traffic "
+            f"({range_text(*span(sized), '.2f')} req/s per GPU) across model counts.")
+
+
+def strongest_alternative_finding(table: pd.DataFrame, tol: float = 0.02) -> str:
+    """Where SUN still wins against the strongest alternative of each configuration, by how much, and where not."""
+    x = table.dropna(subset=["sun_x_strongest"])
+    if not len(x):
+        return "- **Against the strongest alternative**: no plan gives goodput for the alternatives."
+    wins = x[x["sun_x_strongest"] > 1 + tol]
+    ties = x[(x["sun_x_strongest"] >= 1 - tol) & (x["sun_x_strongest"] <= 1 + tol)]
+    losses = x[x["sun_x_strongest"] < 1 - tol]
+    who = x["strongest_goodput"].value_counts()
+    named = ", ".join(f"{v} in {n}" for v, n in who.items())
+
+    def where(d: pd.DataFrame) -> str:
+        return "; ".join(f"{r.models} models at Zipf {r.zipf_s:g} ({r.sun_x_strongest:.2f}x vs {r.strongest_goodput})"
+                         for r in d.itertuples())
+
+    parts = [f"- **Against the strongest alternative** (the highest goodput per GPU among dedicated, dedicated-even, "
+             f"colocated and multi-LoRA; it is {named} of {len(x)} configurations): SUN's goodput per GPU is "
+             f"{range_text(x['sun_x_strongest'].min(), x['sun_x_strongest'].max(), '.2f')}x of it. SUN wins by more than "
+             f"{tol:.0%} in {len(wins)}"]
+    if len(wins):
+        parts.append(f" (most at {where(wins.nlargest(1, 'sun_x_strongest'))})")
+    parts.append(f", is within {tol:.0%} in {len(ties)}")
+    if len(ties):
+        parts.append(f" ({where(ties)})")
+    parts.append(f" and loses in {len(losses)}")
+    if len(losses):
+        parts.append(f" ({where(losses)})")
+    saved = table["sun_gpus_saved_vs_fewest"].dropna()
+    if len(saved):
+        parts.append(f". In decode GPUs needed, SUN saves {range_text(saved.min(), saved.max(), '.0%')} against the "
+                     "alternative needing the fewest")
+    return "".join(parts) + "."
+
+
+def tpot_finding(table: pd.DataFrame) -> str:
+    """SUN's mean TPOT against dedicated pools', only where both meet the SLO (elsewhere
+    the one that misses it is not serving the same load)."""
+    if "both_meet_slo" not in table:
+        return "- **TPOT**: no configuration of the skew sweep matches the plan sweep."
+    ok = table[table["both_meet_slo"].fillna(False).astype(bool)]
+    if not len(ok):
+        return "- **TPOT**: in no configuration do both designs meet the SLO."
+    d = ok["sun_tpot_vs_dedicated"]
+    word = ("the same within 1%" if d.abs().max() <= 0.01 else "lower" if d.max() < -0.01 else
+            "the same or lower" if d.max() <= 0.01 else "higher" if d.min() > 0.01 else
+            "the same or higher" if d.min() >= -0.01 else "lower or higher by configuration")
+    return (f"- **TPOT**: in the {len(ok)} configurations where both meet the SLO, SUN's mean TPOT is {word} than "
+            f"dedicated pools' ({pct(d.min())} to {pct(d.max())}).")
+
+
+def qsun_finding(table: pd.DataFrame) -> str:
+    """What QSUN's int4 decode buys over SUN: faster TPOT, and fewer decode GPUs where the
+    plans say so."""
+    q = table["qsun_tpot_speedup_over_sun"].dropna() if "qsun_tpot_speedup_over_sun" in table else pd.Series()
+    fewer = int((table["decode_gpus_qsun"] < table["decode_gpus_sun"]).sum())
+    same = int((table["decode_gpus_qsun"] == table["decode_gpus_sun"]).sum())
+    speed = f"QSUN's TPOT is {range_text(q.min(), q.max(), '.0%')} faster than SUN's" if len(q) else "no TPOT data"
+    return (f"- **QSUN** (int4 decode on this profile): {speed}; it needs fewer decode GPUs than SUN in {fewer}, "
+            f"as many in {same}, of {len(table)} planned configurations.")

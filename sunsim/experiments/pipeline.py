@@ -1,0 +1,97 @@
+"""The committed experiments end to end: run them all, draw the figures, write ``results/README.md``.
+
+One command regenerates everything (``sunsim experiments``): the paper-family sweeps and plans of
+``scenarios/experiments/``, the scenarios beyond the paper, the full report, and the headline table
+comparing SUN, QSUN and dedicated pools with the paper's claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from sunsim.analysis.runner import run_scenario, write_run
+from sunsim.analysis.sweep import Sweep, expand_points, load_sweep, run_sweep
+from sunsim.errors import InputError
+from sunsim.experiments.beyond import BEYOND_RUNS, BEYOND_SWEEPS
+from sunsim.experiments.outputs import Outputs
+from sunsim.experiments.paper import PAPER_RUNS, PAPER_SWEEPS
+from sunsim.experiments.readme import write_readme
+from sunsim.output import mark, publish, staging
+from sunsim.report import markdown as report
+from sunsim.scenario import load_scenario
+
+#: The committed experiment scenarios and sweeps (the repository's ``scenarios/experiments/``).
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "scenarios" / "experiments"
+#: Every run, the paper's family first: the order they run in and the page lists them in.
+RUNS = PAPER_RUNS + BEYOND_RUNS
+#: Runs a page from older results may lack (their findings are left out).
+OPTIONAL_RUNS = ("baselines",)
+#: Every sweep, the paper's family first.
+SWEEPS = PAPER_SWEEPS + BEYOND_SWEEPS
+#: Sweeps a page from older results may lack (their findings are left out).
+OPTIONAL = ("short-outputs",)
+#: Scaled-down settings for a quick check of the whole pipeline (tests, smoke runs).
+QUICK = ["workload.duration_s=15"]
+
+
+def run_all(out: Path, quick: bool = False, workers: int | None = None,
+            say: Callable[[str], None] = print) -> Outputs:
+    """Run every experiment into ``out`` (run folders and sweep tables)."""
+    overrides = QUICK if quick else []
+    runs = {}
+    for name in RUNS:
+        say(f"run {name}")
+        sc = load_scenario(EXPERIMENTS / f"{name}.yaml", overrides)
+        write_run(run_scenario(sc, keep_timeline=True), out / name)
+        runs[name] = out / name
+    sweeps = {}
+    for name in SWEEPS:
+        sweep = load_sweep(EXPERIMENTS / f"{name}.yaml", overrides)
+        if quick:  # one seed, the first two values of each swept parameter
+            spec = sweep.spec.model_copy(update={"seeds": sweep.spec.seeds[:1],
+                                                 "grid": {k: v[:2] for k, v in sweep.spec.grid.items()}})
+            sweep = Sweep(spec, sweep.base, sweep.base_dir, expand_points(spec))
+        say(f"sweep {name}: {len(sweep.points)} points")
+        table_path = out / "sweeps" / f"{name}.csv"
+        table_path.parent.mkdir(parents=True, exist_ok=True)
+        sweeps[name] = run_sweep(sweep, table_path, workers=workers,
+                                 progress=lambda d, t, p, r, n=name: say(f"  {n}: {d}/{t}") if p is not None else None)
+    return Outputs(runs, sweeps)
+
+
+def load_outputs(out: Path) -> Outputs:
+    """The outputs of an earlier ``run_all`` into ``out``."""
+    missing = [str(out / n) for n in RUNS if n not in OPTIONAL_RUNS and not (out / n / "comparison.csv").exists()]
+    missing += [str(out / "sweeps" / f"{n}.csv") for n in SWEEPS
+                if n not in OPTIONAL and not (out / "sweeps" / f"{n}.csv").exists()]
+    if missing:
+        raise InputError(f"--report-only: no experiment results at {', '.join(missing)}; run `sunsim experiments`")
+    return Outputs({n: out / n for n in RUNS if (out / n / "comparison.csv").exists()},
+                   {n: pd.read_csv(out / "sweeps" / f"{n}.csv") for n in SWEEPS if (out / "sweeps" / f"{n}.csv").exists()})
+
+
+def regenerate(out: Path, quick: bool = False, workers: int | None = None,
+               say: Callable[[str], None] = print, report_only: bool = False) -> Path:
+    """Everything: experiments, README with headline and figures, full report."""
+    out.mkdir(parents=True, exist_ok=True)
+    if report_only:
+        outputs = load_outputs(out)
+        profile = str(outputs.sweeps["skew"]["profile"].dropna().iloc[0])
+        say("figures and README")
+        write_readme(outputs, out, profile)
+        with staging(out) as stage:  # the report folder is the experiments' own: replaced whole
+            report.write_report(out, stage / "report")
+            publish(stage, out, require_marker=False)
+        return out / "README.md"
+    with staging(out) as stage:
+        outputs = run_all(stage, quick, workers, say)
+        profile = str(outputs.sweeps["skew"]["profile"].dropna().iloc[0])
+        say("figures and README")
+        write_readme(outputs, stage, profile)
+        report.write_report(stage, stage / "report")
+        mark(stage, {"command": "experiments"})
+        publish(stage, out, require_marker=False)
+    return out / "README.md"

@@ -1,0 +1,129 @@
+"""The results page, ``results/README.md``: the headline table, the paper's claims against sunsim's,
+the findings of both families of experiments and their figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sunsim.experiments.beyond import (
+    beyond_figures,
+    interconnect_finding,
+    routing_finding,
+    run_findings,
+    runs_table,
+    short_outputs_finding,
+    stronger_baselines_finding,
+)
+from sunsim.experiments.claims import STRONGER, claims, headline
+from sunsim.experiments.outputs import Outputs
+from sunsim.experiments.paper import (
+    baselines_finding,
+    paper_figures,
+    pooling_finding,
+    qsun_finding,
+    strongest_alternative_finding,
+    tpot_finding,
+)
+from sunsim.experiments.wording import ok_rows, pct, range_text, span
+from sunsim.output import write_text
+
+
+def _setting(outputs: Outputs) -> dict:
+    """The base experiment's numbers, read from the run beside the tables (its scenario.yaml)."""
+    import yaml
+
+    sc = yaml.safe_load((outputs.runs["paper"] / "scenario.yaml").read_text())
+    wl = sc["workload"]
+    return {"rate": wl["rate"], "prompt": wl["prompt_tokens"].get("mean"), "output": wl["output_tokens"].get("mean"),
+            "ttft": sc["slo"]["ttft_s"], "tpot": sc["slo"]["tpot_s"], "target": sc["slo"].get("attainment", 0.9),
+            "preset": sc["model"]["preset"], "gpu": sc["hardware"]["gpu"]}
+
+
+def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
+    """``results/README.md``: headline, claims, findings and figures, every number computed
+    from ``outputs`` so the page cannot drift from its tables."""
+    table, _ = headline(outputs.sweeps)
+    figs = paper_figures(outputs, out / "figures") | beyond_figures(outputs, out / "figures")
+    st = _setting(outputs)
+    plan = ok_rows(outputs.sweeps["plan-skew"])
+    fleet = range_text(*span(plan["goodput_gpus"]), ".0f")
+    prefill = range_text(*span(plan["prefill_gpus"]), ".0f")
+    decode = range_text(*span(ok_rows(outputs.sweeps["skew"])["decode_gpus"]), ".0f")
+    lines = [
+        "# sunsim experiments", "",
+        "Regenerate everything here with one command: `sunsim experiments`",
+        "(`sunsim experiments --report-only` redraws figures, tables and this page from the tables already here).",
+        "Every number and comparison on this page is computed from the tables beside it.",
+        f"Profile for every figure and table: **{profile}**. `--set hardware.profile=PATH` uses a measured one",
+        "(see `calibration/README.md`).", "",
+        "## Headline", "",
+        f"Task models on the {st['preset']} shape, {st['gpu']} GPUs, {st['rate']:g} req/s Poisson, prompts "
+        f"~{st['prompt']:g} and outputs ~{st['output']:g} tokens, SLO TTFT <= {st['ttft']:g} s and TPOT <= "
+        f"{st['tpot'] * 1e3:g} ms for {st['target']:.0%} of requests. Dedicated decode pools are sized to each "
+        "model's traffic share (at least one GPU each); `dedicated-even` splits the same GPUs equally. Decode GPUs "
+        f"needed come from `sunsim plan` at {range_text(*span(plan['rate']), 'g')} req/s; goodput (the highest rate "
+        f"with {st['target']:.0%} of requests in SLO) is measured on a {fleet}-GPU fleet with {prefill} prefill "
+        f"GPUs, {decode} of them decode GPUs in the run sweeps.", "",
+        "| models | Zipf s | decode GPUs needed: dedicated / SUN / QSUN / dedicated-int4 | SUN saves | goodput per GPU "
+        "(req/s): dedicated / dedicated-even / SUN / QSUN | SUN x (vs dedicated / vs even) | SUN TPOT vs dedicated "
+        "| QSUN TPOT speed-up over SUN |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    alt_lines = [
+        "", "Against the stronger alternatives that share GPUs without SUN (`colocated`: two models' decode weights per "
+        "GPU, per-model batches; `multi-lora`: one base model serving every task as a rank-16 adapter), per "
+        "configuration: the alternative with the highest goodput per GPU and the one needing the fewest decode GPUs "
+        "among dedicated, dedicated-even, colocated and multi-LoRA:", "",
+        "| models | Zipf s | goodput per GPU: colocated / multi-LoRA / SUN | strongest alternative | SUN x it "
+        "| decode GPUs: colocated / multi-LoRA / SUN | fewest-GPU alternative | SUN saves vs it |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.to_dict("records"):
+        good = " / ".join(f"{r[f'goodput_per_gpu_{v}']:.2f}" for v in (*STRONGER, "sun"))
+        need = " / ".join(f"{r[f'decode_gpus_{v}']:.0f}" for v in (*STRONGER, "sun"))
+        alt_lines.append(f"| {r['models']} | {r['zipf_s']:g} | {good} | {r['strongest_goodput']} | "
+                         f"{r['sun_x_strongest']:.2f}x | {need} | {r['fewest_gpus']} | "
+                         f"{r['sun_gpus_saved_vs_fewest']:.0%} |")
+    nan = float("nan")
+    for r in table.to_dict("records"):
+        gpus = " / ".join(f"{r[f'decode_gpus_{v}']:.0f}" for v in ("dedicated", "sun", "qsun", "dedicated-int4"))
+        goodput = " / ".join(f"{r[f'goodput_per_gpu_{v}']:.2f}" for v in ("dedicated", "dedicated-even", "sun", "qsun"))
+        tpot = pct(r.get("sun_tpot_vs_dedicated", nan))
+        if r.get("both_meet_slo") is False:
+            tpot += " (one design misses the SLO)"
+        lines.append(f"| {r['models']} | {r['zipf_s']:g} | {gpus} | {r['sun_decode_gpus_saved']:.0%} | {goodput} | "
+                     f"{r['sun_throughput_per_gpu_x']:.2f}x / {r['sun_throughput_per_gpu_x_even']:.2f}x | {tpot} | "
+                     f"{pct(r.get('qsun_tpot_speedup_over_sun', nan))} |")
+    lines += alt_lines
+    seeds = plan["seed"].nunique()
+    lines += [
+        "", f"Against the paper's claims (intervals: min-max over the runs that give each figure; the plans have "
+        f"{seeds} seed(s) per configuration):", "",
+        "| claim (paper) | sunsim (this profile) |", "|---|---|",
+        *[f"| {claim} | {ours} |" for claim, ours in claims(outputs.sweeps)],
+        "", "Where they differ, from the same tables:", "",
+        pooling_finding(table), baselines_finding(table), strongest_alternative_finding(table), tpot_finding(table),
+        qsun_finding(table), "",
+    ]
+    for stem, caption in figs.items():
+        lines += [f"![{caption}](figures/{stem}.png)", "", f"*{caption}; profile {profile}.* "
+                  f"([SVG](figures/{stem}.svg))", ""]
+    found = [interconnect_finding(outputs.sweeps["interconnect"], st["target"]),
+             routing_finding(outputs.sweeps["routing"], st["target"])]
+    if "short-outputs" in outputs.sweeps:
+        found.append(short_outputs_finding(outputs.sweeps["short-outputs"]))
+    lines += [
+        "## Beyond the paper", "",
+        runs_table(outputs.runs), "",
+        *run_findings(outputs.runs, st["target"]),
+        *filter(None, [stronger_baselines_finding(outputs.runs)]),
+        *[f for f in found if f],
+        "", "## Files", "",
+        "- `sweeps/*.csv`: one row per (grid point, variant); `plan-skew.csv` holds the plans.",
+        "- `<experiment>/`: per-variant `summary.json` and `comparison.csv`, and the scenario.",
+        "- `report/report.md`: every figure `sunsim report` draws for these results.", "",
+    ]
+    path = out / "README.md"
+    write_text(path, "\n".join(lines))
+    return path
