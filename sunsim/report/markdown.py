@@ -22,7 +22,7 @@ from sunsim.errors import InputError
 from sunsim.output import check_replaceable, mark, publish, staging, write_text
 from sunsim.report.load import PlanData, RunData, SweepData, load_run, load_sources, run_name
 from sunsim.report.run_plots import plot_latency_cdfs, plot_timeline
-from sunsim.report.style import KEY_METRICS, METRICS, RATE, SKEW, profile_label, short
+from sunsim.report.style import KEY_METRICS, METRICS, RATE, SKEW, param_label, profile_label, short
 from sunsim.report.sweep_plots import (
     plot_decode_gpus_needed,
     plot_decode_gpus_vs_param,
@@ -182,14 +182,15 @@ def _sweep_section(sw: SweepData, drawer: _Drawer, base: Path) -> _Section:
         done.add((RATE, "slo_attainment"))
     if "min_decode_gpus" in ok.columns:
         for p in ([SKEW] if SKEW in params else params[:1]):
-            drawer.draw(sec, f"{sw.path.stem}-decode-gpus-vs-{p}", f"Decode GPUs needed to meet the SLO vs {p}, a "
-                        f"line per variant.{note} Profile: {prof}.", plot_decode_gpus_vs_param, ok, p)
+            drawer.draw(sec, f"{sw.path.stem}-decode-gpus-vs-{p}", f"Decode GPUs needed to meet the SLO vs "
+                        f"{param_label(p)}, a line per variant.{note} Profile: {prof}.", plot_decode_gpus_vs_param,
+                        ok, p)
             done.add((p, "min_decode_gpus"))
     for p in params:
         for m in KEY_METRICS:
             if m in ok.columns and (p, m) not in done and ok[m].notna().any():
-                drawer.draw(sec, f"{sw.path.stem}-{m}-vs-{p}", f"{METRICS[m][0]} vs {p}, a line per variant.{note} "
-                            f"Profile: {prof}.", plot_metric_vs_param, ok, p, m)
+                drawer.draw(sec, f"{sw.path.stem}-{m}-vs-{p}", f"{METRICS[m][0]} vs {param_label(p)}, a line per "
+                            f"variant.{note} Profile: {prof}.", plot_metric_vs_param, ok, p, m)
     return sec
 
 

@@ -12,7 +12,18 @@ from matplotlib.lines import Line2D
 
 from sunsim.errors import InputError
 from sunsim.report.load import RunData, load_run, require_columns, run_name
-from sunsim.report.style import STYLE, log_axis, new_figure, save_figure, styled, variant_colors
+from sunsim.report.style import (
+    LINESTYLES,
+    MARKERS,
+    MAX_WIDTH_IN,
+    STYLE,
+    graded,
+    log_axis,
+    new_figure,
+    save_figure,
+    styled,
+    variant_colors,
+)
 
 
 def _cdf_points(values: np.ndarray, total: int, max_points: int = 600) -> tuple[np.ndarray, np.ndarray]:
@@ -37,9 +48,14 @@ def plot_latency_cdfs(run: RunData | Path, out_base: Path | None = None) -> Figu
                          f"latency CDF")
     colors = variant_colors(run.comparison["variant"].astype(str))
     fig, (ax_ttft, ax_tpot) = new_figure(11, 4.6, ncols=2)
+    n = len(run.requests)
     for k, (v, df) in enumerate(run.requests.items()):
-        # Distinct dashes and widths keep identical curves (same prefill in every variant) all visible.
-        style = {"color": colors.get(v), "label": v, "ls": ["-", "--", ":", "-."][k % 4], "lw": 2.6 - 0.5 * (k % 3)}
+        # Identical curves (the same prefill in every variant) all stay visible: each has its own dashes and
+        # marker, widths fall with drawing order, and the markers of successive curves are staggered.
+        look = graded(k, n)
+        style = {"color": colors.get(v), "label": v, "gid": v, "ls": LINESTYLES[k % len(LINESTYLES)],
+                 "lw": look["lw"] + 0.2, "marker": MARKERS[k % len(MARKERS)], "ms": look["ms"] * 0.7,
+                 "markevery": (0.03 + 0.07 * k / max(n, 1), 0.07)}
         ttft = df["ttft_s"].to_numpy(dtype=float)
         ax_ttft.plot(*_cdf_points(ttft, len(ttft)), **style)
         multi = df[df["output_tokens"] > 1]
@@ -76,11 +92,17 @@ def _binned_mean(t: np.ndarray, v: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.diff(area) / np.diff(edges)
 
 
+#: Width of one variant's column of the timeline, and the most columns side by side within the width cap.
+TIMELINE_COL_IN = 3.6
+TIMELINE_MAX_COLS = max(1, int((MAX_WIDTH_IN - 1.0) // TIMELINE_COL_IN))
+
+
 @styled
 def plot_timeline(timeline: pd.DataFrame, out_base: Path | None = None, profile: str = "profile not recorded",
                   bins: int = 400) -> Figure:
     """Per decode worker batch size (top) and KV occupancy (bottom) over time; one column per variant,
-    a line per worker coloured by its pool. Values are time-weighted means over ``bins`` intervals."""
+    a line per worker coloured by its pool. Values are time-weighted means over ``bins`` intervals.
+    More variants than fit within :data:`MAX_WIDTH_IN` wrap into further rows of panels."""
     require_columns(timeline, {"variant", "worker", "pool", "time_s", "batch", "kv_fraction"}, Path("timeline"),
              "a decode timeline")
     variants = list(dict.fromkeys(timeline["variant"]))
@@ -89,26 +111,42 @@ def plot_timeline(timeline: pd.DataFrame, out_base: Path | None = None, profile:
     mids = (edges[:-1] + edges[1:]) / 2
     pools = list(dict.fromkeys(timeline["pool"].astype(str)))
     pool_color = {p: f"C{i % 10}" for i, p in enumerate(pools)}
-    fig, axes = new_figure(3.9 * len(variants) + 1.0, 6.4, nrows=2, ncols=len(variants), sharex=True,
-                            sharey="row", squeeze=False)
+    ncols = min(len(variants), TIMELINE_MAX_COLS)
+    blocks = -(-len(variants) // ncols)
+    fig, grid = new_figure(TIMELINE_COL_IN * ncols + 1.0, 6.4 * blocks, nrows=2 * blocks, ncols=ncols, sharex=True,
+                           squeeze=False)
+    batch_axes, kv_axes = grid[0::2].ravel(), grid[1::2].ravel()
+    for ax in batch_axes[1:]:
+        ax.sharey(batch_axes[0])
+    for ax in kv_axes[1:]:
+        ax.sharey(kv_axes[0])
     for j, v in enumerate(variants):
+        axes = (batch_axes[j], kv_axes[j])
         part = timeline[timeline["variant"] == v]
         for (_, pool), w in part.sort_values("time_s").groupby(["worker", "pool"], sort=True):
             t = w["time_s"].to_numpy(float)
-            for i, col, scale in ((0, "batch", 1.0), (1, "kv_fraction", 100.0)):
-                axes[i, j].plot(mids, _binned_mean(t, w[col].to_numpy(float), edges) * scale,
-                                color=pool_color[str(pool)], lw=1.0, alpha=0.85)
-        axes[0, j].set_title(v, loc="left")
-        axes[1, j].set_xlabel("simulated time (s)")
+            for ax, col, scale in ((axes[0], "batch", 1.0), (axes[1], "kv_fraction", 100.0)):
+                ax.plot(mids, _binned_mean(t, w[col].to_numpy(float), edges) * scale,
+                        color=pool_color[str(pool)], lw=1.0, alpha=0.85)
+        axes[0].set_title(v, loc="left")
+        axes[1].set_xlabel("simulated time (s)")
+        axes[0].tick_params(labelbottom=True)
         shown = list(dict.fromkeys(part["pool"].astype(str)))
         workers = part["worker"].nunique()
         handles = [Line2D([], [], color=pool_color[p], lw=2, label=p) for p in shown]
-        axes[1, j].legend(handles=handles, title=f"pool ({workers} workers)", loc="upper center",
-                          bbox_to_anchor=(0.5, -0.28), ncol=min(len(shown), 3), frameon=False, fontsize=9)
-    axes[0, 0].set_ylabel("decode batch (requests)")
-    axes[1, 0].set_ylabel("KV cache occupied (%)")
-    axes[1, 0].set_ylim(bottom=0)
-    axes[0, 0].set_ylim(bottom=0)
+        axes[1].legend(handles=handles, title=f"pool ({workers} workers)", loc="upper center",
+                       bbox_to_anchor=(0.5, -0.28), ncol=min(len(shown), 3), frameon=False, fontsize=9)
+        if j % ncols == 0:
+            axes[0].set_ylabel("decode batch (requests)")
+            axes[1].set_ylabel("KV cache occupied (%)")
+        else:
+            for ax in axes:
+                ax.tick_params(labelleft=False)
+    for ax in list(batch_axes[len(variants):]) + list(kv_axes[len(variants):]):
+        ax.set_visible(False)
+    # Limits once everything is drawn: from zero, up to the highest value of any panel sharing the axis.
+    batch_axes[0].set_ylim(bottom=0)
+    kv_axes[0].set_ylim(bottom=0)
     fig.suptitle(f"Decode workers over time (mean per {end / bins:.2g} s); profile: {profile}", x=0.01, ha="left",
                  fontsize=STYLE["axes.titlesize"])
     save_figure(fig, out_base)

@@ -39,6 +39,8 @@ STYLE: dict = {
     "svg.hashsalt": "sunsim",  # element ids from a fixed salt: the same figure gives the same bytes
 }
 DPI = 150
+#: Widest figure (inches): 2,400 px at :data:`DPI`. Wider layouts wrap their panels into more rows.
+MAX_WIDTH_IN = 16.0
 #: Figures carry no creation date, so a figure drawn twice from the same data is byte-identical.
 _NO_DATE = {".svg": {"Date": None}, ".pdf": {"CreationDate": None}}
 
@@ -53,23 +55,61 @@ PARAM_LABELS: dict[str, str] = {
     SKEW: "popularity skew, Zipf s (higher = more skewed)",
     RATE: "request rate (requests/s)",
     "workload.duration_s": "workload duration (s)",
+    "workload.output_tokens.mean": "mean output tokens",
+    "workload.prompt_tokens.mean": "mean prompt tokens",
     "model.tasks": "task models",
+    "model.preset": "base model",
+    "variants.routing": "decode routing policy",
+    "prefill.routing": "prefill routing policy",
+    "interconnect.bandwidth_GBps": "interconnect bandwidth (GB/s)",
+    "interconnect.latency_us": "interconnect latency (µs)",
     "slo.tpot_s": "TPOT SLO (s)",
     "slo.ttft_s": "TTFT SLO (s)",
 }
-_UNIT_SUFFIXES = [("_GBps", "GB/s"), ("_us", "µs"), ("_s", "s"), ("workers", "GPUs"), ("tokens", "tokens"),
+#: Short names (no unit) for panel titles and legend entries.
+PARAM_NAMES: dict[str, str] = {
+    SKEW: "skew s",
+    RATE: "rate",
+    "model.tasks": "task models",
+    "workload.output_tokens.mean": "mean output tokens",
+    "workload.prompt_tokens.mean": "mean prompt tokens",
+}
+#: Last key part -> (name suffix to drop, unit shown in parentheses).
+_UNIT_SUFFIXES = [("_GBps", "GB/s"), ("_us", "µs"), ("_ms", "ms"), ("_s", "s"), ("workers", "GPUs"),
                   ("rate", "requests/s")]
+#: Key parts that say little alone ("mean" of what?): the part before them is kept.
+_GENERIC_PARTS = {"mean", "max", "min", "s", "sigma", "cv", "kind", "value", "n"}
+
+
+def _readable_name(param: str) -> tuple[str, str | None]:
+    """A scenario path as words and a unit, from its last part (with the one before when that part is generic)."""
+    parts = param.split(".")
+    last = parts[-1]
+    unit = None
+    for suffix, u in _UNIT_SUFFIXES:
+        if last.endswith(suffix):
+            unit = u
+            if suffix.startswith("_"):
+                last = last[: -len(suffix)]
+            break
+    words = last.replace("_", " ").strip()
+    if len(parts) > 1 and (parts[-1] in _GENERIC_PARTS or not words):
+        before = parts[-2].replace("_", " ")
+        words = f"{words} {before}".strip() if parts[-1] in {"mean", "max", "min"} else f"{before} {words}".strip()
+    return words, unit
 
 
 def param_label(param: str) -> str:
-    """Axis label for a swept scenario path, with a unit guessed from its last part."""
+    """Axis label for a swept scenario path: words and a unit, never the dotted key."""
     if param in PARAM_LABELS:
         return PARAM_LABELS[param]
-    last = param.rsplit(".", 1)[-1]
-    for suffix, unit in _UNIT_SUFFIXES:
-        if last.endswith(suffix):
-            return f"{param} ({unit})"
-    return param
+    words, unit = _readable_name(param)
+    return f"{words} ({unit})" if unit else words
+
+
+def param_name(param: str) -> str:
+    """A swept parameter's short name (panel titles, legend entries): words without the unit."""
+    return PARAM_NAMES.get(param) or _readable_name(param)[0]
 
 
 def styled(fn: Callable) -> Callable:
@@ -88,7 +128,9 @@ def new_figure(width: float = 7.5, height: float = 4.8, **subplots) -> tuple[Fig
 
 
 def save_figure(fig: Figure, out_base: Path | None) -> list[Path]:
-    """Write ``out_base.png`` and ``out_base.svg`` (nothing when ``out_base`` is None)."""
+    """Fit the titles into the figure (:func:`fit_titles`), then write ``out_base.png`` and ``out_base.svg``
+    (nothing when ``out_base`` is None)."""
+    fit_titles(fig)
     if out_base is None:
         return []
     out_base = Path(out_base)
@@ -98,6 +140,45 @@ def save_figure(fig: Figure, out_base: Path | None) -> list[Path]:
         for p in paths:
             write_figure(fig, p, dpi=DPI, metadata=_NO_DATE.get(p.suffix, {}))
     return paths
+
+
+def _title_texts(fig: Figure) -> list:
+    texts = [getattr(fig, "_suptitle", None)]
+    for ax in fig.axes:
+        if ax.get_visible():
+            texts += [ax.title, getattr(ax, "_left_title", None), getattr(ax, "_right_title", None)]
+    return [t for t in texts if t is not None and t.get_visible() and t.get_text()]
+
+
+def fit_titles(fig: Figure, rounds: int = 6) -> None:
+    """Wrap every title and suptitle that runs past the figure's edge until it fits.
+
+    The figure is drawn (constrained layout places everything then), each title measured and, when it
+    sticks out, its lines re-wrapped to the width left; wrapped titles take more height, which the
+    layout gives them on the next draw.
+    """
+    with matplotlib.rc_context(STYLE):
+        for _ in range(rounds):
+            fig.canvas.draw()
+            renderer = fig.canvas.get_renderer()
+            width = fig.bbox.width
+            changed = False
+            for t in _title_texts(fig):
+                box = t.get_window_extent(renderer)
+                if box.x0 >= -0.5 and box.x1 <= width + 0.5:
+                    continue
+                left = max(box.x0, 0.0) if t.get_horizontalalignment() == "left" else 0.0
+                room = width - left - 6.0
+                lines = t.get_text().split("\n")
+                chars = max(10, int(max(map(len, lines)) * room / max(box.width, 1.0) * 0.95))
+                text = "\n".join(textwrap.fill(line, chars, break_long_words=True) for line in lines)
+                if text == t.get_text():  # one word wider than the figure: smaller type
+                    t.set_fontsize(t.get_fontsize() * 0.9)
+                else:
+                    t.set_text(text)
+                changed = True
+            if not changed:
+                return
 
 
 def profile_label(df: pd.DataFrame | None) -> str:
@@ -153,6 +234,35 @@ def log_axis(axis, set_scale: Callable) -> None:
     axis.set_major_locator(ReadableLogLocator())
     axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
     axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+#: Marker shapes and line styles of series, so that no two legend entries look alike.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def graded(j: int, n: int) -> dict:
+    """Marker size and line width falling with draw order: a series drawn over an identical one
+    (or near it) leaves a rim of the earlier one showing."""
+    f = j / (n - 1) if n > 1 else 0.0
+    return {"ms": 9.0 - 4.5 * f, "lw": 2.4 - 1.3 * f}
+
+
+def coinciding(series: list[tuple[np.ndarray, np.ndarray]], tol: float) -> bool:
+    """Whether two of the series have points at the same x whose y differ by at most ``tol``."""
+    seen: dict[float, list[float]] = {}
+    for x, y in series:
+        for xi, yi in zip(np.asarray(x, float), np.asarray(y, float)):
+            if np.isfinite(yi):
+                seen.setdefault(float(xi), []).append(float(yi))
+    return any(len(ys) > 1 and np.min(np.diff(np.sort(ys))) <= tol for ys in seen.values())
+
+
+def dodge_offsets(n: int, span: float) -> list[float]:
+    """Sideways offsets of ``n`` series (centred on zero, about 1% of ``span`` apart), so that coinciding
+    points sit side by side instead of on top of each other."""
+    step = (span or 1.0) * min(0.012, 0.05 / max(n - 1, 1))
+    return [(j - (n - 1) / 2) * step for j in range(n)]
 
 
 def wrap(text: str, width: int = 18) -> str:

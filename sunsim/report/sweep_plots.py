@@ -9,19 +9,26 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from sunsim.errors import InputError
 from sunsim.report.style import (
+    LINESTYLES,
+    MARKERS,
     METRICS,
     RATE,
     SKEW,
     SWEEP_META,
+    coinciding,
+    dodge_offsets,
+    graded,
     log_axis,
     new_figure,
     param_label,
+    param_name,
     place_legend,
     profile_label,
     save_figure,
@@ -67,7 +74,7 @@ def aggregate_seeds(df: pd.DataFrame, x: str, y: str, by: list[str]) -> pd.DataF
 
 
 def _group_label(variant: str, extra: dict) -> str:
-    parts = [f"{k.rsplit('.', 1)[-1]}={short(v)}" for k, v in extra.items()]
+    parts = [f"{param_name(k)} = {short(v)}" for k, v in extra.items()]
     return variant if not parts else f"{variant}, " + ", ".join(parts)
 
 
@@ -79,6 +86,17 @@ def _combo_key(df: pd.DataFrame, cols: list[str]) -> pd.Series:
     return df[cols].astype(str).agg(" | ".join, axis=1) if cols else pd.Series("", index=df.index)
 
 
+def _scaled(values, log: bool) -> np.ndarray:
+    v = np.asarray(values, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(v) if log else v
+
+
+def _shift(x, offset: float, log: bool):
+    """``x`` moved sideways by ``offset`` (in decades on a log axis)."""
+    return x * 10.0 ** offset if log else x + offset
+
+
 @styled
 def plot_metric_vs_param(sweep: pd.DataFrame, param: str, metric: str, out_base: Path | None = None,
                          title: str | None = None, reference: float | None = None) -> Figure:
@@ -88,6 +106,10 @@ def plot_metric_vs_param(sweep: pd.DataFrame, param: str, metric: str, out_base:
     When the other swept parameters would make more than :data:`MAX_LINES` lines, each of
     their combinations gets its own panel (small multiples) with one line per variant.
     Latencies spanning more than a decade are drawn on a log axis.
+
+    Every series has its own marker and line style; when two series share a point, all are drawn
+    side by side (a small sideways offset) with marker size and width falling in drawing order, so
+    none hides another. Axis limits are set once all panels are drawn and hold every point.
     """
     if param not in sweep.columns or metric not in sweep.columns:
         raise InputError(f"sweep table lacks {param!r} or {metric!r}")
@@ -106,32 +128,40 @@ def plot_metric_vs_param(sweep: pd.DataFrame, param: str, metric: str, out_base:
                                 sharex=True, sharey=True)
     else:
         fig, axes = new_figure(squeeze=False)
-    styles = ["-", "--", ":", "-."]
-    markers = ["o", "s", "^", "D", "v", "P"]
     values = agg["mean"] * scale
     log_y = metric.endswith("_s") and values.min() > 0 and values.max() / values.min() > 20
     xs = agg["_x"]
     log_x = not agg.attrs.get("labels") and xs.min() > 0 and xs.max() / xs.min() >= 100
-    # Whole-number metrics (GPU counts) often tie: nudge each variant sideways so none hides another.
     variants = list(dict.fromkeys(agg["variant"]))
-    span = float(agg["_x"].max() - agg["_x"].min()) or 1.0
-    dodge = {v: (i - (len(variants) - 1) / 2) * 0.012 * span for i, v in enumerate(variants)} \
-        if metric == "min_decode_gpus" else dict.fromkeys(variants, 0.0)
-    n = 0
-    for k, combo in enumerate(panels):
+    # The series, in drawing order: per panel, a line per variant (and per other-parameter combination).
+    drawn = [[(variant, key, part) for (variant, key), part
+              in (agg if combo is None else agg[agg["_combo"] == combo]).groupby(
+                  ["variant", "_combo"], sort=False, observed=True)] for combo in panels]
+    series = list(dict.fromkeys((v, None if facet else key) for panel in drawn for v, key, _ in panel))
+    y_all = _scaled(values, log_y)
+    y_span = float(np.nanmax(y_all) - np.nanmin(y_all)) if np.isfinite(y_all).any() else 0.0
+    ties = any(coinciding([(part["_x"], _scaled(part["mean"] * scale, log_y)) for _, _, part in panel],
+                          0.01 * y_span) for panel in drawn)
+    x_all = _scaled(xs, log_x)
+    offsets = dodge_offsets(len(series), float(x_all.max() - x_all.min())) if ties else [0.0] * len(series)
+    for k, panel in enumerate(drawn):
         ax = axes.flat[k]
-        part_all = agg if combo is None else agg[agg["_combo"] == combo]
-        for (variant, key), part in part_all.groupby(["variant", "_combo"], sort=False, observed=True):
-            style = 0 if facet else combos.index(key)
+        for variant, key, part in panel:
+            j = series.index((variant, None if facet else key))
+            look = graded(j, len(series)) if ties else {"ms": 5.5, "lw": 1.6}
+            # Facets: marker and style per variant; one panel: marker per series, style per combination.
+            ls = LINESTYLES[(variants.index(variant) if facet or len(combos) == 1 else combos.index(key))
+                            % len(LINESTYLES)]
             extra = {} if facet else dict(zip(others, part[others].iloc[0]))
-            ax.plot(part["_x"] + dodge[variant], part["mean"] * scale, color=colors[variant], ls=styles[style % 4],
-                    marker=markers[style % len(markers)], ms=5, label=_group_label(variant, extra))
+            name = _group_label(variant, extra)
+            x = _shift(part["_x"], offsets[j], log_x)
+            ax.plot(x, part["mean"] * scale, color=colors[variant], ls=ls, marker=MARKERS[j % len(MARKERS)],
+                    label=name, gid=name, **look)
             if (part["n"] > 1).any():
-                ax.fill_between(part["_x"], part["lo"] * scale, part["hi"] * scale, color=colors[variant],
-                                alpha=0.15, lw=0)
-            n += 1 if k == 0 else 0
+                ax.fill_between(x, part["lo"] * scale, part["hi"] * scale, color=colors[variant], alpha=0.15,
+                                lw=0, gid=name)
         if facet:
-            ax.set_title(", ".join(f"{o.rsplit('.', 1)[-1]}={short(v)}" for o, v in zip(others, combo.split(" | "))),
+            ax.set_title(", ".join(f"{param_name(o)} = {short(v)}" for o, v in zip(others, panels[k].split(" | "))),
                          fontsize=10, loc="left")
         if reference is not None:
             ax.axhline(reference * scale, color="0.35", ls="--", lw=1)
@@ -142,9 +172,13 @@ def plot_metric_vs_param(sweep: pd.DataFrame, param: str, metric: str, out_base:
             log_axis(ax.yaxis, ax.set_yscale)
         if log_x:
             log_axis(ax.xaxis, ax.set_xscale)
-        if metric == "min_decode_gpus":  # counts: whole numbers, from zero so ratios read true
+    if metric == "min_decode_gpus":  # counts: whole numbers, from zero so ratios read true
+        # Set once, after every panel is drawn: the axes share y, and a limit set while drawing the first
+        # panel would cut off the others' higher counts.
+        top = max(float(pd.concat([agg["hi"], agg["mean"]]).max() * scale), reference * scale if reference else 0)
+        for ax in axes.flat:
             ax.yaxis.get_major_locator().set_params(integer=True)
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, (top if math.isfinite(top) and top > 0 else 1.0) * 1.08)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     for ax in axes[-1, :]:
@@ -153,14 +187,17 @@ def plot_metric_vs_param(sweep: pd.DataFrame, param: str, metric: str, out_base:
         ax.set_ylabel(label)
     seeds = int(sweep["seed"].nunique()) if "seed" in sweep.columns else 1
     note = f" (mean of {seeds} seeds, band = min-max)" if seeds > 1 else ""
-    heading = (title or f"{label.split(' (')[0]} vs {param}") + note
+    heading = (title or f"{label.split(' (')[0]} vs {param_name(param)}") + note
     if facet:
         fig.suptitle(f"{heading}\nprofile: {profile_label(sweep)}", x=0.01, ha="left")
-        handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, title="variant", loc="outside right upper", frameon=False)
+        handles: dict[str, object] = {}
+        for ax in axes.flat[:len(panels)]:  # every variant, even one missing from the first panel
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        fig.legend(list(handles.values()), list(handles), title="variant", loc="outside right upper", frameon=False)
     else:
         set_title(axes[0, 0], heading, profile_label(sweep))
-        place_legend(axes[0, 0], n, "variant")
+        place_legend(axes[0, 0], len(drawn[0]), "variant")
     save_figure(fig, out_base)
     return fig
 
@@ -180,7 +217,7 @@ def plot_slo_vs_rate(sweep: pd.DataFrame, out_base: Path | None = None, target: 
 def plot_decode_gpus_vs_param(table: pd.DataFrame, param: str = SKEW, out_base: Path | None = None) -> Figure:
     """Decode GPUs needed to meet the SLO (``min_decode_gpus``) against ``param``, one line per variant."""
     return plot_metric_vs_param(table, param, "min_decode_gpus", out_base,
-                                title=f"Decode GPUs needed vs {'popularity skew' if param == SKEW else param}")
+                                title=f"Decode GPUs needed vs {'popularity skew' if param == SKEW else param_name(param)}")
 
 
 # --------------------------------------------------------------------------------------
@@ -188,23 +225,32 @@ def plot_decode_gpus_vs_param(table: pd.DataFrame, param: str = SKEW, out_base: 
 @styled
 def plot_plan_probes(plan: pd.DataFrame, out_base: Path | None = None, target: float | None = None) -> Figure:
     """SLO attainment of every simulated probe against its decode GPUs: how the planner found the minimum.
-    Filled markers met the SLO, hollow ones did not; a line per variant (and per rate when several)."""
+    Filled markers met the SLO, hollow ones did not; a line per variant (and per rate when several), each
+    with its own marker and line style, drawn side by side where two variants probed the same point."""
     colors = variant_colors(plan["variant"])
     rates = plan["rate"].nunique() if "rate" in plan.columns else 1
     fig, ax = new_figure()
     keys = ["variant", "rate"] if rates > 1 else ["variant"]
-    n = 0
-    for key, part in plan.groupby(keys, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        part = part.sort_values("decode_gpus")
+    groups = [(key if isinstance(key, tuple) else (key,), part.sort_values("decode_gpus"))
+              for key, part in plan.groupby(keys, sort=False)]
+    n = len(groups)
+    ties = coinciding([(part["decode_gpus"], part["slo_attainment"] * 100) for _, part in groups], 0.5)
+    gpus = pd.to_numeric(plan["decode_gpus"], errors="coerce")
+    offsets = dodge_offsets(n, max(float(gpus.max() - gpus.min()), 2.0) * 2) if ties else [0.0] * n
+    handles = []
+    for j, (key, part) in enumerate(groups):
         c = colors[key[0]]
         label = key[0] if rates == 1 else f"{key[0]} @ {key[1]:g} req/s"
-        ax.plot(part["decode_gpus"], part["slo_attainment"] * 100, color=c, lw=1.2, label=label)
+        look = graded(j, n) if ties else {"ms": 6.0, "lw": 1.4}
+        marker, ls = MARKERS[j % len(MARKERS)], LINESTYLES[j % len(LINESTYLES)]
+        x, y = part["decode_gpus"] + offsets[j], part["slo_attainment"] * 100
+        ax.plot(x, y, color=c, lw=look["lw"], ls=ls, label=label, gid=label)
         met = part["meets_slo"].astype(str).str.lower().isin(["true", "1", "1.0"])
-        ax.scatter(part["decode_gpus"][met], part["slo_attainment"][met] * 100, color=c, zorder=3, s=30)
-        ax.scatter(part["decode_gpus"][~met], part["slo_attainment"][~met] * 100, facecolor="white",
-                   edgecolor=c, zorder=3, s=30)
-        n += 1
+        size = (look["ms"] + 1.0) ** 2
+        ax.scatter(x[met], y[met], color=c, marker=marker, zorder=3 + 0.01 * j, s=size, gid=label)
+        ax.scatter(x[~met], y[~met], facecolor="white", edgecolor=c, marker=marker, zorder=3 + 0.01 * j, s=size,
+                   gid=label)
+        handles.append(Line2D([], [], color=c, ls=ls, lw=look["lw"], marker=marker, label=label))
     if target is not None:
         ax.axhline(target * 100, color="0.35", ls="--", lw=1)
         ax.annotate(f"target {target:.0%}", (1.0, target * 100), xycoords=("axes fraction", "data"),
@@ -213,7 +259,7 @@ def plot_plan_probes(plan: pd.DataFrame, out_base: Path | None = None, target: f
     ax.set_xlabel("decode GPUs (count)")
     ax.set_ylabel("SLO attainment (% of requests)")
     set_title(ax, "Planner probes: SLO attainment vs decode GPUs", profile_label(plan))
-    handles = ax.get_legend_handles_labels()[0] + [
+    handles += [
         Line2D([], [], marker="o", ls="", color="0.3", label="meets SLO"),
         Line2D([], [], marker="o", ls="", mfc="white", mec="0.3", label="misses SLO")]
     ax.legend(handles=handles, loc="lower right" if n <= 4 else "upper left",
