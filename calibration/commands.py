@@ -16,6 +16,7 @@ from pathlib import Path
 from sunsim.cli.argtypes import non_negative_int, positive_float, positive_int
 from sunsim.costs.architecture import DTYPES, ModelShape, preset
 from sunsim.costs.hardware import gpu
+from sunsim.costs.lora import BANDS, DEFAULT_BAND, LORA_SOURCE, LoraCost
 from sunsim.costs.model import AnalyticCostModel, decode_step_time, read_profile
 from sunsim.errors import InputError
 from sunsim.scenario import MAX_BATCH, MAX_TOKENS
@@ -28,6 +29,8 @@ DIMENSIONS = ("hidden", "layers", "heads", "kv_heads", "head_dim", "intermediate
 #: The largest batch / token count ``cost`` answers for: the scenario schema's bounds, so the simulator
 #: never asks for more, and every product of them stays a finite float.
 MAX_COST_BATCH, MAX_COST_TOKENS = MAX_BATCH, MAX_TOKENS
+#: The largest adapter rank ``cost`` prices (vLLM's --max-lora-rank tops out at 512).
+MAX_LORA_RANK = 1024
 
 
 def read_json(path: Path, field: str) -> object:
@@ -159,6 +162,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cost.add_argument("--batch", type=positive_int, default=1, help="sequences in the batch")
     cost.add_argument("--context", type=positive_int, default=1024, help="decode: KV tokens held per sequence")
     cost.add_argument("--tokens", type=positive_int, default=1024, help="prefill: prompt tokens per sequence")
+    cost.add_argument("--lora-rank", type=non_negative_int, default=0,
+                      help="multi-LoRA: adapter rank (0: no adapters; analytic profiles only)")
+    cost.add_argument("--lora-adapters", type=positive_int, default=1,
+                      help="multi-LoRA: distinct adapters in the batch (at most --batch)")
+    cost.add_argument("--lora-band", default=DEFAULT_BAND, choices=list(BANDS),
+                      help="multi-LoRA cost band (default central; all three are printed)")
     cost.set_defaults(func=cmd_cost)
 
     val = subparsers.add_parser(
@@ -209,8 +218,12 @@ def _missed(out: Path) -> list[str]:
     return json.loads(path.read_text()).get("missed", []) if path.exists() else []
 
 
-def predict(profile: str, model: str, dtype: str, phase: str, batch: int, context: int, tokens: int) -> dict:
-    """The ``cost`` command's answer: predicted time in ms and which model produced it.
+def predict(profile: str, model: str, dtype: str, phase: str, batch: int, context: int, tokens: int,
+            lora_rank: int = 0, lora_adapters: int = 1, lora_band: str = DEFAULT_BAND) -> dict:
+    """The ``cost`` command's answer: predicted time in ms, which model produced it, its sources and kernel class,
+    and ``extrapolated`` with ``notes`` saying which parts lie outside the measurements. With ``lora_rank`` the
+    time includes the multi-LoRA adapter work of ``lora_adapters`` distinct adapters in ``lora_band``, and the
+    ``lora`` entry gives all three bands.
 
     A time that is not finite and positive is refused, naming the count that left the profile's
     measured range (its table extrapolated below zero) or the profile, never printed."""
@@ -219,6 +232,16 @@ def predict(profile: str, model: str, dtype: str, phase: str, batch: int, contex
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
             shown = value if not isinstance(value, int) or value < 10**30 else f"a {len(str(value))}-digit number"
             raise CalibrationError(f"{field}: must be an integer from 1 to {top:,}, got {shown}")
+    if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or not 0 <= lora_rank <= MAX_LORA_RANK:
+        raise CalibrationError(f"lora_rank: must be an integer from 0 to {MAX_LORA_RANK}, got {lora_rank!r}")
+    if lora_rank and (isinstance(lora_adapters, bool) or not isinstance(lora_adapters, int)
+                      or not 1 <= lora_adapters <= batch):
+        raise CalibrationError(f"lora_adapters: must be an integer from 1 to the batch ({batch}), got {lora_adapters!r}")
+    if lora_band not in BANDS:
+        raise CalibrationError(f"lora_band: must be one of {', '.join(BANDS)}, got {lora_band!r}")
+    if lora_rank and not profile.startswith("analytic-"):
+        raise CalibrationError("lora_rank: multi-LoRA costs are priced on analytic profiles only "
+                               "(give --profile analytic-h100, analytic-h200 or analytic-a100)")
     shape = load_shape(model)
     derived = False
     if profile.startswith("analytic-"):
@@ -237,11 +260,39 @@ def predict(profile: str, model: str, dtype: str, phase: str, batch: int, contex
         seconds = math.inf
     if not math.isfinite(seconds) or seconds <= 0:
         raise CalibrationError(_bad_time(cost, shape, phase, batch, tokens, seconds))
-    return {"profile": cost.info.name, "kind": cost.info.kind, "device": cost.info.device, "model": shape.name,
-            "dtype": dtype, "phase": phase, "batch": batch,
-            **({"context": context, "kv_tokens": batch * context} if phase == "decode" else
-               {"tokens": tokens, "prompt_tokens": batch * tokens}),
-            "time_ms": seconds * 1e3, "derived_from_device_figures": derived}
+    notes = _notes(cost, phase, batch, context, tokens)
+    out = {"profile": cost.info.name, "kind": cost.info.kind, "device": cost.info.device, "model": shape.name,
+           "dtype": dtype, "phase": phase, "batch": batch,
+           **({"context": context, "kv_tokens": batch * context} if phase == "decode" else
+              {"tokens": tokens, "prompt_tokens": batch * tokens}),
+           "time_ms": seconds * 1e3, "derived_from_device_figures": derived,
+           **{k: v for k, v in cost.info.as_dict().items() if k in ("source", "kernel", "note")},
+           "extrapolated": bool(notes), "notes": notes}
+    if lora_rank:
+        rows = batch if phase == "decode" else batch * tokens
+        bands = {}
+        for band in BANDS:
+            added = LoraCost(shape, cost.gpu, lora_rank, band).time(rows, lora_adapters)
+            bands[band] = {"added_ms": added * 1e3, "throughput_loss": added / (seconds + added)}
+        out["lora"] = {"rank": lora_rank, "adapters": lora_adapters, "band": lora_band, "base_time_ms": seconds * 1e3,
+                       **bands[lora_band], "bands": bands, "source": LORA_SOURCE,
+                       "kernel": "SGMV/BGMV shrink + expand per module group (vLLM punica-style kernels)"}
+        out["time_ms"] = (seconds + bands[lora_band]["added_ms"] * 1e-3) * 1e3
+    return out
+
+
+def _notes(cost, phase: str, batch: int, context: int, tokens: int) -> list[str]:
+    """What the predicted time takes from outside the cost model's measurements."""
+    if hasattr(cost, "notes"):  # the analytic profiles know their measured ranges
+        return cost.notes(batch, kv_tokens_per_seq=context) if phase == "decode" else \
+            cost.notes(batch * tokens, prompt_tokens=tokens, logit_rows=batch)
+    xs = getattr(cost, "decode_batch" if phase == "decode" else "prefill_tokens", None)
+    x = batch if phase == "decode" else batch * tokens
+    if xs is not None and len(xs) and not xs[0] <= x <= xs[-1]:
+        what = "decode batches" if phase == "decode" else "prefill token counts"
+        return [f"{x} is outside the profile's measured {what} ({int(xs[0])}..{int(xs[-1])}): its table is extended "
+                "linearly from the nearest points"]
+    return []
 
 
 def _bad_time(cost, shape: ModelShape, phase: str, batch: int, tokens: int, seconds: float) -> str:
@@ -264,7 +315,7 @@ def _bad_time(cost, shape: ModelShape, phase: str, batch: int, tokens: int, seco
 
 def cmd_cost(args: argparse.Namespace) -> int:
     print(json.dumps(predict(args.profile, args.model, args.dtype, args.phase, args.batch, args.context,
-                             args.tokens), indent=2))
+                             args.tokens, args.lora_rank, args.lora_adapters, args.lora_band), indent=2))
     return 0
 
 

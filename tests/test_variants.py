@@ -59,7 +59,9 @@ def _compare(s: float, rate: float):
 
 @pytest.mark.parametrize("s", [1.0, 1.5])
 def test_skew_favours_the_shared_pool(s):
-    ded, sun = _compare(s=s, rate=130)
+    # 150 req/s: past the hot model's dedicated GPU under the fitted H100 kernel curves (decode ~8% cheaper at
+    # batch 64-256 than the earlier assumed-efficiency roofline, which overloaded it at 130 already).
+    ded, sun = _compare(s=s, rate=150)
     util = "decode_utilization"
     assert sun[util]["mean_busy_fraction"] > ded[util]["mean_busy_fraction"]
     assert sun["slo"]["attainment"] > ded["slo"]["attainment"] + 0.2

@@ -7,7 +7,7 @@ profile measured on real kernels are interchangeable. Decode step time is modell
 
 because the linear layers' cost depends only on how many tokens are in the batch while
 attention reads every cached token once. Affinity in ``kv_tokens`` is what lets a decode
-worker sum a whole run of iterations in closed form (see :mod:`sunsim.sim.cluster`).
+worker sum a whole run of iterations in closed form (see :mod:`sunsim.sim.coalesced_runs`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
+from sunsim.costs import efficiency as eff
 from sunsim.costs.architecture import DTYPES, WEIGHT_BYTES, ModelShape
 from sunsim.costs.hardware import GPU
 from sunsim.errors import InputError
@@ -34,11 +35,14 @@ class ProfileInfo:
     kind: str  # "analytic" | "measured"
     device: str
     source: str = ""  # measurements an analytic profile takes figures from
+    kernel: str = ""  # the kernel class an analytic profile prices
+    note: str = ""  # what an analytic profile assumes beyond its measurements
 
     def as_dict(self) -> dict:
         out = {"name": self.name, "kind": self.kind, "device": self.device}
-        if self.source:
-            out["source"] = self.source
+        for key in ("source", "kernel", "note"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
         return out
 
 
@@ -66,14 +70,22 @@ PREFILL_BATCH_OVERHEAD_S = 2e-3
 EMBED_BYTES = 2.0  # embedding, LM head and norms stay 16-bit
 
 
+def projection_gemms(s: ModelShape) -> tuple[tuple[int, int], ...]:
+    """``(K, N)`` of one layer's four projection GEMMs as engines fuse them: QKV, output, gate+up, down."""
+    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    return (s.hidden, q + 2 * kv), (q, s.hidden), (s.hidden, 2 * s.intermediate), (s.intermediate, s.hidden)
+
+
 @dataclass(frozen=True)
 class AnalyticCostModel:
-    """Roofline from datasheet bandwidth and FLOPs, scaled by the GPU's :class:`~sunsim.costs.hardware.Efficiency`.
+    """Datasheet peaks times kernel efficiency curves fitted to measurements (:mod:`sunsim.costs.efficiency`).
 
-    Per pass: the layers' projections (a bf16 roofline, times the measured low-bit/bf16 time
-    ratio at that many rows for a low-bit format, see :class:`~sunsim.costs.hardware.LowBitGemm`), the
-    16-bit LM head over the rows that need logits (every sequence in decode, the last token of
-    each prompt in prefill), the embedding rows of the pass's tokens and the norms, and attention.
+    Per pass: the layers' projection GEMMs on the weight format's curve (cuBLAS bf16; W8A8 fp8 plus vLLM's
+    per-token activation quantization; W4A16 / W8A16 Marlin/Machete class), the 16-bit LM head (AWQ keeps
+    it and the embeddings 16-bit) on the bf16 curve over the rows that need logits (every sequence in
+    decode, the last token of each prompt in prefill), the embedding rows and norms, and attention: in
+    decode one call per layer (its fitted floor) plus the KV bytes at the fitted bandwidth (``beta``), in
+    prefill FlashAttention-3's fitted causal rate. :meth:`notes` says what lies outside the measurements.
     """
 
     gpu: GPU
@@ -84,44 +96,89 @@ class AnalyticCostModel:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         self.gpu.dense_flops(self.dtype)  # fp8 on a GPU without fp8 tensor cores fails here
-        eff, s, g = self.gpu.efficiency, self.shape, self.gpu
-        bw, flops = g.bandwidth_Bps * eff.bandwidth, g.bf16_flops * eff.compute
-        head = s.vocab * s.hidden
-        norms = (2 * s.layers + 1) * s.hidden
+        s, g, f = self.shape, self.gpu, eff.fits()
+        bw_x, fl_x = g.bandwidth_Bps / eff.FIT_BANDWIDTH, g.bf16_flops / eff.FIT_BF16_FLOPS
+        fmt = eff.KERNEL_FORMAT[self.dtype]
+        bf16 = f.gemm["bf16"].scaled(bw_x, fl_x)
+        proj = bf16 if fmt == "bf16" else f.gemm[fmt].scaled(
+            bw_x, g.dense_flops("fp8") / eff.FIT_FP8_FLOPS if fmt == "fp8" else fl_x)
+        att = f.attention
+        gemms = projection_gemms(s)
         consts = {
-            "_proj_read_s": s.linear_params * WEIGHT_BYTES["bf16"] / bw,
-            "_proj_s_per_row": 2.0 * s.linear_params / flops,
-            "_head_read_s": head * EMBED_BYTES / bw,
-            "_head_s_per_row": 2.0 * head / flops,
-            "_norm_read_s": norms * EMBED_BYTES / bw,
-            "_embed_s_per_row": s.hidden * EMBED_BYTES / bw,
-            "_attn_s_per_sq": 2.0 * s.layers * s.heads * s.head_dim / (g.bf16_flops * eff.attention_compute),
-            "_beta": s.kv_bytes_per_token / (g.bandwidth_Bps * eff.kv_bandwidth),
+            "_fmt": fmt, "_gemms": gemms, "_proj": proj, "_bf16": bf16,
+            # fp8: each GEMM input quantized per token (read 16-bit, write fp8) in one small kernel
+            "_quant_fixed_s": len(gemms) * eff.ACT_QUANT_CALL_S if fmt == "fp8" else 0.0,
+            "_quant_s_per_row": sum(k for k, _ in gemms) * 3.0 / bf16.bandwidth_Bps if fmt == "fp8" else 0.0,
+            "_norm_read_s": (2 * s.layers + 1) * s.hidden * EMBED_BYTES / bf16.bandwidth_Bps,
+            "_embed_s_per_row": s.hidden * EMBED_BYTES / bf16.bandwidth_Bps,
+            "_attn_calls_s": s.layers * att.decode_call_s,
+            "_attn_s_per_sq": 2.0 * s.layers * s.heads * s.head_dim / (att.prefill_rate_max * fl_x),
+            "_beta": s.kv_bytes_per_token / (att.decode_bandwidth_Bps * bw_x),
         }
         for name, value in consts.items():
             object.__setattr__(self, name, value)  # frozen dataclass: derived constants set once
 
     @property
     def info(self) -> ProfileInfo:
-        lowbit = self.gpu.lowbit
-        source = f"sunsim/data/{lowbit.source}" if lowbit is not None and self.dtype in lowbit.ratio else ""
-        return ProfileInfo(name=f"analytic-{self.gpu.name}", kind="analytic", device=self.gpu.name, source=source)
+        fmt = self._fmt
+        ids = {"bf16": "P1", "fp8": "P1", "w4a16": "H2 V1 P1", "w8a16": "H2 P1"}[fmt]
+        source = f"{eff.cite(eff.GEMM_FILE, ids)}; {eff.cite(eff.ATTENTION_FILE, 'P1 FA3')}"
+        note = "" if self.gpu.measured else (
+            f"not measured on {self.gpu.name}: the H100 fits' fractions of datasheet bandwidth and FLOP/s, "
+            f"applied to {self.gpu.name}'s datasheet figures (assumed)")
+        return ProfileInfo(name=f"analytic-{self.gpu.name}", kind="analytic", device=self.gpu.name, source=source,
+                           kernel=eff.KERNEL_CLASS[fmt], note=note)
 
     def projections_time(self, rows: int) -> float:
-        """The layers' projections over ``rows`` rows: bf16 roofline x the measured low-bit ratio."""
-        bf16 = max(self._proj_read_s, self._proj_s_per_row * rows)
-        lowbit = self.gpu.lowbit
-        return bf16 if lowbit is None else bf16 * lowbit.time_ratio(self.dtype, rows)
+        """The layers' projection GEMMs over ``rows`` rows in the weight format (fp8: with activation quant)."""
+        wb = WEIGHT_BYTES[self.dtype]
+        per_layer = self._proj.total(self._gemms, rows, wb) + self._quant_fixed_s + self._quant_s_per_row * rows
+        return self.shape.layers * per_layer
+
+    def head_time(self, logit_rows: int) -> float:
+        """The 16-bit LM head over ``logit_rows`` rows."""
+        return self._bf16.time(self.shape.hidden, self.shape.vocab, logit_rows, EMBED_BYTES)
 
     def _pass_time(self, rows: int, logit_rows: int) -> float:
-        head = max(self._head_read_s, self._head_s_per_row * logit_rows)
-        return self.projections_time(rows) + head + self._norm_read_s + self._embed_s_per_row * rows
+        return self.projections_time(rows) + self.head_time(logit_rows) + self._norm_read_s + self._embed_s_per_row * rows
 
     def prefill_time(self, tokens: int, sum_sq_tokens: int, prompts: int = 1) -> float:
-        return PREFILL_BATCH_OVERHEAD_S + self._pass_time(tokens, prompts) + self._attn_s_per_sq * sum_sq_tokens
+        half = eff.fits().attention.prefill_half_len
+        attn = self._attn_calls_s + self._attn_s_per_sq * (sum_sq_tokens + half * tokens)
+        return PREFILL_BATCH_OVERHEAD_S + self._pass_time(tokens, prompts) + attn
 
     def decode_coeffs(self, batch: int) -> tuple[float, float]:
-        return DECODE_STEP_OVERHEAD_S + self._pass_time(batch, batch), self._beta
+        return DECODE_STEP_OVERHEAD_S + self._pass_time(batch, batch) + self._attn_calls_s, self._beta
+
+    def notes(self, rows: int, kv_tokens_per_seq: int | None = None, prompt_tokens: int | None = None,
+              logit_rows: int | None = None) -> list[str]:
+        """What a pass of ``rows`` rows takes from outside the measurements (empty: all inside).
+
+        Decode: ``kv_tokens_per_seq`` is each sequence's context (one attention call reads rows x it per
+        layer); prefill: ``prompt_tokens`` is each prompt's length and ``logit_rows`` the prompts (the LM
+        head's rows; default ``rows``, as in decode)."""
+        f, out = eff.fits(), []
+        lo, hi = f.measured_rows[self._fmt]
+        if not lo <= rows <= hi:
+            out.append(f"{self.dtype} projection GEMMs at {rows} rows: measured {lo}..{hi} rows only; beyond, the "
+                       f"fitted curve (its compute term: {'parity with bf16' if self._fmt[0] == 'w' else 'fitted'})")
+        lo, hi = f.measured_rows["bf16"]
+        head_rows = rows if logit_rows is None else logit_rows
+        if not lo <= head_rows <= hi:
+            out.append(f"LM head at {head_rows} rows: bf16 curve measured {lo}..{hi} rows only")
+        if kv_tokens_per_seq is not None:
+            lo, hi = f.decode_kv_tokens
+            if not lo <= rows * kv_tokens_per_seq <= hi:
+                out.append(f"decode attention over {rows * kv_tokens_per_seq} KV tokens per layer: measured {lo}..{hi}")
+        if prompt_tokens is not None:
+            lo, hi = f.prefill_lengths
+            if not lo <= prompt_tokens <= hi:
+                out.append(f"prefill attention at {prompt_tokens}-token prompts: FlashAttention-3 measured {lo}..{hi}")
+        if self._fmt == "fp8":
+            out.append(f"fp8 activation quantization: {eff.ACT_QUANT_CALL_S * 1e6:g} us per GEMM input assumed")
+        if not self.gpu.measured:
+            out.append(self.info.note)
+        return out
 
 
 # --------------------------------------------------------------------------------------
