@@ -16,9 +16,9 @@ while passing smoothly through it). Per weight format:
   before each linear layer is added by the cost model (:data:`ACT_QUANT_CALL_S` plus its bytes).
 * int4 / int8 (W4A16 / W8A16, Marlin / Machete class): the memory term ``n x t_fixed + weight bytes / BW``
   fitted by least squares to published H100 timings at 1 row (memory-bound); the compute term is the bf16
-  curve's (Machete matches fp16 when compute-bound, vLLM PR #7174) and ``p`` is the bf16 curve's. Only rows
-  up to the largest measured row count are measured; beyond them the curve is this stated model, flagged as
-  extrapolated (:func:`measured_rows`).
+  curve's (Neural Magic's Machete announcement: it "matches compute-bound performance" of FP16) and ``p`` is
+  the bf16 curve's. Rows up to the largest measured row count are measured; beyond them the curve is this
+  stated model, flagged as extrapolated (:func:`measured_rows`).
 
 Attention. Decode: one call per layer takes ``t_call + KV bytes / BW_kv`` (fitted to the probe's batched
 SDPA timings). Prefill: FlashAttention-3's causal rate ``R(L) = R_max / (1 + L_half / L)`` (fitted to the
