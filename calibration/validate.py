@@ -1,7 +1,7 @@
 """``sunsim validate``: run a real continuous-batching decode loop and compare it with the simulator.
 
 The loop serves a short Poisson trace with the real kernels, with the semantics of
-:func:`sunsim.sim.cluster.simulate_decode_worker`: requests whose KV is ready join at the next
+:func:`sunsim.sim.standalone_decode.simulate_decode_worker`: requests whose KV is ready join at the next
 iteration boundary (FIFO, up to ``max_batch``), each iteration produces one token for every running
 request, a request with context ``c`` holds ``c + j`` KV tokens at its ``j``-th step and leaves
 after its output tokens. The same trace is then simulated with the profile and per-request TPOT
@@ -204,7 +204,7 @@ def validate(profile_path: str | Path, device: str = "cpu", requests: int = 64, 
         raise CalibrationError(f"out: {str(out)!r} is not a directory")
     import torch
 
-    from sunsim.sim.cluster import simulate_decode_worker
+    from sunsim.sim.standalone_decode import simulate_decode_worker
 
     from .device import resolve_device, set_cpu_threads
     from .kvcache import pick_backend

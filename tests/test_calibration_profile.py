@@ -141,7 +141,7 @@ def test_real_loop_and_simulator_batch_the_same_way(profile_dir: Path) -> None:
     from calibration.model import Stack
     from calibration.validate import make_trace, serve
     from sunsim.costs.model import decode_step_time
-    from sunsim.sim.cluster import simulate_decode_worker
+    from sunsim.sim.standalone_decode import simulate_decode_worker
 
     shape = preset("tiny")
     cost = measured_cost_model(read_profile(profile_dir), shape, "bf16")

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from sunsim.costs.architecture import PRESETS
 from sunsim.costs.hardware import GPUS
 from sunsim.costs.model import AnalyticCostModel
-from sunsim.sim.cluster import RESERVE, KVPolicy, simulate_decode_worker
+from sunsim.sim.kv_policy import RESERVE, KVPolicy
+from sunsim.sim.standalone_decode import simulate_decode_worker
 
 
 def _ceil(a: int, b: int) -> int:

@@ -1,11 +1,12 @@
-"""The paged decode worker's incremental block bookkeeping equals a count from scratch.
+"""The paged decode worker's incremental block bookkeeping equals a count from scratch, in place.
 
-The worker keeps the running batch's block count and its sorted block phases up to date
-instead of passing over the batch at each boundary, and skips the first-overflow search and
-the peak count when a cheap bound shows they cannot matter. Here every boundary and every
-run end of small, memory-starved workers is checked against a direct per-request count:
-blocks held, blocks gained over the next iterations, the first iteration that overflows the
-GPU, the run's length and the peak. The skip bounds must be seen both ways.
+The worker's :class:`KVBlockLedger` keeps the running batch's block count and its sorted block
+phases up to date instead of passing over the batch at each boundary, and skips the
+first-overflow search and the peak count when a cheap bound shows they cannot matter. Here every
+boundary and every run end of small, memory-starved workers is checked against a direct
+per-request count of the worker's own requests: blocks held, blocks gained over the next
+iterations, the first iteration that overflows the GPU, the run's length and the peak. The skip
+bounds must be seen both ways. (tests/test_kv_ledger.py checks the ledger on its own.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import pytest
 from sunsim.costs.architecture import PRESETS
 from sunsim.costs.hardware import GPUS
 from sunsim.costs.model import AnalyticCostModel
-from sunsim.sim.cluster import DecodeWorker, KVPolicy, simulate_decode_worker
+from sunsim.sim.decode import DecodeWorker
+from sunsim.sim.kv_ledger import KVBlockLedger
+from sunsim.sim.kv_policy import KVPolicy
+from sunsim.sim.standalone_decode import simulate_decode_worker
 
 COST = AnalyticCostModel(GPUS["h100"], PRESETS["llama-3.1-8b"], "bf16")
 
@@ -31,7 +35,7 @@ def _blocks(w: DecodeWorker, at: int) -> int:
 def _first_overflow(w: DecodeWorker) -> int:
     """The first iteration ahead at which the batch's blocks exceed the GPU's, by stepping."""
     j = 1
-    while w._other_blocks + _blocks(w, w.it + j) <= w.capacity_blocks:
+    while w.ledger.held + _blocks(w, w.it + j) <= w.capacity_blocks:
         j += 1
     return j
 
@@ -40,42 +44,43 @@ def _first_overflow(w: DecodeWorker) -> int:
 def checked(monkeypatch):
     """Wrap the worker's boundary and run accounting with from-scratch checks; count the bound's outcomes."""
     seen: Counter = Counter()
-    boundary, account, may_overflow = DecodeWorker._boundary, DecodeWorker._account, DecodeWorker._may_overflow
+    boundary, account, may_overflow = DecodeWorker._boundary, DecodeWorker._account, KVBlockLedger.may_overflow
 
-    def checked_may_overflow(w, j):
-        out = may_overflow(w, j)
+    def checked_may_overflow(ledger, j):
+        out = may_overflow(ledger, j)
         seen["overflow search" if out else "overflow search skipped"] += 1
         return out
 
     def checked_boundary(w):
         boundary(w)
-        block = w.block
-        assert w._phases == sorted((int(w._off[rid]) - 1) % block for rid in w._members)
-        assert w._batch_blocks == _blocks(w, w.it)
-        assert w.used_blocks == w._other_blocks + w._batch_blocks <= w.capacity_blocks
+        block, ledger = w.block, w.ledger
+        assert ledger.it == w.it
+        assert list(ledger.phases) == sorted((int(w._off[rid]) - 1) % block for rid in w._members)
+        assert ledger.batch == _blocks(w, w.it)
+        assert ledger.used == ledger.held + ledger.batch <= w.capacity_blocks
         if not w._running:
             return
         for j in range(3 * block + 2):
-            assert w._growth(j) == _blocks(w, w.it + j) - w._batch_blocks, j
+            assert ledger.growth(j) == _blocks(w, w.it + j) - ledger.batch, j
         first = _first_overflow(w)
-        assert w._first_overflow() == first
+        assert ledger.first_overflow() == first
         next_finish = min(int(w._fin[rid]) for rid in w._members) - w.it
         assert w._run_len == min(next_finish, first)
 
     def checked_account(w, n):
-        last_step = w._other_blocks + _blocks(w, w.it + n - 1) if n > 0 else 0
+        last_step = w.ledger.held + _blocks(w, w.it + n - 1) if n > 0 else 0
         peak = w.peak_blocks
-        seen["peak counted" if n > 0 and w.used_blocks + w.batch * -(-(n - 1) // w.block) > peak
+        seen["peak counted" if n > 0 and w.ledger.used + w.batch * -(-(n - 1) // w.block) > peak
              else "peak count skipped"] += 1
         account(w, n)
         assert w.peak_blocks == max(peak, last_step)
         staying = [rid for rid in w._members if w._fin[rid] != w.it]
-        assert w._batch_blocks == sum(-(-(int(w._off[rid]) + w.it) // w.block) for rid in staying)
-        assert len(w._phases) == len(staying)
+        assert w.ledger.batch == sum(-(-(int(w._off[rid]) + w.it) // w.block) for rid in staying)
+        assert w.ledger.running == len(staying)
 
     monkeypatch.setattr(DecodeWorker, "_boundary", checked_boundary)
     monkeypatch.setattr(DecodeWorker, "_account", checked_account)
-    monkeypatch.setattr(DecodeWorker, "_may_overflow", checked_may_overflow)
+    monkeypatch.setattr(KVBlockLedger, "may_overflow", checked_may_overflow)
     return seen
 
 

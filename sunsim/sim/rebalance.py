@@ -19,7 +19,7 @@ import numpy as np
 import simpy
 
 from sunsim.scenario import split_by_share
-from sunsim.sim.cluster import DecodeWorker
+from sunsim.sim.decode import DecodeWorker
 
 
 class Rebalancer:

@@ -20,8 +20,12 @@ from sunsim.costs.lora import DEFAULT_RANK, AdapterCache, LoraCost, LoraPrefillC
 from sunsim.costs.lora import step_coeffs as lora_step_coeffs
 from sunsim.costs.model import CostModel, ProfileInfo, make_cost_model, read_profile
 from sunsim.scenario import Scenario, ScenarioError, VariantSpec
-from sunsim.sim.cluster import DecodeWorker, Interconnect, KVPolicy, PagedState, PrefillWorker, Records
+from sunsim.sim.decode import DecodeWorker
+from sunsim.sim.interconnect import Interconnect
+from sunsim.sim.kv_policy import KVPolicy, PagedState
+from sunsim.sim.prefill import PrefillWorker
 from sunsim.sim.rebalance import Rebalancer
+from sunsim.sim.records import Records
 from sunsim.sim.routing import Router
 from sunsim.sim.stats import DecodeStats, InterconnectStats, PrefillStats
 from sunsim.workload.stream import RequestStream

@@ -1,0 +1,172 @@
+"""A decode GPU's batch advanced a whole run of iterations per event, timed in closed form.
+
+Between batch changes, with step time ``alpha(B) + beta * K`` and the batch's KV growing by
+``B`` tokens per step, the time of ``n`` iterations is a quadratic in ``n`` that is summed
+(and, when a request arrives mid-run, inverted) in closed form, so no Python work is done per
+token or per iteration: an event is a batch change, not a step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import simpy
+
+from sunsim.costs.model import CostModel
+
+
+class CoalescedRuns:
+    """The iteration engine of a decode worker: runs of iterations with the batch unchanged.
+
+    A run is started at an iteration boundary for a length the subclass chooses (until the
+    next request finishes, or its KV would overflow); one timer ends it. A request that must
+    join sooner cuts it at the next boundary instead (:meth:`_cut_run`, :meth:`_cut_at`).
+    The subclass (:class:`~sunsim.sim.decode.DecodeWorker`) decides who is in the batch: it
+    keeps ``batch``, ``_kv_offset`` and the per-model counts current as requests join and
+    leave, and implements :meth:`_account`, :meth:`_boundary` and :meth:`_run_end`.
+    """
+
+    def __init__(self, env: simpy.Environment, cost: CostModel,
+                 step_coeffs: Callable[[np.ndarray], tuple[float, float]] | None,
+                 model: np.ndarray | None, n_models: int) -> None:
+        self.env, self.cost = env, cost
+        self._coeffs: dict[int, tuple[float, float]] = {}
+        # Optional hook: a run's (alpha, beta) from the running batch's per-model counts
+        # (colocated models, adapters); ``model`` maps request -> model index.
+        self._step_coeffs = step_coeffs
+        self._model = model
+        self.model_counts = np.zeros(n_models, dtype=np.int64)
+
+        self.it = 0  # iterations completed
+        self.batch = 0  # running requests
+        self._kv_offset = 0  # S: batch KV at iteration j is S + batch * j
+
+        # The run in progress (batch fixed): start time, KV at its first step, coefficients, length.
+        self._run_t0 = 0.0
+        self._run_busy0 = 0.0  # start of the busy time (before a restore pause)
+        self._run_k0 = 0.0
+        self._run_a = 0.0
+        self._run_b = 0.0
+        self._run_len = 0
+        self._gen = 0  # bumps when a run is cut short; stale timers check it
+        self._cut_pending = False
+        self._running = False  # a run's timer is pending
+
+        self.busy_s = 0.0
+        self.iterations = 0
+        self.tokens = 0  # tokens generated: iterations x batch
+        self.events = 0
+
+    # -- what the subclass decides -----------------------------------------------------------
+    def _account(self, n: int) -> None:
+        """``n`` iterations of the current run are done (at its end or its cut); :meth:`_advance` them."""
+        raise NotImplementedError
+
+    def _boundary(self) -> None:
+        """At an iteration boundary after a cut: change the batch, then :meth:`_start_run` or stop."""
+        raise NotImplementedError
+
+    def _run_end(self, gen: int) -> None:
+        """The run's timer fired (ignored unless ``gen`` is current): account it, let finishers leave."""
+        raise NotImplementedError
+
+    # -- runs --------------------------------------------------------------------------------
+    def _coeff(self, batch: int) -> tuple[float, float]:
+        c = self._coeffs.get(batch)
+        if c is None:
+            c = self._coeffs[batch] = self.cost.decode_coeffs(batch)
+        return c
+
+    def _count(self, rids, sign: int) -> None:
+        """Keep the per-model counts of the running batch (only when a step hook reads them)."""
+        if self._step_coeffs is not None and len(rids):
+            np.add.at(self.model_counts, self._model[np.asarray(rids, dtype=np.int64)], sign)
+
+    def _start_run(self, run_len: int, pause: float) -> None:
+        """Run the current batch for ``run_len`` iterations, after ``pause`` seconds restoring KV."""
+        now = self.env.now
+        self._running = True
+        self._run_len = run_len
+        self._run_busy0 = now
+        self._run_t0 = now + pause
+        self._run_k0 = self._kv_offset + self.batch * self.it
+        if self._step_coeffs is None:
+            self._run_a, self._run_b = self._coeff(self.batch)
+        else:
+            self._run_a, self._run_b = self._step_coeffs(self.model_counts)
+        self._cut_pending = False
+        gen = self._gen
+        self.events += 1
+        self.env.timeout(pause + self._run_time(run_len)).callbacks.append(lambda _ev: self._run_end(gen))
+
+    def _advance(self, n: int) -> None:
+        """Count ``n`` iterations of the current run as done, and its busy time up to now."""
+        self.it += n
+        self.iterations += n
+        self.tokens += n * self.batch
+        self.busy_s += self.env.now - self._run_busy0
+
+    def _cut_run(self) -> None:
+        """A request became ready mid-run: end the run at the next iteration boundary."""
+        elapsed = self.env.now - self._run_t0
+        m = self._iterations_by(elapsed) + 1  # the iteration in progress ends the cut
+        if m >= self._run_len:
+            return  # the run ends at that boundary anyway
+        self._cut_at(m)
+
+    def _cut_at(self, m: int) -> None:
+        """End the current run after its first ``m`` iterations instead (its own timer goes stale)."""
+        self._gen += 1
+        self._cut_pending = True
+        gen, t_end = self._gen, self._run_t0 + self._run_time(m)
+        self.events += 1
+        self.env.timeout(t_end - self.env.now).callbacks.append(lambda _ev: self._cut_end(gen, m))
+
+    def _cut_end(self, gen: int, m: int) -> None:
+        """The cut's timer fired (ignored unless ``gen`` is current): the batch changes at this boundary."""
+        if gen != self._gen:
+            return
+        self._account(m)
+        self._boundary()
+
+    # -- the run's clock, in closed form ------------------------------------------------------
+    def _run_time(self, n: float) -> float:
+        """Seconds for the first ``n`` iterations of the current run."""
+        return n * self._run_a + self._run_b * (n * self._run_k0 + self.batch * n * (n - 1) / 2)
+
+    def _iterations_by(self, elapsed: float) -> int:
+        """Whole iterations of the current run completed within ``elapsed`` seconds.
+
+        The square root inverts :meth:`_run_time` up to rounding; the loops settle it exactly, so
+        that a run cut after that many iterations ends when :meth:`_run_time` says.
+        """
+        if elapsed <= 0:
+            return 0  # still restoring preempted requests' KV
+        a = self._run_a + self._run_b * (self._run_k0 - self.batch / 2)
+        b = self._run_b * self.batch / 2
+        if b > 0:
+            n = int((-a + math.sqrt(a * a + 4 * b * elapsed)) / (2 * b))
+        else:
+            n = int(elapsed / a)
+        n = max(0, min(n, self._run_len))
+        while n > 0 and self._run_time(n) > elapsed:
+            n -= 1
+        while n < self._run_len and self._run_time(n + 1) <= elapsed:
+            n += 1
+        return n
+
+    def _work(self) -> tuple[float, int, int]:
+        """Busy seconds, iterations and tokens so far, the run in progress included up to now.
+
+        Work is counted when a run ends, so a run still going when the simulation stops (at
+        the horizon) adds its busy time up to the stop and the iterations it completed.
+        """
+        busy, iterations, tokens = self.busy_s, self.iterations, self.tokens
+        if self._running:
+            busy += self.env.now - self._run_busy0
+            done = self._iterations_by(self.env.now - self._run_t0)
+            iterations += done
+            tokens += done * self.batch
+        return busy, iterations, tokens

@@ -1,0 +1,359 @@
+"""Decode GPUs: continuous batching over block-managed KV memory, one event per batch change.
+
+The worker decides who is in the batch: admission under the KV policy, joins, finishes and
+preemptions. Between those changes :class:`~sunsim.sim.coalesced_runs.CoalescedRuns` advances
+the batch a whole run of iterations per event, and under paged memory
+:class:`~sunsim.sim.kv_ledger.KVBlockLedger` tells in a few bisections how many blocks a run
+gains and the first iteration at which they would exceed the GPU's (which ends the run), so
+nothing is done per token, per iteration or per request of the batch to keep memory exact.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+import simpy
+
+from sunsim.costs.model import CostModel
+from sunsim.sim.coalesced_runs import CoalescedRuns
+from sunsim.sim.kv_ledger import KVBlockLedger
+from sunsim.sim.kv_policy import RESERVE, KVPolicy, PagedState
+from sunsim.sim.records import Records
+from sunsim.sim.stats import DecodeStats
+
+
+class DecodeWorker(CoalescedRuns):
+    """Continuous batching over block-managed KV memory, iterations coalesced.
+
+    Life of a request here: *waiting* (FCFS, for KV blocks and batch room) -> *admitted*
+    (blocks allocated, KV in flight over the interconnect) -> *ready* (KV arrived; joins at
+    the next iteration boundary) -> *running* -> done; under the paged policy a running
+    request may be *preempted* back to the head of the waiting queue.
+
+    At each iteration boundary (paged): ready requests join; every running request gets the
+    blocks its next step needs, preempting the most recently admitted if they do not fit;
+    then, if nobody was preempted, waiting requests are admitted while the watermark holds.
+    Admission only happens at boundaries, as a serving engine's scheduler runs once per step.
+    """
+
+    def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, kv_capacity_tokens: int,
+                 block_tokens: int, max_batch: int | None, prompt: np.ndarray, output: np.ndarray,
+                 rec: Records, start_transfer: Callable[[int, DecodeWorker], None],
+                 timeline: list | None = None, on_finished: Callable[[int], None] | None = None,
+                 kv: KVPolicy = RESERVE,
+                 step_coeffs: Callable[[np.ndarray], tuple[float, float]] | None = None,
+                 model: np.ndarray | None = None, n_models: int = 1,
+                 paged_state: PagedState | None = None) -> None:
+        super().__init__(env, cost, step_coeffs, model, n_models)
+        self.wid = wid
+        self._on_finished = on_finished
+        self.block = block_tokens
+        self.capacity_blocks = kv_capacity_tokens // block_tokens
+        self.max_batch = max_batch or 1 << 30
+        self._prompt, self._output, self._rec = prompt, output, rec
+        self._start_transfer = start_transfer
+        self.kv = kv
+        self.paged = kv.policy == "paged"
+        self.watermark_blocks = int(kv.watermark * self.capacity_blocks)
+        self.ledger = KVBlockLedger(block_tokens, self.capacity_blocks)  # both policies; paged blocks grow
+
+        self.waiting: deque[int] = deque()
+        self.load = 0  # waiting + admitted requests
+        self.kv_load = 0  # KV tokens reserved + awaited (prompt + output of each)
+        self.admitted = 0  # holding blocks: in transfer, ready or running
+        self.reserved_tokens = 0
+        self.ready: list[int] = []
+        self._heap: list[tuple[int, int]] = []  # (iteration at which done, request)
+
+        # Paged state, per request (indexed by request id): the variant's, or this worker's own.
+        if paged_state is None:
+            paged_state = PagedState(len(prompt) if self.paged else 0)
+        self._off, self._fin, self._steps = paged_state.off, paged_state.fin, paged_state.steps
+        self._seq, self._restore = paged_state.seq, paged_state.restore
+        self._members: dict[int, None] = {}  # running requests
+        self._admissions = 0
+
+        self._settling = False  # inside end-of-run bookkeeping: arrivals just queue up
+        self.preemptions = 0
+        self.restore_s = 0.0  # recompute / swap time spent on preempted requests
+        self.timeline = timeline  # (time, batch, KV tokens held) at each change, when kept
+
+    @property
+    def peak_blocks(self) -> int:
+        """The most KV blocks allocated at once."""
+        return self.ledger.peak
+
+    def blocks_for(self, rid: int) -> int:
+        """Blocks reserved for a request under the ``reserve`` policy."""
+        return -(-int(self._prompt[rid] + self._output[rid]) // self.block)
+
+    def _first_step_blocks(self, rid: int) -> int:
+        """Blocks a (re)admitted request needs for its next step: prompt + 1 + steps done."""
+        return -(-(int(self._prompt[rid]) + 1 + int(self._steps[rid])) // self.block)
+
+    # -- arrivals --------------------------------------------------------------------------
+    def submit(self, rid: int) -> None:
+        """A request routed here after prefill; it waits until blocks and batch room are free."""
+        self._rec.decode_worker[rid] = self.wid
+        self.waiting.append(rid)
+        self.load += 1
+        self.kv_load += int(self._prompt[rid] + self._output[rid])
+        if not self.paged:
+            self._admit()
+        elif not self._running:
+            if not self._settling:
+                self._boundary()
+        elif len(self.waiting) == 1 and not self._cut_pending:
+            self._cut_if_admissible()
+
+    def _admit(self) -> None:
+        """Reserve policy: admit FCFS while prompt + output blocks fit (at any time)."""
+        ledger = self.ledger
+        while self.waiting and self.admitted < self.max_batch:
+            rid = self.waiting[0]
+            need = self.blocks_for(rid)
+            if ledger.used + need > ledger.capacity:
+                break  # FCFS: the head blocks the queue, as in vLLM's FCFS scheduler
+            self.waiting.popleft()
+            self.reserved_tokens += int(self._prompt[rid] + self._output[rid])
+            ledger.hold(need)
+            self.admitted += 1
+            self._rec.decode_admit_s[rid] = self.env.now
+            self._start_transfer(rid, self)
+
+    def _admit_paged(self) -> None:
+        """Paged policy, at a boundary: admit FCFS while the free blocks stay above the watermark."""
+        rec, now, ledger = self._rec, self.env.now, self.ledger
+        while self.waiting and self.admitted < self.max_batch:
+            rid = self.waiting[0]
+            need = self._first_step_blocks(rid)
+            if ledger.capacity - ledger.used - need < self.watermark_blocks:
+                break
+            self.waiting.popleft()
+            ledger.hold(need)  # until it joins the batch, which then grows them
+            self.admitted += 1
+            self._admissions += 1
+            self._seq[rid] = self._admissions
+            if np.isnan(rec.decode_admit_s[rid]):
+                rec.decode_admit_s[rid] = now
+            if rec.preemptions[rid] > 0:
+                self.ready.append(rid)  # its KV is restored on this GPU, not transferred
+            else:
+                self._start_transfer(rid, self)
+
+    def _cut_if_admissible(self) -> None:
+        """Mid-run arrival at an empty queue: end the run at the next boundary if it will be admitted there.
+
+        Blocks only grow within a run, so if the head does not fit at the next boundary it
+        does not fit before the run ends either.
+        """
+        if self.admitted >= self.max_batch:
+            return
+        ledger = self.ledger
+        room = ledger.capacity - ledger.used - self._first_step_blocks(self.waiting[0])
+        if room < self.watermark_blocks:
+            return  # it does not fit even now
+        m = self._iterations_by(self.env.now - self._run_t0) + 1
+        if m >= self._run_len:
+            return  # the run ends at that boundary anyway
+        if room - ledger.growth(m) >= self.watermark_blocks:
+            self._cut_at(m)
+
+    def kv_arrived(self, rid: int) -> None:
+        """KV of ``rid`` is in memory: it joins the batch at the next iteration boundary."""
+        self._rec.kv_ready_s[rid] = self.env.now
+        self.ready.append(rid)
+        if self._settling:
+            return  # the boundary being settled will take it
+        if not self._running:
+            self._boundary()
+        elif not self._cut_pending:
+            self._cut_run()
+
+    def _join(self) -> float:
+        """Ready requests join the batch; returns the seconds needed to restore preempted ones' KV."""
+        rec, now, it = self._rec, self.env.now, self.it
+        if not self.paged:
+            for rid in self.ready:
+                rec.decode_start_s[rid] = now
+                steps = int(self._output[rid]) - 1  # the first token came from prefill
+                heapq.heappush(self._heap, (it + steps, rid))
+                self._kv_offset += int(self._prompt[rid]) + 1 - it
+            self.batch += len(self.ready)
+            self._count(self.ready, 1)
+            self.ready.clear()
+            return 0.0
+        recompute: list[int] = []
+        swap_tokens = 0
+        ledger = self.ledger
+        for rid in self.ready:
+            if np.isnan(rec.decode_start_s[rid]):
+                rec.decode_start_s[rid] = now
+            done = int(self._steps[rid])
+            off = int(self._prompt[rid]) + 1 + done - it
+            self._off[rid] = off
+            self._fin[rid] = it + int(self._output[rid]) - 1 - done
+            heapq.heappush(self._heap, (int(self._fin[rid]), rid))
+            self._kv_offset += off
+            self._members[rid] = None
+            ledger.join(off)
+            restore = int(self._restore[rid])
+            if restore:
+                self._restore[rid] = 0
+                if self.kv.preemption == "recompute":
+                    recompute.append(restore)
+                else:
+                    swap_tokens += -(-restore // self.block) * self.block
+        self.batch += len(self.ready)
+        self._count(self.ready, 1)
+        self.ready.clear()
+        pause = swap_tokens * self.kv.kv_bytes_per_token / self.kv.swap_Bps
+        if recompute:
+            lengths = np.asarray(recompute, dtype=np.int64)
+            pause += self.cost.prefill_time(int(lengths.sum()), int(np.dot(lengths, lengths)), len(lengths))
+        return pause
+
+    def _grow(self) -> float:
+        """Give every running request the blocks of its next step, preempting the latest admitted if needed.
+
+        Returns the seconds spent swapping victims out (0 under recompute); sets the victims aside.
+        """
+        ledger = self.ledger
+        over = ledger.settle()
+        if over <= 0:
+            return 0.0
+        ids = np.fromiter(self._members, dtype=np.int64, count=len(self._members))
+        nb = -(-(self._off[ids] + self.it) // self.block)
+        order = np.argsort(-self._seq[ids], kind="stable")
+        k = int(np.searchsorted(np.cumsum(nb[order]), over)) + 1  # the fewest victims freeing enough
+        pause = 0.0
+        for rid in ids[order[:k]].tolist():  # latest admitted first; each goes to the queue's head
+            ledger.leave(int(self._off[rid]))
+            pause += self._preempt(rid)
+        ledger.settle()
+        return pause
+
+    def _preempt(self, rid: int) -> float:
+        """Send a running request (already out of the ledger) back to the queue's head; returns its swap-out seconds."""
+        off = int(self._off[rid])
+        kv_next = off + self.it  # KV its next step would read: prompt + 1 + steps done
+        self._steps[rid] = kv_next - int(self._prompt[rid]) - 1
+        self._restore[rid] = kv_next - 1  # KV held now: prompt + tokens generated so far
+        del self._members[rid]
+        self._fin[rid] = -1
+        self._kv_offset -= off
+        self.batch -= 1
+        self._count((rid,), -1)
+        self.admitted -= 1
+        self.waiting.appendleft(rid)
+        self.preemptions += 1
+        self._rec.preemptions[rid] += 1
+        if self.kv.preemption == "swap":
+            tokens = -(-(kv_next - 1) // self.block) * self.block
+            return tokens * self.kv.kv_bytes_per_token / self.kv.swap_Bps
+        return 0.0
+
+    def _finishing(self) -> list[int]:
+        """Running requests done at iteration ``it``: the heap's entries keyed ``it`` (heap order, no pops)."""
+        heap, it, fin = self._heap, self.it, self._fin
+        if not heap or heap[0][0] != it:
+            return []
+        n, done, stack = len(heap), [], [0]
+        while stack:
+            k = stack.pop()
+            if k < n and heap[k][0] == it:  # keys under a node are >= its key
+                rid = heap[k][1]
+                if fin[rid] == it and rid not in done:  # (skip stale and repeated entries)
+                    done.append(rid)
+                stack += (2 * k + 1, 2 * k + 2)
+        return done
+
+    def _boundary(self) -> None:
+        """At an iteration boundary: let ready requests join, make room, admit, then start the next run."""
+        pause = 0.0
+        if self.paged:
+            self._settling = True
+            if self.ready:
+                pause = self._join()
+            before = self.preemptions
+            pause += self._grow()
+            if self.preemptions == before:  # no admissions in a step that preempts
+                self._admit_paged()
+                if self.ready:
+                    pause += self._join()
+            self._settling = False
+        else:
+            self._settling = False
+            if self.ready:
+                self._join()
+        if self.timeline is not None:
+            held = self.ledger.used * self.block if self.paged else self.reserved_tokens
+            self.timeline.append((self.env.now, self.batch, held))
+        if self.batch == 0:
+            self._running = False
+            return
+        heap = self._heap
+        if self.paged:
+            while self._fin[heap[0][1]] != heap[0][0]:
+                heapq.heappop(heap)  # preempted since it was pushed
+        run_len = heap[0][0] - self.it  # until the next request finishes
+        if self.paged and self.ledger.may_overflow(run_len):
+            run_len = min(run_len, self.ledger.first_overflow())  # or its KV would not fit
+        self.restore_s += pause
+        self._start_run(run_len, pause)
+
+    def _account(self, n: int) -> None:
+        """Advance ``n`` iterations; paged: the ledger records the run's peak, and those finishing leave it."""
+        self._settling = True
+        self._advance(n)
+        if self.paged:
+            ledger = self.ledger
+            ledger.advance(n)
+            if self._heap[0][0] == self.it:  # those finishing leave with their blocks
+                off = self._off
+                for rid in self._finishing():
+                    ledger.leave(int(off[rid]))
+
+    def _run_end(self, gen: int) -> None:
+        """The run's timer fired: account it, let the requests done at this boundary leave, go on."""
+        if gen != self._gen:
+            return  # the run was cut short and replaced
+        self._account(self._run_len)
+        rec, heap, now, it = self._rec, self._heap, self.env.now, self.it
+        freed = 0
+        while heap and heap[0][0] == it:
+            _, rid = heapq.heappop(heap)
+            if self.paged:
+                if self._fin[rid] != it:
+                    continue  # preempted since it was pushed
+                self._fin[rid] = -1
+                del self._members[rid]
+                self._kv_offset -= int(self._off[rid])
+                self.kv_load -= int(self._prompt[rid] + self._output[rid])
+            else:
+                self._kv_offset -= int(self._prompt[rid]) + 1 - (it - int(self._output[rid]) + 1)
+                tokens = int(self._prompt[rid] + self._output[rid])
+                self.reserved_tokens -= tokens
+                self.kv_load -= tokens
+                self.ledger.release(self.blocks_for(rid))
+            rec.finish_s[rid] = now
+            freed += 1
+            if self._step_coeffs is not None:
+                self.model_counts[self._model[rid]] -= 1
+        self.batch -= freed
+        self.admitted -= freed
+        self.load -= freed
+        if self._on_finished is not None and freed:
+            self._on_finished(freed)
+        if not self.paged:
+            self._admit()
+        self._boundary()
+
+    def stats(self) -> DecodeStats:
+        """What this worker did, as a plain record (taken at the end of a run; see :meth:`_work`)."""
+        busy, iterations, tokens = self._work()
+        return DecodeStats(self.wid, busy, iterations, tokens, self.peak_blocks, self.capacity_blocks,
+                           self.block, self.preemptions, self.restore_s, self.timeline)
