@@ -206,6 +206,7 @@ FAST = settings(max_examples=60, deadline=None, derandomize=True, suppress_healt
                                                                       HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @FAST
 @given(doc=valid_docs())
 def test_valid_documents_run_completely(doc, capsys):
@@ -215,6 +216,7 @@ def test_valid_documents_run_completely(doc, capsys):
         assert_complete(doc, out)
 
 
+@pytest.mark.slow
 @settings(FAST, max_examples=200)
 @given(doc=valid_docs(), mutation=mutations)
 def test_broken_documents_are_refused_or_run(doc, mutation, capsys):

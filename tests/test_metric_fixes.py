@@ -102,6 +102,7 @@ def _retained_bytes(workers: int) -> tuple[float, int]:
     return (after - before) / len(stream), len(stream)
 
 
+@pytest.mark.slow
 def test_paged_per_request_state_is_allocated_once_per_variant_not_per_decode_gpu() -> None:
     """The run-size estimate (workload.check_size) counts a variant's arrays per request, whatever its GPU
     count; per-worker copies of the paged state (48 B per request per GPU) broke it on large pools."""

@@ -68,6 +68,7 @@ def test_report_of_run_folder(run_dir: Path) -> None:
     assert not list(run_dir.glob(".report-staging-*"))
 
 
+@pytest.mark.slow
 def test_report_of_sweep_table(tmp_path: Path) -> None:
     table = tmp_path / "sweep.csv"
     sweep_table().to_csv(table, index=False)
@@ -79,6 +80,7 @@ def test_report_of_sweep_table(tmp_path: Path) -> None:
     assert "profile: **analytic-h100 (analytic)**" in text.lower() and "1 failed" in text
 
 
+@pytest.mark.slow
 def test_folder_of_results(run_dir: Path, tmp_path: Path) -> None:
     """A folder holding a run and a sweep table gets one report with both."""
     (tmp_path / "sweeps").mkdir()
