@@ -129,3 +129,14 @@ def test_the_public_api_resolves_and_runs(tmp_path):
             "print(sorted(run.comparison['variant']))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['dedicated', 'qsun', 'sun']"
+
+
+def test_version_flag(capsys):
+    import pytest
+
+    import sunsim
+    from sunsim.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"sunsim {sunsim.__version__}"

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sunsim.analysis.schema import COMPARISON_ROWS
+from sunsim import __version__
 from sunsim.cli.console import console, err_console
 from sunsim.errors import InputError, Terminated
 from sunsim.names import check_name
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Discrete-event simulator of disaggregated multi-model LLM serving: "
                     "dedicated decode pools vs SUN shared decode pools (and QSUN).",
     )
+    parser.add_argument("--version", action="version", version=f"sunsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a scenario: every variant on the same requests")
