@@ -12,8 +12,8 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from sunsim.analysis.schema import COMPARISON_ROWS
 from sunsim import __version__
+from sunsim.analysis.schema import COMPARISON_ROWS
 from sunsim.cli.console import console, err_console
 from sunsim.errors import InputError, Terminated
 from sunsim.names import check_name
