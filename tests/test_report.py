@@ -171,3 +171,11 @@ def test_cdf_tick_labels_never_overlap(decades: float) -> None:
             assert left.x1 < right.x0, (left, right)
     legend = axes[1].get_legend().get_window_extent(renderer)
     assert not any(legend.overlaps(ax.get_window_extent(renderer)) for ax in axes)
+
+
+def test_report_names_where_results_are_published(run_dir: Path, tmp_path: Path) -> None:
+    """Results built in a staging folder (the experiments) name their published folder, not the staging one."""
+    from sunsim.report.markdown import write_report
+
+    report = write_report(run_dir, tmp_path / "rep", source_label="results")
+    assert "Source: `results`." in report.read_text() and str(run_dir) not in report.read_text()

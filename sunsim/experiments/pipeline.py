@@ -91,7 +91,7 @@ def regenerate(out: Path, quick: bool = False, workers: int | None = None,
         profile = str(outputs.sweeps["skew"]["profile"].dropna().iloc[0])
         say("figures and README")
         write_readme(outputs, stage, profile)
-        report.write_report(stage, stage / "report")
+        report.write_report(stage, stage / "report", source_label=str(out))
         mark(stage, {"command": "experiments"})
         publish(stage, out, require_marker=False)
     return out / "README.md"

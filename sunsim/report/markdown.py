@@ -257,12 +257,13 @@ def _render(sections: list[_Section], source: Path, skipped: list[Path]) -> str:
 
 def write_report(source: Path | str, out_dir: Path | str | None = None,
                  on_progress: Callable[[str], None] | None = None,
-                 on_note: Callable[[str], None] | None = None) -> Path:
+                 on_note: Callable[[str], None] | None = None, source_label: str | None = None) -> Path:
     """Draw every figure that fits ``source`` (a run folder, a sweep/plan table or a folder of them) and
     write ``report.md`` with figures under ``figures/``. Inputs are loaded and checked first and output is
     staged then moved into place, so a bad input raises ValueError and writes nothing. A figure skipped
     for want of data gets a line in the report and a call of ``on_note`` (default: printed to stderr).
-    Returns report.md."""
+    ``source_label`` is what the report names as its source (default: ``source``; results built in a
+    staging folder name where they are published). Returns report.md."""
     source = Path(source)
     found = load_sources(source)
     runs = [f for f in found if isinstance(f, (RunData, Path))]
@@ -281,7 +282,7 @@ def write_report(source: Path | str, out_dir: Path | str | None = None,
         if len(plans) > 1 and (across := _plans_vs_skew(plans, drawer)) is not None:
             sections.append(across)
         (stage / "figures").mkdir(exist_ok=True)
-        return _render(sections, source, skipped)
+        return _render(sections, Path(source_label) if source_label else source, skipped)
 
     _write_staged(out_dir, build)
     return out_dir / "report.md"
