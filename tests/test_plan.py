@@ -208,3 +208,17 @@ def test_cli_plans_over_seeds_and_warns_on_short_runs(tmp_path, capsys):
     assert (probes["rate"] == 40).all()
     for r in summary.itertuples():
         assert r.min_decode_gpus >= r.decode_gpus_seed_max
+
+
+def test_no_goodput_hides_the_goodput_columns(tmp_path, capsys):
+    """``--no-goodput`` skips the search, so the table must not show goodput columns full of dashes."""
+    from sunsim.cli import main
+
+    from .conftest import ROOT
+
+    argv = ["plan", str(ROOT / "scenarios" / "default.yaml"), "--seeds", "1", "--duration", "20",
+            "--variant", "sun", "--no-goodput", "--out", str(tmp_path / "p")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    table = out.split("plan for", 1)[1]
+    assert "variant" in table and "goodput" not in table and "vs None" not in table

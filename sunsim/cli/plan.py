@@ -67,21 +67,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
                          f"(profile {summary['profile'].iloc[0]}); decode GPUs = the most any seed needs",
                    title_justify="left")
     base = next((b for b in summary["baseline"] if isinstance(b, str)), None)
-    for col in ("variant", "decode GPUs", "per model", "by seed", "min/med/max", f"vs {base}",
-                "prefill GPUs", "goodput req/s (worst seed)", "goodput req/s/GPU"):
+    goodput_columns = () if args.no_goodput else ("goodput req/s (worst seed)", "goodput req/s/GPU")
+    for col in ("variant", "decode GPUs", "per model", "by seed", "min/med/max", f"vs {base or 'baseline'}",
+                "prefill GPUs", *goodput_columns):
         result.add_column(col, justify="right")
     for r in summary.itertuples():
+        goodput = () if args.no_goodput else (
+            _number(r.goodput_rps, "{:.1f}"), _number(r.goodput_rps_per_gpu, "{:.2f}"))
         result.add_row(r.variant, str(r.min_decode_gpus), r.decode_counts, r.decode_gpus_by_seed,
                        f"{r.decode_gpus_seed_min}/{r.decode_gpus_seed_median:g}/{r.decode_gpus_seed_max}",
-                       r.vs_baseline, str(r.prefill_gpus),
-                       "-" if r.goodput_rps is None or r.goodput_rps != r.goodput_rps else f"{r.goodput_rps:.1f}",
-                       "-" if r.goodput_rps_per_gpu is None or r.goodput_rps_per_gpu != r.goodput_rps_per_gpu
-                       else f"{r.goodput_rps_per_gpu:.2f}")
+                       r.vs_baseline, str(r.prefill_gpus), *goodput)
     console.print(result)
     _write(out, {"plan.csv": pd.DataFrame(probes), "plan_summary.csv": summary},
            scenario=yaml.safe_dump(sc.model_dump(mode="json"), sort_keys=False))
     console.print(f"plan tables in {out}/")
     return 0
+
+
+def _number(value, fmt: str) -> str:
+    """A table cell: ``-`` for a missing or NaN value."""
+    return "-" if value is None or value != value else fmt.format(value)
 
 
 def _write(out: Path, tables: dict[str, pd.DataFrame], scenario: str) -> None:
