@@ -222,3 +222,19 @@ def test_no_goodput_hides_the_goodput_columns(tmp_path, capsys):
     out = capsys.readouterr().out
     table = out.split("plan for", 1)[1].split("plan tables in", 1)[0]
     assert "variant" in table and "goodput" not in table and "vs None" not in table
+
+
+def test_json_prints_one_document_on_stdout(tmp_path, capsys):
+    import json
+
+    from sunsim.cli import main
+
+    from .conftest import ROOT
+
+    argv = ["plan", str(ROOT / "scenarios" / "default.yaml"), "--seeds", "1", "--duration", "20",
+            "--variant", "sun", "--no-goodput", "--json", "--out", str(tmp_path / "p")]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)  # nothing but the document on stdout
+    assert [r["variant"] for r in doc["plan"]] == ["sun"] and doc["plan"][0]["min_decode_gpus"] >= 1
+    assert "frontier explored" in captured.err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,7 @@ import yaml
 from rich.table import Table
 
 from sunsim.analysis.planning import MAX_GPUS_LIMIT, check_max_gpus, plan_seeds, seeded_rows
-from sunsim.cli.console import console
+from sunsim.cli.console import console, err_console
 from sunsim.errors import InputError
 from sunsim.names import check_name
 from sunsim.output import Output, check_replaceable, claim_outputs, mark, publish, staging, write_table, write_text
@@ -39,6 +40,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     # Before any planning: a bad folder costs nothing, and no input or foreign file is ever replaced.
     claim_outputs("plan", [Output(out, "--out")], scenario_inputs(args.scenario, sc))
     check_replaceable(out, (), PLAN_FILES, "--out", command="plan")
+    # With --json, stdout carries one JSON document and everything for people goes to stderr.
+    show = err_console if args.json else console
     probes: list[dict] = []
     frontier = Table(title=f"frontier explored (SLO TTFT<={sc.slo.ttft_s}s, TPOT<={sc.slo.tpot_s * 1e3:g}ms, "
                            f"attainment>={target:.0%} for every model)", title_justify="left")
@@ -47,13 +50,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     def on_probe(row: dict) -> None:
         probes.append(row)
-        console.print(f"  probe {row['variant']} seed {row['seed']}: rate {row['rate']:g}, decode {row['decode_gpus']}, "
+        show.print(f"  probe {row['variant']} seed {row['seed']}: rate {row['rate']:g}, decode {row['decode_gpus']}, "
                       f"prefill {row['prefill_gpus']} -> attainment {row['slo_attainment']:.1%} "
                       f"(worst model {row['min_model_attainment']:.1%}) {'ok' if row['meets_slo'] else 'miss'}",
                       highlight=False)
 
     def on_warning(msg: str) -> None:
-        console.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
+        show.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
 
     plans = plan_seeds(sc, target, args.seeds, args.variant, size_prefill=args.prefill,
                        goodput=not args.no_goodput, max_gpus=args.max_gpus, on_probe=on_probe, on_warning=on_warning)
@@ -62,7 +65,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         frontier.add_row(row["variant"], str(row["seed"]), f"{row['rate']:g}", str(row["prefill_gpus"]),
                          str(row["decode_gpus"]), f"{row['slo_attainment']:.1%}", f"{row['min_model_attainment']:.1%}",
                          "yes" if row["meets_slo"] else "no")
-    console.print(frontier)
+    show.print(frontier)
     result = Table(title=f"plan for {sc.name} at {sc.workload.rate} req/s over seeds {summary['seeds'].iloc[0]} "
                          f"(profile {summary['profile'].iloc[0]}); decode GPUs = the most any seed needs",
                    title_justify="left")
@@ -77,10 +80,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
         result.add_row(r.variant, str(r.min_decode_gpus), r.decode_counts, r.decode_gpus_by_seed,
                        f"{r.decode_gpus_seed_min}/{r.decode_gpus_seed_median:g}/{r.decode_gpus_seed_max}",
                        r.vs_baseline, str(r.prefill_gpus), *goodput)
-    console.print(result)
+    show.print(result)
     _write(out, {"plan.csv": pd.DataFrame(probes), "plan_summary.csv": summary},
            scenario=yaml.safe_dump(sc.model_dump(mode="json"), sort_keys=False))
-    console.print(f"plan tables in {out}/")
+    show.print(f"plan tables in {out}/")
+    if args.json:
+        rows = json.loads(summary.to_json(orient="records"))  # NaN -> null, numpy -> plain numbers
+        print(json.dumps({"scenario": sc.name, "rate": sc.workload.rate, "attainment_target": target,
+                          "out": str(out), "plan": rows}, indent=2))
     return 0
 
 
@@ -109,6 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", action="append", metavar="NAME", help="plan only this variant (repeatable)")
     p.add_argument("--prefill", action="store_true", help="also size prefill GPUs per model (on TTFT)")
     p.add_argument("--no-goodput", action="store_true", help="skip the goodput search")
+    p.add_argument("--json", action="store_true",
+                   help="print the plan (one row per variant) as JSON on stdout; progress and tables go to stderr")
     p.add_argument("--max-gpus", type=int, default=256,
                    help=f"give up past this many GPUs per pool (1 to {MAX_GPUS_LIMIT}; default 256)")
     p.add_argument("--seeds", type=int, default=3,
