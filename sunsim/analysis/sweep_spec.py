@@ -96,6 +96,8 @@ class Sweep:
     points: list[Point] = field(default_factory=list)
     path: Path = Path("sweep.yaml")  # the sweep file
     base_file: str = "scenario.yaml"  # the base scenario's file name, in base_dir
+    #: Validated scenarios by point index: checking, keying and listing inputs each need them.
+    _resolved: dict[int, Scenario] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def base_path(self) -> Path:
@@ -119,7 +121,9 @@ class Sweep:
         return data
 
     def scenario(self, point: Point) -> Scenario:
-        return scenario_from_dict(self.scenario_data(point), base_dir=self.base_dir)
+        if point.index not in self._resolved:
+            self._resolved[point.index] = scenario_from_dict(self.scenario_data(point), base_dir=self.base_dir)
+        return self._resolved[point.index]
 
     def point_key(self, point: Point) -> str:
         """Identity of a point's result: a hash of its fully resolved scenario and of what is computed.

@@ -53,7 +53,7 @@ def run_all(out: Path, quick: bool = False, workers: int | None = None,
         if quick:  # one seed, the first two values of each swept parameter
             spec = sweep.spec.model_copy(update={"seeds": sweep.spec.seeds[:1],
                                                  "grid": {k: v[:2] for k, v in sweep.spec.grid.items()}})
-            sweep = Sweep(spec, sweep.base, sweep.base_dir, expand_points(spec))
+            sweep = Sweep(spec, sweep.base, sweep.base_dir, expand_points(spec), sweep.path, sweep.base_file)
         say(f"sweep {name}: {len(sweep.points)} points")
         table_path = out / "sweeps" / f"{name}.csv"
         table_path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,6 @@ from sunsim.output.rule import (
     Output,
     check_file_target,
     check_folder,
-    check_output_folder,
     check_owned_file,
     check_owned_folder,
     check_replaceable,
@@ -32,7 +31,7 @@ from sunsim.output.staging import STAGING_MARKER, STAGING_PREFIX, clean_stale_st
 
 __all__ = [
     "LEDGER", "MARKER", "STAGING_MARKER", "STAGING_PREFIX", "Output", "check_file_target", "check_folder",
-    "check_output_folder", "check_owned_file", "check_owned_folder", "check_replaceable", "claim_outputs",
+    "check_owned_file", "check_owned_folder", "check_replaceable", "claim_outputs",
     "clean_stale_staging", "mark", "marker_command", "owns_file", "process_start", "publish", "record_file",
     "staging", "write_atomic", "write_bytes", "write_figure", "write_json", "write_table", "write_text",
 ]

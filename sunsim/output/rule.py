@@ -49,14 +49,6 @@ def check_file_target(path: Path, field: str, suffixes: Iterable[str] | None = N
     return path
 
 
-def check_output_folder(folder: Path, field: str) -> Path:
-    """An output folder: a new path or an existing folder, writable."""
-    folder = Path(folder)
-    if os.path.lexists(folder) and not folder.is_dir():
-        raise InputError(f"{field}: {str(folder)!r} exists and is not a folder")
-    return check_folder(folder, field)
-
-
 def check_replaceable(out: Path, folders: Iterable[str], files: Iterable[str], field: str,
                       command: str = "run") -> None:
     """Refuse, before any work, to publish over anything in ``out`` that ``command`` did not write.
@@ -110,21 +102,23 @@ def claim_outputs(command: str, outputs: Iterable[Output], inputs: Iterable[tupl
     ins = [(Path(p), what) for p, what in inputs]
     for i, out in enumerate(outs):
         for path, what in ins:
-            if _same(out.path, path) or (out.kind == "folder" and _inside(path, out.path)):
+            if _covers(out, path):
                 verb = "is" if _same(out.path, path) else "holds"
                 raise InputError(f"{out.field}: the output {str(out.path)!r} {verb} the {what} {str(path)!r}; "
                                  "an output never replaces an input: choose another path")
-            if os.path.isdir(out.path) and out.kind == "file" and _inside(path, out.path):
-                raise InputError(f"{out.field}: {str(out.path)!r} is a folder holding the {what} {str(path)!r}")
         for other in outs[i + 1:]:
-            if _same(out.path, other.path) or (out.kind == "folder" and _inside(other.path, out.path)) or (
-                    other.kind == "folder" and _inside(out.path, other.path)):
+            if _covers(out, other.path) or _covers(other, out.path):
                 raise InputError(f"{other.field}: {str(other.path)!r} clashes with {out.field} {str(out.path)!r}; "
                                  "two outputs of one command never share a path or a folder")
         if out.kind == "folder":
             check_owned_folder(out.path, command, out.field)
         else:
             check_owned_file(out.path, command, out.field)
+
+
+def _covers(out: Output, path: Path) -> bool:
+    """Whether writing ``out`` could replace ``path``: the same path, or a path inside a folder output."""
+    return _same(out.path, path) or (out.kind == "folder" and _inside(path, out.path))
 
 
 def _real(path: Path) -> str:
