@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.aic_tables import AicTables, Estimate, minimax_fit, relative_fit
+from sunsim.costs.catalog import PROFILES_DIR
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def report(root: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m calibration.aic_analysis", description=__doc__.split("\n")[0])
-    p.add_argument("--profiles", type=Path, default=Path(__file__).resolve().parent / "profiles")
+    p.add_argument("--profiles", type=Path, default=PROFILES_DIR)
     args = p.parse_args(argv)
     sys.stdout.write(report(args.profiles))
     return 0

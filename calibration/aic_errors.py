@@ -31,6 +31,7 @@ from calibration.aic_analysis import (
 from calibration.aic_tables import AicTables
 from sunsim.costs import efficiency as eff
 from sunsim.costs.architecture import WEIGHT_BYTES, preset
+from sunsim.costs.catalog import PROFILES_DIR
 from sunsim.costs.hardware import gpu
 from sunsim.costs.model import AnalyticCostModel
 
@@ -225,7 +226,7 @@ def report(root: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m calibration.aic_errors", description=__doc__.split("\n")[0])
-    p.add_argument("--profiles", type=Path, default=Path(__file__).resolve().parent / "profiles")
+    p.add_argument("--profiles", type=Path, default=PROFILES_DIR)
     args = p.parse_args(argv)
     sys.stdout.write(report(args.profiles))
     return 0

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from sunsim.cli.argtypes import non_negative_int, positive_float, positive_int
-from sunsim.costs.architecture import DTYPES, ModelShape, preset
+from sunsim.costs import catalog
+from sunsim.costs.architecture import DTYPES, KV_DTYPES, ModelShape, preset
 from sunsim.costs.hardware import gpu
 from sunsim.costs.lora import BANDS, DEFAULT_BAND, LORA_SOURCE, LoraCost
 from sunsim.costs.model import AnalyticCostModel, decode_step_time, read_profile
@@ -155,15 +156,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Predict one prefill or decode step's time from a measured profile (derived from its "
                     "device figures for a shape it was not measured on) or an analytic one.")
     cost.add_argument("--profile", required=True,
-                      help="profile directory/JSON, or analytic-h100 / analytic-h200 / analytic-a100")
+                      help="a shipped table profile (vllm-h100, vllm-h200, vllm-a100, vllm-l40s, vllm-b200), "
+                           "analytic-<gpu> (h100, h200, a100, l40s, b200), or a profile directory/JSON")
     cost.add_argument("--model", required=True, help="preset name, shape JSON or Hugging Face config.json")
     cost.add_argument("--dtype", default="bf16", choices=list(DTYPES), help="weight format")
     cost.add_argument("--phase", required=True, choices=["prefill", "decode"], help="which step to cost")
+    cost.add_argument("--kv-dtype", default="bf16", choices=list(KV_DTYPES),
+                      help="KV-cache element type (fp8: half the bytes; attention from the fp8-KV tables)")
     cost.add_argument("--batch", type=positive_int, default=1, help="sequences in the batch")
     cost.add_argument("--context", type=positive_int, default=1024, help="decode: KV tokens held per sequence")
     cost.add_argument("--tokens", type=positive_int, default=1024, help="prefill: prompt tokens per sequence")
     cost.add_argument("--lora-rank", type=non_negative_int, default=0,
-                      help="multi-LoRA: adapter rank (0: no adapters; analytic profiles only)")
+                      help="multi-LoRA: adapter rank (0: no adapters; analytic and table profiles)")
     cost.add_argument("--lora-adapters", type=positive_int, default=1,
                       help="multi-LoRA: distinct adapters in the batch (at most --batch)")
     cost.add_argument("--lora-band", default=DEFAULT_BAND, choices=list(BANDS),
@@ -219,7 +223,7 @@ def _missed(out: Path) -> list[str]:
 
 
 def predict(profile: str, model: str, dtype: str, phase: str, batch: int, context: int, tokens: int,
-            lora_rank: int = 0, lora_adapters: int = 1, lora_band: str = DEFAULT_BAND) -> dict:
+            lora_rank: int = 0, lora_adapters: int = 1, lora_band: str = DEFAULT_BAND, kv_dtype: str = "bf16") -> dict:
     """The ``cost`` command's answer: predicted time in ms, which model produced it, its sources and kernel class,
     and ``extrapolated`` with ``notes`` saying which parts lie outside the measurements. With ``lora_rank`` the
     time includes the multi-LoRA adapter work of ``lora_adapters`` distinct adapters in ``lora_band``, and the
@@ -239,13 +243,21 @@ def predict(profile: str, model: str, dtype: str, phase: str, batch: int, contex
         raise CalibrationError(f"lora_adapters: must be an integer from 1 to the batch ({batch}), got {lora_adapters!r}")
     if lora_band not in BANDS:
         raise CalibrationError(f"lora_band: must be one of {', '.join(BANDS)}, got {lora_band!r}")
-    if lora_rank and not profile.startswith("analytic-"):
-        raise CalibrationError("lora_rank: multi-LoRA costs are priced on analytic profiles only "
-                               "(give --profile analytic-h100, analytic-h200 or analytic-a100)")
+    tables = profile in catalog.shipped() or catalog.is_table_profile(profile)
+    if lora_rank and not (tables or profile.startswith("analytic-")):
+        raise CalibrationError("lora_rank: multi-LoRA costs are priced on analytic and table profiles only "
+                               "(give --profile vllm-h100 or analytic-h100, for example)")
+    if kv_dtype not in KV_DTYPES:
+        raise CalibrationError(f"kv_dtype: must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
     shape = load_shape(model)
     derived = False
     if profile.startswith("analytic-"):
-        cost = AnalyticCostModel(gpu(profile.removeprefix("analytic-")), shape, dtype)
+        cost = AnalyticCostModel(gpu(profile.removeprefix("analytic-")), shape, dtype, kv_dtype)
+    elif tables:
+        loaded = catalog.load(profile)
+        cost = catalog.make_cost_model(gpu(catalog.tables_gpu(loaded)), shape, dtype, loaded, kv_dtype)
+    elif kv_dtype != "bf16":
+        raise CalibrationError(f"kv_dtype: {profile!r} was calibrated with a 16-bit KV cache only")
     else:
         from .profile_models import cost_model_for
 
@@ -262,12 +274,14 @@ def predict(profile: str, model: str, dtype: str, phase: str, batch: int, contex
         raise CalibrationError(_bad_time(cost, shape, phase, batch, tokens, seconds))
     notes = _notes(cost, phase, batch, context, tokens)
     out = {"profile": cost.info.name, "kind": cost.info.kind, "device": cost.info.device, "model": shape.name,
-           "dtype": dtype, "phase": phase, "batch": batch,
+           "dtype": dtype, "kv_dtype": kv_dtype, "phase": phase, "batch": batch,
            **({"context": context, "kv_tokens": batch * context} if phase == "decode" else
               {"tokens": tokens, "prompt_tokens": batch * tokens}),
            "time_ms": seconds * 1e3, "derived_from_device_figures": derived,
            **{k: v for k, v in cost.info.as_dict().items() if k in ("source", "kernel", "note")},
            "extrapolated": bool(notes), "notes": notes}
+    if tables and phase == "decode":
+        out["parts_ms"] = {k: v * 1e3 for k, v in cost.parts(batch, batch * context).items()}
     if lora_rank:
         rows = batch if phase == "decode" else batch * tokens
         bands = {}
@@ -315,7 +329,8 @@ def _bad_time(cost, shape: ModelShape, phase: str, batch: int, tokens: int, seco
 
 def cmd_cost(args: argparse.Namespace) -> int:
     print(json.dumps(predict(args.profile, args.model, args.dtype, args.phase, args.batch, args.context,
-                             args.tokens, args.lora_rank, args.lora_adapters, args.lora_band), indent=2))
+                             args.tokens, args.lora_rank, args.lora_adapters, args.lora_band, args.kv_dtype),
+                     indent=2))
     return 0
 
 

@@ -19,7 +19,7 @@ from sunsim.costs.architecture import preset
 from sunsim.costs.hardware import gpu
 from sunsim.costs.model import DECODE_STEP_OVERHEAD_S, PREFILL_BATCH_OVERHEAD_S, AnalyticCostModel
 
-PROFILES = Path(__file__).resolve().parents[1] / "calibration" / "profiles"
+PROFILES = Path(__file__).resolve().parents[1] / "sunsim" / "costs" / "profiles"
 LAYERS, VOCAB, HIDDEN = 32, 128256, 4096
 LAYER_GEMMS = ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336))  # (n, k): qkv, o, gate_up, down
 KV_BYTES_PER_TOKEN = 32 * 8 * 128 * 2 * 2
@@ -161,6 +161,6 @@ def test_main_prints_the_report(capsys: pytest.CaptureFixture[str], report: str)
 
 def test_readme_carries_the_current_tables(report: str) -> None:
     """The README section quotes the printed tables verbatim: a change to either side shows here."""
-    readme = (PROFILES.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[1] / "calibration" / "README.md").read_text(encoding="utf-8")
     assert "### Analytic profiles against the imported tables" in readme
     assert report in readme

@@ -63,7 +63,7 @@ def test_report_of_run_folder(run_dir: Path) -> None:
     assert main(["report", str(run_dir)]) == 0
     report = run_dir / "report" / "report.md"
     text = check_figures(report)
-    assert "analytic-h100" in text and "| dedicated |" in text
+    assert "vllm-h100" in text and "| dedicated |" in text
     assert any(p.name.endswith("latency-cdf.png") for p in figures(report))
     assert not list(run_dir.glob(".report-staging-*"))
 

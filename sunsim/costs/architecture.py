@@ -19,10 +19,15 @@ WEIGHT_BYTES: dict[str, float] = {
     "fp8": 1.0,
     "int8": 1.0,
     "int4": 0.5 + 4.0 / 128,
+    # fp8 with one fp32 scale per 128 x 128 block (DeepSeek-style; vLLM weight_block_size=[128, 128])
+    "fp8_block": 1.0 + 4.0 / (128 * 128),
+    # NVFP4: 4-bit elements, one fp8 scale per 16 (Blackwell)
+    "nvfp4": 0.5 + 1.0 / 16,
 }
 DTYPES = tuple(WEIGHT_BYTES)
-#: KV cache stays 16-bit in every weight format.
-KV_ELEMENT_BYTES = 2
+#: Bytes per KV-cache element: 16-bit (the default in every weight format) or fp8 (vLLM ``--kv-cache-dtype fp8``).
+KV_ELEMENT_BYTES: dict[str, int] = {"bf16": 2, "fp8": 1}
+KV_DTYPES = tuple(KV_ELEMENT_BYTES)
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,14 @@ class ModelShape:
 
     @property
     def kv_bytes_per_token(self) -> int:
-        """K and V for every layer: 2 x layers x kv_heads x head_dim x 2 bytes."""
-        return 2 * self.layers * self.kv_heads * self.head_dim * KV_ELEMENT_BYTES
+        """K and V for every layer in a 16-bit cache: 2 x layers x kv_heads x head_dim x 2 bytes."""
+        return self.kv_bytes("bf16")
+
+    def kv_bytes(self, kv_dtype: str) -> int:
+        """K and V for every layer, per token, in a ``kv_dtype`` cache."""
+        if kv_dtype not in KV_ELEMENT_BYTES:
+            raise InputError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
+        return 2 * self.layers * self.kv_heads * self.head_dim * KV_ELEMENT_BYTES[kv_dtype]
 
     def as_dict(self) -> dict:
         return asdict(self)

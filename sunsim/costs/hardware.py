@@ -34,9 +34,9 @@ class GPU:
 
         Weight-only int8/int4 kernels dequantize to bf16 and run bf16 math; fp8 runs fp8 math.
         """
-        if dtype == "fp8":
+        if dtype in ("fp8", "fp8_block"):
             if self.fp8_flops is None:
-                raise InputError(f"dtype fp8 is not supported on gpu {self.name!r} (no fp8 tensor cores)")
+                raise InputError(f"dtype {dtype} is not supported on gpu {self.name!r} (no fp8 tensor cores)")
             return self.fp8_flops
         return self.bf16_flops
 
@@ -57,6 +57,10 @@ GPUS: dict[str, GPU] = {
     # A100 SXM 80GB: nvidia-smi lists 81,920 MiB (not measured here). The H100 curves at the same
     # fractions of the A100's datasheet figures (fp8 is unsupported).
     "a100": GPU("a100", 81_920 * MIB, 2.0e12, 312e12, None),
+    # L40S 48GB GDDR6 and B200 180GB HBM3e: memory, bandwidth and dense peaks as aiconfigurator-core's system
+    # files state them (recorded in sunsim/costs/profiles/vllm-{l40s,b200}/metadata.json; not measured here).
+    "l40s": GPU("l40s", 48_305_799_168, 0.864e12, 362.05e12, 733e12),
+    "b200": GPU("b200", 193_273_528_320, 7.7e12, 2250e12, 4500e12),
 }
 
 #: Per-direction bandwidth of common KV-transfer interconnects, bytes/s.

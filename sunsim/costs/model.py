@@ -91,10 +91,14 @@ class AnalyticCostModel:
     gpu: GPU
     shape: ModelShape
     dtype: str
+    kv_dtype: str = "bf16"
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in eff.KERNEL_FORMAT:
+            raise ValueError(f"dtype {self.dtype} is priced from measured tables only (hardware.profile vllm-<gpu> "
+                             f"where the GPU runs it); the analytic profiles price {', '.join(eff.KERNEL_FORMAT)}")
         self.gpu.dense_flops(self.dtype)  # fp8 on a GPU without fp8 tensor cores fails here
         s, g, f = self.shape, self.gpu, eff.fits()
         bw_x, fl_x = g.bandwidth_Bps / eff.FIT_BANDWIDTH, g.bf16_flops / eff.FIT_BF16_FLOPS
@@ -113,7 +117,7 @@ class AnalyticCostModel:
             "_embed_s_per_row": s.hidden * EMBED_BYTES / bf16.bandwidth_Bps,
             "_attn_calls_s": s.layers * att.decode_call_s,
             "_attn_s_per_sq": 2.0 * s.layers * s.heads * s.head_dim / (att.prefill_rate_max * fl_x),
-            "_beta": s.kv_bytes_per_token / (att.decode_bandwidth_Bps * bw_x),
+            "_beta": s.kv_bytes(self.kv_dtype) / (att.decode_bandwidth_Bps * bw_x),
         }
         for name, value in consts.items():
             object.__setattr__(self, name, value)  # frozen dataclass: derived constants set once
@@ -278,14 +282,7 @@ def measured_cost_model(profile: dict, shape: ModelShape, dtype: str) -> Measure
     return model
 
 
-def make_cost_model(gpu: GPU, shape: ModelShape, dtype: str, profile: dict | None) -> CostModel:
-    """The measured cost model when a profile is given, else the analytic roofline."""
-    if profile is None:
-        return AnalyticCostModel(gpu, shape, dtype)
-    return measured_cost_model(profile, shape, dtype)
-
-
 __all__ = [
     "AnalyticCostModel", "CostModel", "MeasuredCostModel", "ProfileError", "ProfileInfo",
-    "WEIGHT_BYTES", "decode_step_time", "make_cost_model", "measured_cost_model", "read_profile",
+    "WEIGHT_BYTES", "decode_step_time", "measured_cost_model", "read_profile",
 ]

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from sunsim.costs import catalog
 from sunsim.costs.hardware import GPUS, INTERCONNECTS
 from sunsim.scenario.limits import (
     MAX_BANDWIDTH_GBPS,
@@ -20,9 +21,15 @@ from sunsim.scenario.limits import (
 
 
 class HardwareSpec(StrictModel):
+    """The GPU and the profile its costs come from (:mod:`sunsim.costs.catalog`).
+
+    ``profile`` is ``analytic``, a shipped table profile (``vllm-h100``, ``vllm-h200``, ``vllm-a100``,
+    ``vllm-l40s``, ``vllm-b200``) or the path of a profile. Left out, it is the shipped table profile of
+    ``gpu``; ``gpu`` left out beside a shipped profile is the GPU that profile was measured on.
+    """
+
     gpu: str = "h100"
-    #: ``analytic`` (datasheet roofline) or the path of a measured profile.
-    profile: PathText = "analytic"
+    profile: PathText = catalog.ANALYTIC
     #: Share of GPU memory the engine may use (as vLLM's gpu_memory_utilization).
     memory_utilization: Float = Field(0.9, gt=0, le=1)
     #: Memory kept free for activations and the runtime, GiB (at most 10,000).
@@ -34,6 +41,20 @@ class HardwareSpec(StrictModel):
         if v not in GPUS:
             raise ValueError(f"unknown gpu {v!r}; allowed: {', '.join(GPUS)}")
         return v
+
+    @model_validator(mode="after")
+    def _profile_and_gpu(self) -> HardwareSpec:
+        given = self.model_fields_set
+        measured_on = catalog.shipped().get(self.profile)
+        if "profile" not in given:
+            object.__setattr__(self, "profile", catalog.default_profile(self.gpu))  # frozen: set once, here
+        elif measured_on is not None and "gpu" not in given:
+            object.__setattr__(self, "gpu", measured_on)
+        elif measured_on is not None and measured_on != self.gpu:
+            raise ValueError(f"profile {self.profile!r} was measured on {measured_on} GPUs but gpu is {self.gpu!r}; "
+                             f"drop gpu, or give a profile of {self.gpu} "
+                             f"({catalog.default_profile(self.gpu)!r} or 'analytic')")
+        return self
 
 
 class InterconnectSpec(StrictModel):

@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from sunsim.costs import catalog
 from sunsim.scenario.document import Scenario
 
 
@@ -22,7 +23,7 @@ def scenario_inputs(path: Path | str, sc: Scenario) -> list[tuple[Path, str]]:
     for where, dist in dists:
         if dist is not None and getattr(dist, "kind", None) == "trace":
             found.append((Path(dist.path), f"{where}.path trace"))
-    if sc.hardware.profile != "analytic":
+    if catalog.is_path(sc.hardware.profile):
         found.append((Path(sc.hardware.profile), "hardware.profile"))
     if sc.model.hf_config is not None:
         found.append((Path(sc.model.hf_config), "model.hf_config"))

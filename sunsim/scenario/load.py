@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sunsim.costs import catalog
 from sunsim.names import ALLOWED, check_name
 from sunsim.scenario.document import Scenario
 from sunsim.scenario.limits import ScenarioError
@@ -77,7 +78,7 @@ def _resolve_paths(sc: Scenario, base: Path) -> Scenario:
     ]:
         if dist["kind"] == "trace":
             dist["path"] = fix(dist["path"])
-    if data["hardware"]["profile"] != "analytic":
+    if catalog.is_path(data["hardware"]["profile"]):
         data["hardware"]["profile"] = fix(data["hardware"]["profile"])
     if data["model"]["hf_config"] is not None:
         data["model"]["hf_config"] = fix(data["model"]["hf_config"])

@@ -69,10 +69,15 @@ class PrefillSpec(StrictModel):
     #: Prefilled KV waits in the prefill GPU's memory until handed to decode; ``true`` bounds it by
     #: that memory (a batch that would not fit stalls), ``false`` lets it grow without limit.
     kv_bound: bool = True
+    #: KV-cache element type: ``bf16`` or ``fp8`` (vLLM ``--kv-cache-dtype fp8``: half the bytes per token, and
+    #: attention timed with an fp8 cache where the profile measured one).
+    kv_dtype: Literal["bf16", "fp8"] = "bf16"
 
 
 class DecodeDefaults(StrictModel):
     block_tokens: Int = Field(16, gt=0, le=MAX_BLOCK_TOKENS)
+    #: KV-cache element type of the decode GPUs: ``bf16`` or ``fp8`` (half the bytes: twice the tokens fit).
+    kv_dtype: Literal["bf16", "fp8"] = "bf16"
     max_batch: Int | None = Field(None, gt=0, le=MAX_BATCH)
     #: ``paged``: blocks allocated as tokens are generated, preemption when they run out (vLLM);
     #: ``reserve``: prompt + true output reserved at admission (clairvoyant, never preempts).
@@ -113,6 +118,8 @@ class VariantSpec(StrictModel):
     models_per_gpu: Int | None = Field(None, ge=1, le=MAX_TASKS)
     #: multi_lora: adapter rank (default 16; 0 makes adapters free, for checks).
     rank: Int | None = Field(None, ge=0, le=65536)
+    #: multi_lora: the adapter-cost band (``low`` / ``central`` / ``high``, default central; see sunsim/costs/lora.py).
+    lora_band: Literal["low", "central", "high"] | None = None
     #: multi_lora: adapters resident per GPU, LRU (default: the number of task models).
     max_adapters: Int | None = Field(None, ge=1, le=MAX_TASKS)
     #: dedicated: move GPUs between the models' pools as traffic changes.
@@ -135,7 +142,7 @@ class VariantSpec(StrictModel):
         if self.mode in POOL_MODES and not isinstance(self.workers, int):
             raise ValueError(f"a {self.mode} pool takes one worker count (workers: N)")
         only = {"models_per_gpu": "colocated", "rank": "multi_lora", "max_adapters": "multi_lora",
-                "rebalance": "dedicated"}
+                "lora_band": "multi_lora", "rebalance": "dedicated"}
         for field, mode in only.items():
             if getattr(self, field) is not None and self.mode != mode:
                 raise ValueError(f"{field} applies only to mode: {mode} (this variant is mode: {self.mode})")

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
+from sunsim.costs import catalog
 from sunsim.costs.architecture import ModelShape
 from sunsim.costs.colocation import place, round_coeffs
 from sunsim.costs.hardware import GIB
 from sunsim.costs.hardware import gpu as gpu_spec
-from sunsim.costs.lora import DEFAULT_RANK, AdapterCache, LoraCost, LoraPrefillCost
+from sunsim.costs.lora import DEFAULT_BAND, DEFAULT_RANK, AdapterCache, LoraCost, LoraPrefillCost
 from sunsim.costs.lora import step_coeffs as lora_step_coeffs
-from sunsim.costs.model import CostModel, ProfileInfo, make_cost_model, read_profile
+from sunsim.costs.model import CostModel, ProfileInfo
 from sunsim.scenario import Scenario, ScenarioError, VariantSpec
 from sunsim.sim.decode import DecodeWorker
 from sunsim.sim.interconnect import Interconnect
@@ -63,9 +64,20 @@ class VariantResult:
     decode_serves: list[tuple[str, ...]] = field(default_factory=list)
 
 
+def kv_dtype(sc: Scenario, role: str) -> str:
+    """The KV-cache element type of a role's GPUs (``decode`` or ``prefill``)."""
+    return sc.decode.kv_dtype if role == "decode" else sc.prefill.kv_dtype
+
+
+def cost_model(sc: Scenario, profile: catalog.Profile, dtype: str, role: str = "decode") -> CostModel:
+    """The cost model of a role's GPUs in a weight format, under the scenario's loaded profile."""
+    return catalog.make_cost_model(gpu_spec(sc.hardware.gpu), sc.shape, dtype, profile, kv_dtype(sc, role))
+
+
 def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = "decode",
                        extra_bytes: float = 0.0, extra_what: str = "") -> int:
-    """KV tokens one GPU holds: usable memory minus its weights (by dtype) minus the reserve.
+    """KV tokens one GPU holds: usable memory minus its weights (by dtype) minus the reserve, over the
+    bytes a token's KV takes in the role's KV dtype.
 
     ``extra_bytes``: more resident weights (colocated models, LoRA adapters), named by ``extra_what``.
     """
@@ -74,7 +86,7 @@ def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = 
     if extra_bytes:
         free -= extra_bytes
     block = sc.decode.block_tokens
-    tokens = int(free // shape.kv_bytes_per_token) // block * block
+    tokens = int(free // shape.kv_bytes(kv_dtype(sc, role))) // block * block
     if tokens < block and extra_bytes:
         raise ScenarioError(
             f"{extra_what} ({extra_bytes / GIB:.1f} GiB beside the {dtype} weights of {shape.name}) leave no KV "
@@ -89,28 +101,28 @@ def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = 
     return tokens
 
 
-def load_profile(sc: Scenario) -> dict | None:
-    return None if sc.hardware.profile == "analytic" else read_profile(sc.hardware.profile)
+def load_profile(sc: Scenario) -> catalog.Profile:
+    return catalog.load(sc.hardware.profile)
 
 
 def profile_info(sc: Scenario) -> ProfileInfo:
     """Which profile a scenario's costs come from (name, analytic or measured, device)."""
-    return make_cost_model(gpu_spec(sc.hardware.gpu), sc.shape, PREFILL_DTYPE, load_profile(sc)).info
+    return cost_model(sc, load_profile(sc), PREFILL_DTYPE, "prefill").info
 
 
 class _Plan:
     """The checked layout of one variant, made before anything runs (so bad input writes nothing)."""
 
-    def __init__(self, sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: dict | None) -> None:
+    def __init__(self, sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile) -> None:
         horizon = sc.sim.horizon_s
         if horizon is not None and len(stream) and horizon <= float(stream.arrival_s[0]):
             raise ScenarioError(f"sim.horizon_s: the run would stop at {horizon:g} s, before the first request "
                                 f"arrives ({float(stream.arrival_s[0]):.6g} s); give a later horizon or none")
         shape = sc.shape
         gpu = gpu_spec(sc.hardware.gpu)
-        self.prefill_cost: CostModel = make_cost_model(gpu, shape, PREFILL_DTYPE, profile)
+        self.prefill_cost: CostModel = cost_model(sc, profile, PREFILL_DTYPE, "prefill")
         try:
-            self.decode_cost: CostModel = make_cost_model(gpu, shape, variant.dtype, profile)
+            self.decode_cost: CostModel = cost_model(sc, profile, variant.dtype)
         except ValueError as exc:
             raise ScenarioError(f"variants.{variant.name}.dtype: {exc}") from None
         self.kv_capacity = kv_capacity_tokens(sc, shape, variant.dtype)
@@ -143,7 +155,8 @@ class _Plan:
             self.kv_capacity = min(self.kv_caps)
         self.lora: LoraCost | None = None
         if variant.mode == "multi_lora":
-            self.lora = LoraCost(shape, gpu, DEFAULT_RANK if variant.rank is None else variant.rank)
+            self.lora = LoraCost(shape, gpu, DEFAULT_RANK if variant.rank is None else variant.rank,
+                                 variant.lora_band or DEFAULT_BAND)
             self.max_adapters = variant.max_adapters or len(tasks)
             self.kv_capacity = kv_capacity_tokens(
                 sc, shape, variant.dtype, extra_bytes=self.max_adapters * self.lora.adapter_bytes,
@@ -173,7 +186,7 @@ class _Plan:
         self.max_batch = variant.max_batch or sc.decode.max_batch
         d = sc.decode
         self.kv_policy = KVPolicy(policy=d.kv_policy, preemption=d.preemption, watermark=d.watermark,
-                                  swap_Bps=d.swap_GBps * 1e9, kv_bytes_per_token=shape.kv_bytes_per_token)
+                                  swap_Bps=d.swap_GBps * 1e9, kv_bytes_per_token=shape.kv_bytes(d.kv_dtype))
 
     @property
     def gpus(self) -> dict[str, int]:
@@ -182,12 +195,12 @@ class _Plan:
         return {"prefill": prefill, "decode": decode, "total": prefill + decode}
 
 
-def check_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: dict | None) -> dict[str, int]:
+def check_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile) -> dict[str, int]:
     """Validate a variant's layout against the stream; returns its GPU counts."""
     return _Plan(sc, variant, stream, profile).gpus
 
 
-def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: dict | None = None,
+def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile = None,
                      keep_timeline: bool = False) -> VariantResult:
     """Run one variant over the whole stream until every request finished or the horizon."""
     plan = _Plan(sc, variant, stream, profile)
@@ -199,7 +212,8 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     tasks = sc.model.tasks
     shape = sc.shape
     ic = sc.interconnect
-    link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, shape.kv_bytes_per_token)
+    # the prompt's KV travels in the prefill GPUs' cache format
+    link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, shape.kv_bytes(sc.prefill.kv_dtype))
     prefill_router = Router(sc.prefill.routing, np.random.default_rng([sc.seed, 11]))
     decode_router = Router(variant.routing, np.random.default_rng([sc.seed, 12]))
     finished = [0]

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sunsim.costs.hardware import gpu as gpu_spec
-from sunsim.costs.model import make_cost_model
 from sunsim.scenario import Scenario, ScenarioError, VariantSpec
-from sunsim.sim.variant import PREFILL_DTYPE
+from sunsim.sim.variant import PREFILL_DTYPE, cost_model
 from sunsim.workload.stream import RequestStream
 
 
@@ -27,7 +25,7 @@ def _quantile_ms(x: np.ndarray, q: float) -> float:
 
 
 def check_reachable(sc: Scenario, attainment: float, variants: list[VariantSpec],
-                    stream: RequestStream, profile: dict | None) -> None:
+                    stream: RequestStream, profile: object) -> None:
     """Raise :class:`ScenarioError` if some model cannot reach the attainment at any pool size.
 
     Per request, with nothing else running: TTFT >= the prefill of its prompt alone on one
@@ -40,19 +38,18 @@ def check_reachable(sc: Scenario, attainment: float, variants: list[VariantSpec]
     """
     slo = sc.slo
     shape = sc.shape
-    gpu = gpu_spec(sc.hardware.gpu)
     p = stream.prompt_tokens.astype(float)
     o = stream.output_tokens.astype(float)
     q = attainment
 
-    prefill = make_cost_model(gpu, shape, PREFILL_DTYPE, profile)
+    prefill = cost_model(sc, profile, PREFILL_DTYPE, "prefill")
     uniq, inv = np.unique(stream.prompt_tokens, return_inverse=True)
     ttft_lb = np.array([prefill.prefill_time(int(t), int(t) * int(t)) for t in uniq])[inv]
     ic = sc.interconnect
-    link_s = ic.latency_us * 1e-6 + (p + 1) * shape.kv_bytes_per_token / ic.bandwidth_Bps
+    link_s = ic.latency_us * 1e-6 + (p + 1) * shape.kv_bytes(sc.prefill.kv_dtype) / ic.bandwidth_Bps
     multi = o > 1
     for v in variants:
-        alpha, beta = make_cost_model(gpu, shape, v.dtype, profile).decode_coeffs(1)
+        alpha, beta = cost_model(sc, profile, v.dtype).decode_coeffs(1)
         context = np.maximum(p, p + (o - 1) / 2 - 1)
         step_lb = np.where(multi, alpha + beta * context, 0.0)
         link_lb = np.where(multi, link_s / np.maximum(o - 1, 1), 0.0)
