@@ -181,6 +181,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and per-step errors and the calibration targets in validation.md. Exit 1 when a target "
                     "enforced on this device (GPU only) is missed.")
     val.add_argument("--profile", required=True, help="profile directory or JSON")
+    val.add_argument("--against", metavar="NAME",
+                     help="compare the profile with a shipped table profile (vllm-h100, ...) instead: both cost "
+                          "models over a grid of decode steps and prefills, no device needed")
     val.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     val.add_argument("--requests", type=positive_int, default=64, help="requests in the trace (at least 2)")
     val.add_argument("--dtypes", type=_csv, help="formats to validate (default: all in the profile)")
@@ -337,6 +340,11 @@ def cmd_cost(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     import time
 
+    if args.against:
+        from .compare import compare
+
+        print(json.dumps(compare(args.profile, args.against), indent=2))
+        return 0
     from .validate import validate
 
     deadline = time.monotonic() + args.time_budget if args.time_budget else None

@@ -172,3 +172,21 @@ def test_cost_command_reads_a_named_profile() -> None:
     assert fp8kv["parts_ms"]["attention"] < out["parts_ms"]["attention"]
     bad = _cost("--profile", "vllm-h999", "--phase", "decode")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "vllm-h999" in bad.stderr
+
+
+def test_validate_against_a_table_profile_compares_both_cost_models() -> None:
+    """Our H100 calibration (2026-11-27, committed under calibration/profiles/) against vLLM's H100 tables."""
+    from calibration.commands import load_profile
+    from calibration.compare import compare
+    from calibration.profile_models import cost_model_for
+    from sunsim.costs.model import decode_step_time
+
+    path = "calibration/profiles/h100-llama-3.1-8b-bf16"
+    report = compare(path, "vllm-h100")
+    ours, _ = cost_model_for(load_profile(path), LLAMA, "bf16")
+    want = decode_step_time(ours, 8, 8 * 1024) / decode_step_time(model("vllm-h100"), 8, 8 * 1024) - 1
+    assert report["dtypes"]["bf16"]["decode"]["B=8,C=1024"] == pytest.approx(want)
+    assert "B=256,C=4096" not in report["dtypes"]["bf16"]["decode"]  # its KV does not fit an H100
+    done = subprocess.run([sys.executable, "-m", "sunsim", "validate", "--profile", path, "--against", "vllm-h999"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "vllm-h999" in done.stderr and "Traceback" not in done.stderr
