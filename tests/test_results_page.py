@@ -152,3 +152,19 @@ def test_strongest_alternative_sentence_follows_the_table():
     # SUN falls behind at high skew: the sentence names where it loses.
     s = strongest_alternative_finding(_headline_rows({0.0: 1.01, 2.0: 0.80}))
     assert "wins by more than 2% in 0" in s and "loses in 1 (4 models at Zipf 2 (0.80x vs multi-lora))" in s
+
+
+def test_qsun_load_finding_reports_the_papers_measure_at_light_and_heavy_load():
+    from sunsim.experiments.paper import qsun_load_finding
+
+    rows = []
+    for rate, sun, qsun, met in ((60, 0.010, 0.006, 1.0), (240, 0.020, 0.016, 0.95), (480, 0.050, 0.030, 0.5)):
+        for variant, tpot in (("sun", sun), ("qsun", qsun)):
+            rows.append({"workload.output_tokens.mean": 200, "workload.rate": rate, "variant": variant,
+                         "tpot_p50_s": tpot, "slo_attainment": met, "decode_mean_batch": rate / 10,
+                         "status": "ok"})
+    text = qsun_load_finding(pd.DataFrame(rows))
+    assert "light load (60 req/s" in text and "10.0 -> 6.0 ms, 40% lower (1.67x)" in text
+    # under load: the heaviest rate at which both still meet the SLO (240, not 480)
+    assert "under load (240 req/s" in text and "20.0 -> 16.0 ms, 20% lower (1.25x)" in text
+    assert "480 req/s" not in text

@@ -143,7 +143,9 @@ def run_findings(runs: dict[str, Path], target: float = 0.9) -> list[str]:
 
 #: Variants of the baselines run, in the order its finding names them.
 BASELINE_VARIANTS = {"dedicated": "static dedicated pools'", "dedicated-rebalance": "rebalanced dedicated pools'",
-                     "colocated": "colocated models'", "multi-lora": "multi-LoRA's", "qsun": "QSUN's"}
+                     "colocated": "colocated models'", "multi-lora": "multi-LoRA's (central cost band)",
+                     "multi-lora-low": "multi-LoRA's at the low end of its band",
+                     "multi-lora-high": "multi-LoRA's at the high end", "qsun": "QSUN's"}
 
 
 def stronger_baselines_finding(runs: dict[str, Path]) -> str | None:

@@ -138,3 +138,30 @@ def qsun_finding(table: pd.DataFrame) -> str:
     speed = f"QSUN's TPOT is {range_text(q.min(), q.max(), '.0%')} faster than SUN's" if len(q) else "no TPOT data"
     return (f"- **QSUN** (int4 decode on this profile): {speed}; it needs fewer decode GPUs than SUN in {fewer}, "
             f"as many in {same}, of {len(table)} planned configurations.")
+
+
+def qsun_load_finding(load: pd.DataFrame) -> str | None:
+    """QSUN in the paper's measure, the TPOT reduction ``1 - TPOT_qsun / TPOT_sun`` (and the speed-up), at the
+    load sweep's lightest rate (small batches, as a latency measurement sees it) and its heaviest rate at which
+    both designs still meet the SLO, per output length; medians over seeds of the TPOT p50."""
+    load = ok_rows(load)
+    load = load[load["variant"].isin(["sun", "qsun"])]
+    if not len(load):
+        return None
+    key = ["workload.output_tokens.mean", RATE]
+    tpot = load.pivot_table(index=key, columns="variant", values="tpot_p50_s", aggfunc="median")
+    met = load.pivot_table(index=key, columns="variant", values="slo_attainment", aggfunc="min")
+    batch = load.pivot_table(index=key, columns="variant", values="decode_mean_batch", aggfunc="median") \
+        if "decode_mean_batch" in load else None
+    parts = []
+    for out, g in tpot.groupby(level=0):
+        ok = g[(met.loc[g.index, "sun"] >= 0.9) & (met.loc[g.index, "qsun"] >= 0.9)]
+        for label, idx in (("light load", g.index[0]), ("under load", ok.index[-1] if len(ok) else None)):
+            if idx is None:
+                continue
+            sun, q = g.loc[idx, "sun"], g.loc[idx, "qsun"]
+            b = f", mean decode batch {batch.loc[idx, 'sun']:.0f} / {batch.loc[idx, 'qsun']:.0f}" if batch is not None else ""
+            parts.append(f"{out:g}-token outputs, {label} ({idx[1]:g} req/s{b}): TPOT p50 {sun * 1e3:.1f} -> "
+                         f"{q * 1e3:.1f} ms, {1 - q / sun:.0%} lower ({sun / q:.2f}x)")
+    return ("- **QSUN in the paper's measure** (TPOT reduction 1 - TPOT_QSUN / TPOT_SUN, load sweep, SUN / QSUN): "
+            + "; ".join(parts) + ".") if parts else None

@@ -22,6 +22,7 @@ from sunsim.experiments.paper import (
     paper_figures,
     pooling_finding,
     qsun_finding,
+    qsun_load_finding,
     strongest_alternative_finding,
     tpot_finding,
 )
@@ -40,6 +41,31 @@ def _setting(outputs: Outputs) -> dict:
             "preset": sc["model"]["preset"], "gpu": sc["hardware"]["gpu"]}
 
 
+def cost_sources(outputs: Outputs) -> list[str]:
+    """Where QSUN's and multi-LoRA's costs come from, read from the base run's summaries and the LoRA data file."""
+    import json
+
+    from sunsim.costs import efficiency as eff
+    from sunsim.costs.lora import LORA_DATA, LORA_SOURCE
+
+    lines = []
+    for variant, what in (("sun", "16-bit decode (SUN, dedicated)"), ("qsun", "QSUN's int4 decode")):
+        path = outputs.runs["paper"] / variant / "summary.json"
+        if path.exists():
+            prof = json.loads(path.read_text())["profile"]
+            lines.append(f"- {what}: **{prof['name']}** ({prof['kind']}; {prof.get('source', '')}). "
+                         f"{prof.get('note', '')}.")
+    losses = {r["use"].removeprefix("band-"): float(r["value"]) for r in eff.read_table(LORA_DATA)
+              if r["use"].startswith("band-")}
+    if losses:
+        lines.append(f"- multi-LoRA adapters (rank 16): SGMV/BGMV shrink + expand per module group, priced in a band "
+                     f"fitted to published serving measurements ({LORA_SOURCE}): the low and high ends lose "
+                     f"{losses.get('low', float('nan')):.1%} and {losses.get('high', float('nan')):.1%} of throughput at "
+                     "the reference configuration (H100, batch 64, 8 distinct adapters), the central band lies between. "
+                     "The headline tables use the central band; the baselines run has both ends.")
+    return lines
+
+
 def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
     """``results/README.md``: headline, claims, findings and figures, every number computed
     from ``outputs`` so the page cannot drift from its tables."""
@@ -55,8 +81,9 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
         "Regenerate everything here with one command: `sunsim experiments`",
         "(`sunsim experiments --report-only` redraws figures, tables and this page from the tables already here).",
         "Every number and comparison on this page is computed from the tables beside it.",
-        f"Profile for every figure and table: **{profile}**. `--set hardware.profile=PATH` uses a measured one",
-        "(see `calibration/README.md`).", "",
+        f"Profile for every figure and table: **{profile}**; `--set hardware.profile=NAME|PATH` uses another",
+        "(`analytic`, a shipped table profile, or a calibrated one: see `calibration/README.md`). Cost sources:", "",
+        *cost_sources(outputs), "",
         "## Headline", "",
         f"Task models on the {st['preset']} shape, {st['gpu']} GPUs, {st['rate']:g} req/s Poisson, prompts "
         f"~{st['prompt']:g} and outputs ~{st['output']:g} tokens, SLO TTFT <= {st['ttft']:g} s and TPOT <= "
@@ -104,7 +131,7 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
         *[f"| {claim} | {ours} |" for claim, ours in claims(outputs.sweeps)],
         "", "Where they differ, from the same tables:", "",
         pooling_finding(table), baselines_finding(table), strongest_alternative_finding(table), tpot_finding(table),
-        qsun_finding(table), "",
+        qsun_finding(table), *filter(None, [qsun_load_finding(outputs.sweeps["load"])]), "",
     ]
     for stem, caption in figs.items():
         lines += [f"![{caption}](figures/{stem}.png)", "", f"*{caption}; profile {profile}.* "
