@@ -25,7 +25,7 @@ the same package version gives byte-identical files (sorted rows, fixed number f
 Usage::
 
     python -m calibration.aic_import --system h200_sxm --backend vllm --out sunsim/costs/profiles/vllm-h200
-    python -m calibration.aic_import --all --out-root calibration/profiles     # the five committed GPUs
+    python -m calibration.aic_import --all --out-root sunsim/costs/profiles    # the five shipped GPUs
 """
 
 from __future__ import annotations
