@@ -19,7 +19,7 @@ def test_quick_experiments_write_headline_and_figures(tmp_path):
     out = tmp_path / "results"
     assert main(["experiments", "--quick", "--out", str(out), "--workers", "2"]) == 0
     readme = (out / "README.md").read_text()
-    assert "## Headline" in readme and "analytic-h100" in readme
+    assert "## Headline" in readme and "vllm-h100" in readme
     rows = [line for line in readme.splitlines() if re.match(r"\| \d", line)]
     assert len(rows) >= 2  # one headline row per skew value of the (quick) plan sweep
     figures = re.findall(r"\]\((figures/[^)]+\.png)\)", readme)
@@ -29,6 +29,17 @@ def test_quick_experiments_write_headline_and_figures(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert (out / "report" / "report.md").exists()
     assert not list(out.glob(".experiments-*"))  # staging cleaned up
+    kept_names = [p.name for p in (out / "sweeps").iterdir()]
+    # --only reruns one experiment: the others' files stay byte for byte, the page is redrawn from all
+    kept = {p: p.read_bytes() for p in [out / "sweeps" / "skew.csv", out / "paper" / "comparison.csv"]}
+    rerun = out / "sweeps" / "short-outputs.csv"
+    before = rerun.stat().st_mtime_ns
+    assert main(["experiments", "--quick", "--out", str(out), "--workers", "2", "--only", "short-outputs"]) == 0
+    assert all(p.read_bytes() == b for p, b in kept.items())
+    assert rerun.stat().st_mtime_ns != before
+    assert sorted(p.name for p in (out / "sweeps").iterdir()) == sorted(kept_names)
+    assert (out / "README.md").read_text().count("## Headline") == 1
+    assert main(["experiments", "--out", str(out), "--only", "nope"]) == 2
 
 
 def test_perfetto_trace_has_every_stage(tmp_path):

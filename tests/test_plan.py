@@ -238,3 +238,13 @@ def test_json_prints_one_document_on_stdout(tmp_path, capsys):
     doc = json.loads(captured.out)  # nothing but the document on stdout
     assert [r["variant"] for r in doc["plan"]] == ["sun"] and doc["plan"][0]["min_decode_gpus"] >= 1
     assert "frontier explored" in captured.err
+
+
+def test_goodput_is_measured_on_the_planned_fleet(flat_profile):
+    """At 4.5 req/s the plan is 5 workers of ~1 s per request (hand-computed above); that fleet keeps up to
+    ~5 req/s, where the scenario's own 1-worker layout would keep up to ~1 req/s."""
+    sc = _scenario(4.5, flat_profile)
+    [p] = plan(sc, attainment=0.9, goodput=True)
+    assert p.decode_gpus == 5
+    assert p.goodput_gpus == p.decode_gpus + p.prefill_gpus == 13 and p.goodput_decode_gpus == 5
+    assert 4.8 <= p.goodput_rps <= 5.05

@@ -32,7 +32,7 @@ class Worker:
 
 def test_schema_names_are_the_registry_keys() -> None:
     names = list(POLICIES)
-    assert names == ["round_robin", "least_loaded", "least_kv", "power_of_two"]
+    assert names == ["round_robin", "least_loaded", "least_kv", "power_of_two", "power_of_two_kv"]
     assert list(typing.get_args(Routing)) == names
     for spec in (PrefillSpec, VariantSpec):
         assert spec.model_json_schema()["properties"]["routing"]["enum"] == names
@@ -58,7 +58,7 @@ def test_unknown_policy_is_refused_naming_the_allowed_ones(tmp_path: Path) -> No
         make_scenario(prefill={"workers": 2, "routing": "random"})
     assert "prefill.routing" in str(err.value) and "'random'" in str(err.value)
     assert all(name in str(err.value) for name in POLICIES)
-    with pytest.raises(ValueError, match="round_robin, least_loaded, least_kv, power_of_two"):
+    with pytest.raises(ValueError, match="round_robin, least_loaded, least_kv, power_of_two, power_of_two_kv"):
         Router("random", np.random.default_rng(0))
     bad = merge(BASE, {"variants": [{"name": "s", "mode": "shared", "workers": 2, "routing": "random"}]})
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(bad))

@@ -55,7 +55,7 @@ def _plan_rows(spec: SweepSpec, sc: Scenario) -> list[dict]:
     from sunsim.sim.variant import profile_info
 
     target = spec.attainment or sc.slo.attainment
-    plans = plan(sc, target, spec.variants, goodput=spec.goodput, max_gpus=spec.max_gpus)
+    plans = plan(sc, target, spec.variants, size_prefill=spec.prefill, goodput=spec.goodput, max_gpus=spec.max_gpus)
     return plan_rows(sc, plans, profile=profile_info(sc).name)
 
 

@@ -58,6 +58,8 @@ class SweepSpec(BaseModel):
     attainment: StrictFloat | StrictInt | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     max_gpus: StrictInt = Field(256, ge=1, le=MAX_GPUS_LIMIT)
     goodput: bool = True
+    #: For ``plan``: also size the prefill GPUs per model (the fleet's total counts both stages).
+    prefill: bool = False
 
     @field_validator("seeds")
     @classmethod
@@ -134,7 +136,8 @@ class Sweep:
         """
         spec = self.spec
         what = {"mode": spec.mode, "variants": spec.variants, "attainment": spec.attainment,
-                "max_gpus": spec.max_gpus, "goodput": spec.goodput}
+                "max_gpus": spec.max_gpus, "goodput": spec.goodput,
+                **({"prefill": True} if spec.prefill else {})}
         files: dict[str, str] = {}
         try:
             sc = self.scenario(point)

@@ -37,18 +37,26 @@ OPTIONAL = ("short-outputs",)
 QUICK = ["workload.duration_s=15"]
 
 
+def check_only(only: list[str] | None) -> None:
+    """Refuse an ``--only`` name that is no experiment, naming the ones there are."""
+    unknown = [n for n in only or [] if n not in RUNS + SWEEPS]
+    if unknown:
+        raise InputError(f"--only: no experiment {', '.join(map(repr, unknown))} (runs: {', '.join(RUNS)}; "
+                         f"sweeps: {', '.join(SWEEPS)})")
+
+
 def run_all(out: Path, quick: bool = False, workers: int | None = None,
-            say: Callable[[str], None] = print) -> Outputs:
-    """Run every experiment into ``out`` (run folders and sweep tables)."""
+            say: Callable[[str], None] = print, only: list[str] | None = None) -> Outputs:
+    """Run every experiment into ``out`` (run folders and sweep tables), or only the ones named in ``only``."""
     overrides = QUICK if quick else []
     runs = {}
-    for name in RUNS:
+    for name in (n for n in RUNS if only is None or n in only):
         say(f"run {name}")
         sc = load_scenario(EXPERIMENTS / f"{name}.yaml", overrides)
         write_run(run_scenario(sc, keep_timeline=True), out / name)
         runs[name] = out / name
     sweeps = {}
-    for name in SWEEPS:
+    for name in (n for n in SWEEPS if only is None or n in only):
         sweep = load_sweep(EXPERIMENTS / f"{name}.yaml", overrides)
         if quick:  # one seed, the first two values of each swept parameter
             spec = sweep.spec.model_copy(update={"seeds": sweep.spec.seeds[:1],
@@ -74,9 +82,28 @@ def load_outputs(out: Path) -> Outputs:
 
 
 def regenerate(out: Path, quick: bool = False, workers: int | None = None,
-               say: Callable[[str], None] = print, report_only: bool = False) -> Path:
-    """Everything: experiments, README with headline and figures, full report."""
+               say: Callable[[str], None] = print, report_only: bool = False, only: list[str] | None = None) -> Path:
+    """Everything: experiments, README with headline and figures, full report. With ``only``, just those runs
+    and sweeps are run again; the others are read from ``out`` and the page, figures and report redrawn."""
+    check_only(only)
     out.mkdir(parents=True, exist_ok=True)
+    if only:
+        kept = load_outputs(out)  # before any work: the rest must be there
+        with staging(out) as stage:
+            fresh = run_all(stage, quick, workers, say, only)
+            for name, table in kept.sweeps.items():
+                if name not in fresh.sweeps:  # the sweeps folder is published whole: carry the kept tables
+                    (stage / "sweeps").mkdir(exist_ok=True)
+                    table.to_csv(stage / "sweeps" / f"{name}.csv", index=False)
+            outputs = Outputs(kept.runs | fresh.runs, kept.sweeps | fresh.sweeps)
+            profile = str(outputs.sweeps["skew"]["profile"].dropna().iloc[0])
+            say("figures and README")
+            write_readme(outputs, stage, profile)
+            publish(stage, out, require_marker=False)
+        with staging(out) as stage:  # the report reads every run and sweep, the kept ones too
+            report.write_report(out, stage / "report")
+            publish(stage, out, require_marker=False)
+        return out / "README.md"
     if report_only:
         outputs = load_outputs(out)
         profile = str(outputs.sweeps["skew"]["profile"].dropna().iloc[0])

@@ -19,6 +19,7 @@ from sunsim.experiments.claims import STRONGER, claims, headline
 from sunsim.experiments.outputs import Outputs
 from sunsim.experiments.paper import (
     baselines_finding,
+    fixed_layout_finding,
     paper_figures,
     pooling_finding,
     qsun_finding,
@@ -26,6 +27,7 @@ from sunsim.experiments.paper import (
     strongest_alternative_finding,
     tpot_finding,
 )
+from sunsim.experiments.quality import quality_table
 from sunsim.experiments.wording import ok_rows, pct, range_text, span
 from sunsim.output import write_text
 
@@ -73,65 +75,69 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
     figs = paper_figures(outputs, out / "figures") | beyond_figures(outputs, out / "figures")
     st = _setting(outputs)
     plan = ok_rows(outputs.sweeps["plan-skew"])
-    fleet = range_text(*span(plan["goodput_gpus"]), ".0f")
-    prefill = range_text(*span(plan["prefill_gpus"]), ".0f")
     decode = range_text(*span(ok_rows(outputs.sweeps["skew"])["decode_gpus"]), ".0f")
+    seeds = plan["seed"].nunique()
     lines = [
         "# sunsim experiments", "",
         "Regenerate everything here with one command: `sunsim experiments`",
-        "(`sunsim experiments --report-only` redraws figures, tables and this page from the tables already here).",
+        "(`sunsim experiments --report-only` redraws figures, tables and this page from the tables already here;",
+        "`--only NAME` reruns one experiment).",
         "Every number and comparison on this page is computed from the tables beside it.",
         f"Profile for every figure and table: **{profile}**; `--set hardware.profile=NAME|PATH` uses another",
         "(`analytic`, a shipped table profile, or a calibrated one: see `calibration/README.md`). Cost sources:", "",
         *cost_sources(outputs), "",
-        "## Headline", "",
-        f"Task models on the {st['preset']} shape, {st['gpu']} GPUs, {st['rate']:g} req/s Poisson, prompts "
-        f"~{st['prompt']:g} and outputs ~{st['output']:g} tokens, SLO TTFT <= {st['ttft']:g} s and TPOT <= "
-        f"{st['tpot'] * 1e3:g} ms for {st['target']:.0%} of requests. Dedicated decode pools are sized to each "
-        "model's traffic share (at least one GPU each); `dedicated-even` splits the same GPUs equally. Decode GPUs "
-        f"needed come from `sunsim plan` at {range_text(*span(plan['rate']), 'g')} req/s; goodput (the highest rate "
-        f"with {st['target']:.0%} of requests in SLO) is measured on a {fleet}-GPU fleet with {prefill} prefill "
-        f"GPUs, {decode} of them decode GPUs in the run sweeps.", "",
-        "| models | Zipf s | decode GPUs needed: dedicated / SUN / QSUN / dedicated-int4 | SUN saves | goodput per GPU "
-        "(req/s): dedicated / dedicated-even / SUN / QSUN | SUN x (vs dedicated / vs even) | SUN TPOT vs dedicated "
-        "| QSUN TPOT speed-up over SUN |",
-        "|---|---|---|---|---|---|---|---|",
+        "## Headline: planned fleets", "",
+        f"Task models on the {st['preset']} shape, {st['gpu']} GPUs, {range_text(*span(plan['rate']), 'g')} req/s "
+        f"Poisson, prompts ~{st['prompt']:g} and outputs ~{st['output']:g} tokens, SLO TTFT <= {st['ttft']:g} s and "
+        f"TPOT <= {st['tpot'] * 1e3:g} ms for {st['target']:.0%} of requests. For each design `sunsim plan` finds the "
+        "fewest prefill GPUs per model and decode GPUs per pool meeting the SLO (every model's requests) on each of "
+        f"{seeds} seed(s); the counts are the most any seed needs, as a capacity plan must promise. Goodput is the "
+        "highest rate that planned fleet still serves within the SLO, per GPU of it (prefill included; the worst "
+        "seed). TPOT columns come from the fixed-layout runs of the skew sweep (every design on the same "
+        f"{decode} decode GPUs), where both designs serve the same load.", "",
+        "| models | Zipf s | total GPUs (prefill + decode): dedicated / SUN / QSUN | decode GPUs: dedicated / SUN / QSUN "
+        "| SUN saves (total / decode) | goodput per GPU (req/s): dedicated / SUN / QSUN | SUN x dedicated "
+        "| SUN TPOT vs dedicated | QSUN TPOT reduction vs SUN |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     alt_lines = [
-        "", "Against the stronger alternatives that share GPUs without SUN (`colocated`: two models' decode weights per "
-        "GPU, per-model batches; `multi-lora`: one base model serving every task as a rank-16 adapter), per "
-        "configuration: the alternative with the highest goodput per GPU and the one needing the fewest decode GPUs "
-        "among dedicated, dedicated-even, colocated and multi-LoRA:", "",
+        "", "Against the alternatives that share GPUs without SUN (`colocated`: two models' decode weights per GPU, "
+        "per-model batches; `multi-lora`: one base model serving every task as a rank-16 adapter), each on its own "
+        "planned fleet: the alternative with the highest goodput per GPU and the one needing the fewest GPUs "
+        "(prefill + decode) among dedicated, colocated and multi-LoRA:", "",
         "| models | Zipf s | goodput per GPU: colocated / multi-LoRA / SUN | strongest alternative | SUN x it "
-        "| decode GPUs: colocated / multi-LoRA / SUN | fewest-GPU alternative | SUN saves vs it |",
+        "| total GPUs: colocated / multi-LoRA / SUN | fewest-GPU alternative | SUN saves vs it |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in table.to_dict("records"):
         good = " / ".join(f"{r[f'goodput_per_gpu_{v}']:.2f}" for v in (*STRONGER, "sun"))
-        need = " / ".join(f"{r[f'decode_gpus_{v}']:.0f}" for v in (*STRONGER, "sun"))
+        need = " / ".join(f"{r[f'total_gpus_{v}']:.0f}" for v in (*STRONGER, "sun"))
         alt_lines.append(f"| {r['models']} | {r['zipf_s']:g} | {good} | {r['strongest_goodput']} | "
                          f"{r['sun_x_strongest']:.2f}x | {need} | {r['fewest_gpus']} | "
                          f"{r['sun_gpus_saved_vs_fewest']:.0%} |")
     nan = float("nan")
+    designs = ("dedicated", "sun", "qsun")
     for r in table.to_dict("records"):
-        gpus = " / ".join(f"{r[f'decode_gpus_{v}']:.0f}" for v in ("dedicated", "sun", "qsun", "dedicated-int4"))
-        goodput = " / ".join(f"{r[f'goodput_per_gpu_{v}']:.2f}" for v in ("dedicated", "dedicated-even", "sun", "qsun"))
+        total = " / ".join(f"{r[f'total_gpus_{v}']:.0f}" for v in designs)
+        dec = " / ".join(f"{r[f'decode_gpus_{v}']:.0f}" for v in designs)
+        goodput = " / ".join(range_text(r[f"goodput_per_gpu_{v}"], r[f"goodput_per_gpu_{v}_max"], ".2f") for v in designs)
         tpot = pct(r.get("sun_tpot_vs_dedicated", nan))
         if r.get("both_meet_slo") is False:
             tpot += " (one design misses the SLO)"
-        lines.append(f"| {r['models']} | {r['zipf_s']:g} | {gpus} | {r['sun_decode_gpus_saved']:.0%} | {goodput} | "
-                     f"{r['sun_throughput_per_gpu_x']:.2f}x / {r['sun_throughput_per_gpu_x_even']:.2f}x | {tpot} | "
-                     f"{pct(r.get('qsun_tpot_speedup_over_sun', nan))} |")
+        red = r.get("qsun_tpot_reduction", nan)
+        lines.append(f"| {r['models']} | {r['zipf_s']:g} | {total} | {dec} | {r['sun_total_gpus_saved']:.0%} / "
+                     f"{r['sun_decode_gpus_saved']:.0%} | {goodput} | {r['sun_throughput_per_gpu_x']:.2f}x | {tpot} | "
+                     f"{'-' if red != red else f'{red:.0%}'} |")
     lines += alt_lines
-    seeds = plan["seed"].nunique()
     lines += [
         "", f"Against the paper's claims (intervals: min-max over the runs that give each figure; the plans have "
         f"{seeds} seed(s) per configuration):", "",
         "| claim (paper) | sunsim (this profile) |", "|---|---|",
         *[f"| {claim} | {ours} |" for claim, ours in claims(outputs.sweeps)],
         "", "Where they differ, from the same tables:", "",
-        pooling_finding(table), baselines_finding(table), strongest_alternative_finding(table), tpot_finding(table),
-        qsun_finding(table), *filter(None, [qsun_load_finding(outputs.sweeps["load"])]), "",
+        pooling_finding(table), strongest_alternative_finding(table), tpot_finding(table),
+        qsun_finding(table), *filter(None, [qsun_load_finding(outputs.sweeps["load"])]),
+        baselines_finding(outputs.sweeps["skew"]), *filter(None, [fixed_layout_finding(outputs.sweeps["skew"])]), "",
     ]
     for stem, caption in figs.items():
         lines += [f"![{caption}](figures/{stem}.png)", "", f"*{caption}; profile {profile}.* "
@@ -140,6 +146,7 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
              routing_finding(outputs.sweeps["routing"], st["target"])]
     if "short-outputs" in outputs.sweeps:
         found.append(short_outputs_finding(outputs.sweeps["short-outputs"]))
+    lines += [quality_table(), ""]
     lines += [
         "## Beyond the paper", "",
         runs_table(outputs.runs), "",

@@ -30,7 +30,7 @@ class PrefillWorker:
         self.kv_capacity = kv_capacity_tokens if kv_capacity_tokens is not None else 1 << 62
         self.queue: deque[int] = deque()
         self.load = 0  # queued + in the running batch
-        self.kv_load = 0  # queued prompt tokens
+        self.kv_load = 0  # prompt tokens queued + in the running batch (outstanding until prefilled)
         self.held_tokens = 0  # KV of prefilled requests not yet handed to a decode GPU
         self.peak_held_tokens = 0
         self.stalled_s = 0.0  # time a batch was ready but waited for KV memory
@@ -77,7 +77,6 @@ class PrefillWorker:
                 batch.append(rid)
                 tokens += int(prompt[rid])
             lengths = prompt[batch]
-            self.kv_load -= tokens
             self.held_tokens += tokens
             self.peak_held_tokens = max(self.peak_held_tokens, self.held_tokens)
             self._rec.prefill_start_s[batch] = env.now
@@ -87,6 +86,7 @@ class PrefillWorker:
             self._batch_end = env.now + duration
             yield env.timeout(duration)
             self.load -= len(batch)
+            self.kv_load -= tokens
             self._rec.first_token_s[batch] = env.now
             for rid in batch:
                 self._on_done(rid, self.wid)

@@ -19,9 +19,12 @@ import numpy as np
 
 
 class Loaded(Protocol):
+    """What a worker shows its router: counts that change the instant a request is routed or leaves."""
+
     #: Requests running or waiting on the worker.
     load: int
-    #: Tokens held or awaited (KV tokens for decode, queued prompt tokens for prefill).
+    #: Outstanding KV tokens: decode, prompt + output of every request waiting or admitted (its peak KV);
+    #: prefill, the prompt tokens queued or in the running batch (the KV it has yet to finish).
     kv_load: int
 
 
@@ -70,7 +73,8 @@ def least_loaded(pool: Sequence[Loaded], pool_id: int, state: RouteState) -> Loa
 
 @policy("least_kv")
 def least_kv(pool: Sequence[Loaded], pool_id: int, state: RouteState) -> Loaded:
-    """The worker holding the fewest tokens, then the fewest requests: balances memory, not counts."""
+    """The worker with the fewest outstanding KV tokens, then the fewest requests (the first on a tie):
+    balances work and memory held rather than counts, which differ once lengths vary."""
     return min(pool, key=_by_kv)
 
 
@@ -81,6 +85,15 @@ def power_of_two(pool: Sequence[Loaded], pool_id: int, state: RouteState) -> Loa
     a, b = state.rng.choice(len(pool), size=2, replace=False)
     wa, wb = pool[a], pool[b]
     return wb if wb.load < wa.load else wa
+
+
+@policy("power_of_two_kv")
+def power_of_two_kv(pool: Sequence[Loaded], pool_id: int, state: RouteState) -> Loaded:
+    """Of two distinct random workers, the one with fewer outstanding KV tokens, then fewer requests (the
+    first drawn on a tie): :func:`least_kv`'s balance by work held while looking at two workers only."""
+    a, b = state.rng.choice(len(pool), size=2, replace=False)
+    wa, wb = pool[a], pool[b]
+    return wb if _by_kv(wb) < _by_kv(wa) else wa
 
 
 class Router:

@@ -77,8 +77,14 @@ class VariantPlan(_GpuTotals):
     prefill_counts: dict[str, int]
     probes: list[Probe] = field(default_factory=list)
     goodput_rps: float | None = None
-    goodput_gpus: int | None = None  # GPUs of the layout goodput was measured on (the scenario's)
+    goodput_gpus: int | None = None  # GPUs of the layout goodput was measured on: the plan's own
     goodput_decode_gpus: int | None = None
+
+
+def on_fleet(variant: VariantSpec, decode_counts: dict[str, int]) -> VariantSpec:
+    """The variant laid out on a plan's decode counts (one pool: its ``shared`` count)."""
+    workers = decode_counts["shared"] if variant.mode in POOL_MODES else dict(decode_counts)
+    return variant.model_copy(update={"workers": workers})
 
 
 class Planner:
@@ -230,13 +236,19 @@ def plan(sc: Scenario, attainment: float, variants: list[str] | None = None, siz
         decode = planner.plan_decode(v, prefill)
         vp = VariantPlan(v.name, decode, prefill)
         if goodput:
-            vp.goodput_rps = planner.goodput(v, sc.counts(sc.prefill.workers))
-            prefill_gpus = sum(sc.counts(sc.prefill.workers).values())
-            decode_gpus = v.workers if v.mode in POOL_MODES else sum(sc.counts(v.workers).values())
-            vp.goodput_gpus = prefill_gpus + decode_gpus
-            vp.goodput_decode_gpus = decode_gpus
+            measure_goodput(planner, v, vp)
         plans.append(vp)
     return plans
+
+
+def measure_goodput(planner: Planner, variant: VariantSpec, vp: _GpuTotals, into: VariantPlan | None = None) -> None:
+    """Goodput of ``variant`` on the fleet ``vp`` planned (its prefill and decode counts): what an operator who
+    bought that fleet gets, so goodput per GPU compares designs each on its own answer. Stored on ``into``
+    (default ``vp``)."""
+    into = into or vp  # type: ignore[assignment]
+    into.goodput_rps = planner.goodput(on_fleet(variant, vp.decode_counts), vp.prefill_counts)
+    into.goodput_gpus = vp.prefill_gpus + vp.decode_gpus
+    into.goodput_decode_gpus = vp.decode_gpus
 
 
 def plan_rows(sc: Scenario, plans: list[VariantPlan], profile: str | None) -> list[dict]:
