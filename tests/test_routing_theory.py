@@ -311,15 +311,16 @@ def test_mean_waits_at_load_07_on_four_workers() -> None:
     """sunsim's mean waits over long runs: round robin at exact M/D/4, least_loaded at the reference JSQ's
     long-run mean (and 25-45% above M/D/4), the two-choice policies at their references' long-run means."""
     d, exact = _service(), mdc_mean_wait(C, RHO * C)
-    ones = np.ones(300_000)
-    arrival = _poisson(300_000, 11)
-    refs = {
-        "round_robin": exact,
-        "least_loaded": routed(arrival, ones, ones, C, jsq_first)[0].mean(),
-        "least_kv": routed(arrival, ones, ones, C, jsq_first)[0].mean(),  # fixed prompts: tokens = P x count
-        "power_of_two": routed(arrival, ones, ones, C, two_choices(np.random.default_rng(12), _by_count))[0].mean(),
-        "power_of_two_kv": routed(arrival, ones, ones, C, two_choices(np.random.default_rng(13), _by_count))[0].mean(),
-    }
+
+    def long_run(choose: Callable[[int], Chooser]) -> float:
+        """A reference's mean wait over three independent 300k-request runs."""
+        ones = np.ones(300_000)
+        return float(np.mean([routed(_poisson(300_000, s), ones, ones, C, choose(s))[0].mean() for s in (11, 12, 13)]))
+
+    jsq = long_run(lambda s: jsq_first)
+    two = long_run(lambda s: two_choices(np.random.default_rng(s), _by_count))
+    # fixed prompts: tokens are P x count, so the token policies' references are the count policies'
+    refs = {"round_robin": exact, "least_loaded": jsq, "least_kv": jsq, "power_of_two": two, "power_of_two_kv": two}
     for policy, ref in refs.items():
         waits = [_prefill_pool(policy, _rate(), 80_000, seed)[1].mean() / d for seed in (21, 22)]
         sim = float(np.mean(waits))
