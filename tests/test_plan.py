@@ -248,3 +248,21 @@ def test_goodput_is_measured_on_the_planned_fleet(flat_profile):
     assert p.decode_gpus == 5
     assert p.goodput_gpus == p.decode_gpus + p.prefill_gpus == 13 and p.goodput_decode_gpus == 5
     assert 4.8 <= p.goodput_rps <= 5.05
+
+
+def test_plan_table_reads_at_80_columns():
+    """Every line fits 80 columns and no cell word is cut (rich would otherwise end a cell in '…')."""
+    from rich.console import Console
+
+    from sunsim.cli.plan import narrow_table
+
+    cols = ("variant", "decode", "per model", "seeds", "vs dedicated", "prefill", "goodput req/s", "req/s per GPU")
+    rows = [("dedicated-int4", "5", "math=2 code=1 tools=1 chat=1", "5/5/6", "within seed spread", "5", "178.8", "17.88"),
+            ("multi-lora", "12", "shared=12", "11/12/12", "fewer", "14", "1234.5", "19.73")]
+    console = Console(width=80, record=True)
+    console.print(narrow_table("plan", cols, rows))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    words = text.split()
+    for cell in (c for r in rows for c in r):
+        assert all(w in words for w in cell.split()), cell

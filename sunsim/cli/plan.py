@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from rich import box
 from rich.table import Table
 
 from sunsim.analysis.planning import MAX_GPUS_LIMIT, check_max_gpus, plan_seeds, seeded_rows
@@ -43,17 +44,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     # With --json, stdout carries one JSON document and everything for people goes to stderr.
     show = err_console if args.json else console
     probes: list[dict] = []
-    frontier = Table(title=f"frontier explored (SLO TTFT<={sc.slo.ttft_s}s, TPOT<={sc.slo.tpot_s * 1e3:g}ms, "
-                           f"attainment>={target:.0%} for every model)", title_justify="left")
-    for col in ("variant", "seed", "rate", "prefill GPUs", "decode GPUs", "attainment", "worst model", "meets"):
-        frontier.add_column(col, justify="right")
+    frontier_cols = ("variant", "seed", "rate", "prefill", "decode", "attainment", "worst model", "meets")
+    frontier_rows = []
 
     def on_probe(row: dict) -> None:
         probes.append(row)
         show.print(f"  probe {row['variant']} seed {row['seed']}: rate {row['rate']:g}, decode {row['decode_gpus']}, "
-                      f"prefill {row['prefill_gpus']} -> attainment {row['slo_attainment']:.1%} "
-                      f"(worst model {row['min_model_attainment']:.1%}) {'ok' if row['meets_slo'] else 'miss'}",
-                      highlight=False)
+                   f"prefill {row['prefill_gpus']} -> attainment {row['slo_attainment']:.1%} "
+                   f"(worst model {row['min_model_attainment']:.1%}) {'ok' if row['meets_slo'] else 'miss'}",
+                   highlight=False)
+        frontier_rows.append((row["variant"], str(row["seed"]), f"{row['rate']:g}", str(row["prefill_gpus"]),
+                              str(row["decode_gpus"]), f"{row['slo_attainment']:.1%}",
+                              f"{row['min_model_attainment']:.1%}", "yes" if row["meets_slo"] else "no"))
 
     def on_warning(msg: str) -> None:
         show.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
@@ -61,25 +63,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plans = plan_seeds(sc, target, args.seeds, args.variant, size_prefill=args.prefill,
                        goodput=not args.no_goodput, max_gpus=args.max_gpus, on_probe=on_probe, on_warning=on_warning)
     summary = pd.DataFrame(seeded_rows(sc, plans, probes[-1]["profile"] if probes else None))
-    for row in probes:
-        frontier.add_row(row["variant"], str(row["seed"]), f"{row['rate']:g}", str(row["prefill_gpus"]),
-                         str(row["decode_gpus"]), f"{row['slo_attainment']:.1%}", f"{row['min_model_attainment']:.1%}",
-                         "yes" if row["meets_slo"] else "no")
+    frontier = narrow_table(f"frontier explored (SLO TTFT<={sc.slo.ttft_s}s, TPOT<={sc.slo.tpot_s * 1e3:g}ms, "
+                            f"attainment>={target:.0%} for every model)", frontier_cols, frontier_rows)
     show.print(frontier)
-    result = Table(title=f"plan for {sc.name} at {sc.workload.rate} req/s over seeds {summary['seeds'].iloc[0]} "
-                         f"(profile {summary['profile'].iloc[0]}); decode GPUs = the most any seed needs",
-                   title_justify="left")
     base = next((b for b in summary["baseline"] if isinstance(b, str)), None)
-    goodput_columns = () if args.no_goodput else ("goodput req/s (worst seed)", "goodput req/s/GPU")
-    for col in ("variant", "decode GPUs", "per model", "by seed", "min/med/max", f"vs {base or 'baseline'}",
-                "prefill GPUs", *goodput_columns):
-        result.add_column(col, justify="right")
+    # per seed in plan_summary.csv (decode_gpus_by_seed); here the spread, so the table reads at 80 columns
+    cols = ("variant", "decode", "per model", "seeds", f"vs {base or 'baseline'}", "prefill",
+            *(() if args.no_goodput else ("goodput req/s", "req/s per GPU")))
+    rows = []
     for r in summary.itertuples():
         goodput = () if args.no_goodput else (
             _number(r.goodput_rps, "{:.1f}"), _number(r.goodput_rps_per_gpu, "{:.2f}"))
-        result.add_row(r.variant, str(r.min_decode_gpus), r.decode_counts, r.decode_gpus_by_seed,
-                       f"{r.decode_gpus_seed_min}/{r.decode_gpus_seed_median:g}/{r.decode_gpus_seed_max}",
-                       r.vs_baseline, str(r.prefill_gpus), *goodput)
+        rows.append((r.variant, str(r.min_decode_gpus), r.decode_counts,
+                     f"{r.decode_gpus_seed_min}/{r.decode_gpus_seed_median:g}/{r.decode_gpus_seed_max}",
+                     r.vs_baseline, str(r.prefill_gpus), *goodput))
+    result = narrow_table(f"plan for {sc.name} at {sc.workload.rate} req/s over seeds {summary['seeds'].iloc[0]} "
+                          f"(profile {summary['profile'].iloc[0]}); GPUs = the most any seed needs; seeds: decode GPUs "
+                          "min/median/max over seeds"
+                          + ("" if args.no_goodput else "; goodput on the planned fleet, worst seed"), cols, rows)
     show.print(result)
     _write(out, {"plan.csv": pd.DataFrame(probes), "plan_summary.csv": summary},
            scenario=yaml.safe_dump(sc.model_dump(mode="json"), sort_keys=False))
@@ -89,6 +90,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps({"scenario": sc.name, "rate": sc.workload.rate, "attainment_target": target,
                           "out": str(out), "plan": rows}, indent=2))
     return 0
+
+
+def narrow_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    """A table that reads at 80 columns: no vertical rules, and each column as wide as its longest word (header
+    included), so cells wrap at spaces and no word is ever cut."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True)
+    for i, col in enumerate(columns):
+        words = [w for cell in [col, *(r[i] for r in rows)] for w in str(cell).split()]
+        width = max(map(len, words), default=1)
+        table.add_column(col, justify="left" if i == 0 else "right", min_width=width, max_width=width)
+    for r in rows:
+        table.add_row(*r)
+    return table
 
 
 def _number(value, fmt: str) -> str:
