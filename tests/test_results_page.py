@@ -196,3 +196,21 @@ def test_qsun_load_finding_reports_the_papers_measure_at_light_and_heavy_load():
     # under load: the heaviest rate at which both still meet the SLO (240, not 480)
     assert "under load (240 req/s" in text and "20.0 -> 16.0 ms, 20% lower (1.25x)" in text
     assert "480 req/s" not in text
+
+
+def test_routing_across_workloads_names_the_policy_that_measures_best():
+    from sunsim.experiments.beyond import routing_across_workloads
+
+    rows = []
+    # least_kv is best at both rates, round_robin 10% and 30% behind
+    for rate, tpots in ((240, {"least_kv": 0.010, "round_robin": 0.011, "least_loaded": 0.0105}),
+                        (320, {"least_kv": 0.020, "round_robin": 0.026, "least_loaded": 0.021})):
+        for policy, t in tpots.items():
+            for seed in (1, 2):
+                rows.append({"status": "ok", "seed": seed, "variant": "sun", "variants.sun.routing": policy,
+                             "workload.rate": rate, "tpot_p90_s": t, "slo_attainment": 1.0, "requests_per_s": rate})
+    text = routing_across_workloads(pd.DataFrame(rows))
+    assert "Across the 2 workloads (workload.rate), `least_kv` measures best" in text
+    assert f"`round_robin` {np.sqrt(1.1 * 1.3):.3f}" in text and "`least_kv` 1.000" in text
+    assert "best in 2 of 2" in text and "the scenario default is `least_loaded` (+5.0% against" in text
+    assert routing_across_workloads(pd.DataFrame(rows)[lambda d: d["workload.rate"] == 240]) == ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from sunsim.experiments.outputs import Outputs
@@ -29,12 +30,7 @@ def beyond_figures(outputs: Outputs, fig_dir: Path) -> dict[str, str]:
     if shift.timeline is not None:
         report.plot_timeline(shift.timeline, fig_dir / "shift_timeline", profile=shift.profile)
         figs["shift_timeline"] = "Batch size and KV occupancy per decode worker when the hot model changes mid-run"
-    routing = sw["routing"].copy()
-    routing["routing"] = [r["variants.sun.routing"] if r["variant"] == "sun" else r["variants.qsun.routing"]
-                          for _, r in routing.iterrows()]
-    routing = routing[routing["variants.sun.routing"] == routing["variants.qsun.routing"]]
-    routing = routing.drop(columns=["variants.sun.routing", "variants.qsun.routing"])
-    routing = routing.rename(columns={"routing": "variants.routing"})
+    routing = _routing_rows(sw["routing"]).rename(columns={POLICY: "variants.routing"})
     report.plot_metric_vs_param(routing, "variants.routing", "tpot_p90_s", fig_dir / "routing",
                                 title=f"TPOT p90 by decode routing policy ({served(routing)})")
     figs["routing"] = f"Decode routing policies of the shared pool ({served(routing)})"
@@ -64,17 +60,30 @@ def interconnect_finding(ic: pd.DataFrame, target: float = 0.9) -> str | None:
             f"`kv_wait_mean_s` and `ttft_mean_s`){miss}.")
 
 
-def routing_finding(rt: pd.DataFrame, target: float = 0.9) -> str | None:
+#: The grid column of the routing sweep that names the shared pool's policy.
+POLICY = "variants.sun.routing"
+#: Workload columns a routing sweep may vary (each combination is one workload).
+WORKLOAD_KEYS = ("workload.rate", "workload.popularity.s", "workload.output_tokens.mean")
+
+
+def _routing_rows(rt: pd.DataFrame) -> pd.DataFrame:
+    """SUN's rows of the routing sweep (older sweeps set QSUN's policy too: the rows where both match)."""
     rt = ok_rows(rt)
-    rt = rt[(rt["variants.sun.routing"] == rt["variants.qsun.routing"]) & (rt["variant"] == "sun")]
+    if "variants.qsun.routing" in rt:
+        rt = rt[rt[POLICY] == rt["variants.qsun.routing"]].drop(columns="variants.qsun.routing")
+    return rt[rt["variant"] == "sun"]
+
+
+def routing_finding(rt: pd.DataFrame, target: float = 0.9) -> str | None:
+    rt = _routing_rows(rt)
     if not len(rt):
         return None
-    by = rt.groupby("variants.sun.routing")
+    by = rt.groupby(POLICY)
     mean = by["tpot_p90_s"].mean().sort_values()
     best, worst = mean.index[0], mean.index[-1]
-    rr = rt[rt["variants.sun.routing"] == "round_robin"]["tpot_p90_s"]
+    rr = rt[rt[POLICY] == "round_robin"]["tpot_p90_s"]
     aware = [p for p in mean.index if p != "round_robin"]
-    words = {p: versus(rt[rt["variants.sun.routing"] == p]["tpot_p90_s"], rr, higher_is_better=False,
+    words = {p: versus(rt[rt[POLICY] == p]["tpot_p90_s"], rr, higher_is_better=False,
                        within="is within the seed spread of")
              for p in aware} if len(rr) else {}
     said = "; ".join(f"`{p}` {w} round robin" for p, w in words.items())
@@ -83,8 +92,33 @@ def routing_finding(rt: pd.DataFrame, target: float = 0.9) -> str | None:
              "the SLO fails with all of them" if (met < target).all() else
              "the SLO fails with " + ", ".join(f"`{p}`" for p in met[met < target].index))
     rps = rt["requests_per_s"].mean()
-    return (f"- **routing** (shared pool, {rps:.0f} req/s completed): TPOT p90 from {mean.iloc[0] * 1e3:.1f} ms "
+    text = (f"- **routing** (shared pool, {rps:.0f} req/s completed): TPOT p90 from {mean.iloc[0] * 1e3:.1f} ms "
             f"(`{best}`) to {mean.iloc[-1] * 1e3:.1f} ms (`{worst}`), mean over seeds; on TPOT p90 {said}; {holds}.")
+    return text + routing_across_workloads(rt)
+
+
+def routing_across_workloads(rt: pd.DataFrame) -> str:
+    """Which policy measures best across the sweep's workloads: per workload each policy's TPOT p90 (mean over
+    seeds) over that workload's best, then the geometric mean of those ratios; '' for a single workload."""
+    keys = [k for k in WORKLOAD_KEYS if k in rt and rt[k].nunique() > 1]
+    if not keys:
+        return ""
+    from sunsim.scenario import VariantSpec
+
+    tpot = rt.groupby([*keys, POLICY])["tpot_p90_s"].mean().unstack(POLICY)
+    ratio = tpot.div(tpot.min(axis=1), axis=0)
+    score = np.exp(np.log(ratio).mean()).sort_values()
+    wins = (ratio == 1.0).sum()
+    best = score.index[0]
+    default = VariantSpec.model_fields["routing"].default
+    listing = ", ".join(f"`{p}` {score[p]:.3f}" for p in score.index)
+    verdict = (f"the scenario default (`{default}`) is that policy" if best == default else
+               f"the scenario default (`{default}`) was not measured" if default not in score else
+               f"the scenario default is `{default}` ({(score[default] - 1) * 100:+.1f}% against each workload's "
+               f"best on average, against {(score[best] - 1) * 100:+.1f}% for `{best}`)")
+    return (f" Across the {len(tpot)} workloads ({', '.join(keys)}), `{best}` measures best: the geometric mean of "
+            f"each policy's TPOT p90 over the workload's best is {listing}; `{best}` is best in {int(wins[best])} of "
+            f"{len(tpot)}; {verdict}.")
 
 
 def short_outputs_finding(so: pd.DataFrame) -> str | None:
