@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
 
-from sunsim.analysis.planning import MAX_GPUS_LIMIT
+from sunsim.analysis.options import MAX_GPUS_LIMIT
 from sunsim.names import check_name
 from sunsim.scenario import (
     Scenario,
@@ -31,9 +31,6 @@ from sunsim.scenario import (
     scenario_inputs,
 )
 
-EXECUTORS = ("local", "ray")
-#: Table formats a sweep can write, by extension.
-TABLE_SUFFIXES = (".csv", ".parquet")
 #: Seconds to wait for a TCP connection to a Ray cluster before giving up.
 RAY_PROBE_TIMEOUT_S = 3.0
 

@@ -8,9 +8,9 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
-from rich.table import Table
 
 from sunsim import __version__
 from sunsim.analysis.schema import COMPARISON_ROWS
@@ -18,11 +18,15 @@ from sunsim.cli.console import console, err_console
 from sunsim.errors import InputError, Terminated
 from sunsim.names import check_name
 from sunsim.output import Output, claim_outputs
-from sunsim.scenario import load_scenario, scenario_inputs
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def comparison_table(comparison, title: str) -> Table:
     """The rich side-by-side table of variants (one column each), rows from the results schema."""
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     table.add_column("metric", style="bold")
     rows = comparison.to_dict("records")
@@ -41,7 +45,10 @@ def _fmt(fmt: str, v, scale: float = 1) -> str:
 
 # --------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the schema and the simulator (pydantic, numpy, pandas) would make every
+    # ``sunsim --help`` and ``sunsim --version`` pay for them.
     from sunsim.analysis.runner import check_run_output, run_scenario, select_variants, write_run
+    from sunsim.scenario import load_scenario, scenario_inputs
 
     sc = load_scenario(args.scenario, args.set)
     out = Path(args.out) if args.out else Path("results") / check_name(sc.name, "name")
@@ -98,15 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions() -> list[Callable]:
-    """Subcommands living in their own modules (sweeps, planning, reports, calibration)."""
-    from calibration import commands as calibration_commands
+    """Subcommands living in their own modules (sweeps, planning, reports, calibration).
+
+    Each module defines its parser at import and its work in handlers that import what they need, so that
+    building the whole parser (``sunsim --help``) loads no pandas, pyarrow, pydantic schema or numpy."""
+    from calibration import cli as calibration_cli
     from sunsim.cli import experiments as experiments_cli
     from sunsim.cli import plan as plan_cli
     from sunsim.cli import report as report_cli
     from sunsim.cli import sweep as sweep_cli
 
     return [sweep_cli.register, plan_cli.register, experiments_cli.register, report_cli.register,
-            calibration_commands.register]
+            calibration_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:

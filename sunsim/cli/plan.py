@@ -1,28 +1,37 @@
-"""``sunsim plan``: fewest GPUs per variant for an SLO, and goodput, with the frontier explored."""
+"""``sunsim plan``: fewest GPUs per variant for an SLO, and goodput, with the frontier explored.
+
+The planner, the scenario schema, pandas and rich's tables are imported where they are used, not here,
+so that building the parser for ``sunsim --help`` loads none of them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import yaml
-from rich import box
-from rich.table import Table
-
-from sunsim.analysis.planning import MAX_GPUS_LIMIT, check_max_gpus, plan_seeds, seeded_rows
+from sunsim.analysis.options import MAX_GPUS_LIMIT
 from sunsim.cli.console import console, err_console
 from sunsim.errors import InputError
 from sunsim.names import check_name
 from sunsim.output import Output, check_replaceable, claim_outputs, mark, publish, staging, write_table, write_text
-from sunsim.scenario import load_scenario, scenario_inputs
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.table import Table
 
 #: The files ``plan`` writes into its output folder.
 PLAN_FILES = ("plan.csv", "plan_summary.csv", "scenario.yaml")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import yaml
+
+    from sunsim.analysis.planning import check_max_gpus, plan_seeds, seeded_rows
+    from sunsim.scenario import load_scenario, scenario_inputs
+
     overrides = list(args.set)
     if args.slo_ttft is not None:
         overrides.append(f"slo.ttft_s={args.slo_ttft}")
@@ -95,6 +104,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def narrow_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
     """A table that reads at 80 columns: no vertical rules, and each column as wide as its longest word (header
     included), so cells wrap at spaces and no word is ever cut."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                   collapse_padding=True)
     for i, col in enumerate(columns):

@@ -1,26 +1,31 @@
-"""``sunsim sweep``: run a grid of scenarios with a progress bar and an ETA."""
+"""``sunsim sweep``: run a grid of scenarios with a progress bar and an ETA.
+
+The sweep machinery (pydantic, pandas, the simulator) is imported by the handler, not here, so that
+building the parser for ``sunsim --help`` loads none of it.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from sunsim.analysis.sweep import (
-    EXECUTORS,
-    TABLE_SUFFIXES,
-    check_sweep_output,
-    load_sweep,
-    parts_dir,
-    probe_address,
-    run_sweep,
-)
+from sunsim.analysis.options import EXECUTORS, TABLE_SUFFIXES
 from sunsim.cli.argtypes import worker_count
 from sunsim.cli.console import console, err_console
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from sunsim.analysis.sweep import check_sweep_output, load_sweep, parts_dir, probe_address, run_sweep
+
     if args.out:  # cheap checks first: a bad path or address fails before the points are checked
         check_sweep_output(Path(args.out))
     if args.executor == "ray" and args.address:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sunsim.analysis.metrics import summarize
+from sunsim.analysis.options import MAX_GPUS_LIMIT
 from sunsim.analysis.planning.reachable import check_reachable
 from sunsim.analysis.runner import select_variants
 from sunsim.scenario import POOL_MODES, Scenario, ScenarioError, VariantSpec
@@ -29,9 +30,6 @@ from sunsim.sim.variant import load_profile, simulate_variant
 from sunsim.workload.stream import build_workload
 
 Probe = dict  # one simulated configuration: the row of the frontier table
-
-#: Largest --max-gpus accepted: beyond it a single probe would simulate an absurd cluster.
-MAX_GPUS_LIMIT = 4096
 
 
 def check_max_gpus(max_gpus: int) -> None:
