@@ -4,13 +4,20 @@ It compares dedicated per-model decode pools with SUN shared decode pools (and Q
 low-bit variant) on the same request stream, with step costs from an analytic roofline or
 from real kernel timings (see ``calibration/``).
 
-The small public API, for notebooks and scripts (each name loads its package on first use)::
+The small public API, for notebooks and scripts (each name loads its package on first use, so
+``import sunsim`` loads neither pandas nor the simulator)::
 
     import sunsim
-    sc = sunsim.load_scenario("scenarios/default.yaml", ["workload.duration_s=60"])
-    run = sunsim.run_scenario(sc)            # every variant on the same requests
-    run.comparison                           # one row per variant (pandas)
-    sunsim.write_run(run, "results/mine")    # the files `sunsim run` writes
+    run = sunsim.run("scenarios/default.yaml", overrides={"workload.duration_s": 60})
+    run.comparison                           # one row per variant (pandas): comparison.csv
+    run["sun"].requests                      # per-request records: requests.csv
+    run["sun"].summary                       # summary.json, as a dict
+    run.write("results/mine")                # the files `sunsim run --out results/mine` writes
+    sunsim.plan("scenarios/default.yaml", seeds=1).summary       # plan_summary.csv
+    sunsim.sweep("scenarios/sweeps/skew.yaml", workers=2)         # the sweep table
+
+The lower-level names below (``load_scenario``, ``run_scenario``, ``plan_seeds``, ``run_sweep``...) are
+what these calls are built from (:mod:`sunsim.api`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,12 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
 _API = {
+    "run": "sunsim.api",
+    "plan": "sunsim.api",
+    "sweep": "sunsim.api",
+    "Run": "sunsim.api",
+    "VariantRun": "sunsim.api",
+    "Plan": "sunsim.api",
     "load_scenario": "sunsim.scenario",
     "scenario_from_dict": "sunsim.scenario",
     "Scenario": "sunsim.scenario",

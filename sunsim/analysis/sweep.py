@@ -48,8 +48,8 @@ def run_sweep(sweep: Sweep, out: Path, executor: str = "local", workers: int | N
     """Run every point not already finished, then write the whole table to ``out``."""
     if executor not in EXECUTORS:
         raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers must be a positive integer, got {workers}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InputError(f"--workers must be a positive integer, got {workers!r}")
     if executor == "ray" and address:
         probe_address(address)
     if executor == "local" and address:

@@ -1,7 +1,8 @@
 """``sunsim plan``: fewest GPUs per variant for an SLO, and goodput, with the frontier explored.
 
-The planner, the scenario schema, pandas and rich's tables are imported where they are used, not here,
-so that building the parser for ``sunsim --help`` loads none of them.
+The planning itself is :func:`sunsim.api.plan` (what ``sunsim.plan`` is in Python); this module adds the
+files, the tables and the progress lines. The planner, the scenario schema, pandas and rich's tables are
+imported where they are used, not here, so that building the parser for ``sunsim --help`` loads none of them.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ PLAN_FILES = ("plan.csv", "plan_summary.csv", "scenario.yaml")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    import pandas as pd
     import yaml
 
-    from sunsim.analysis.planning import check_max_gpus, plan_seeds, seeded_rows
+    from sunsim.analysis.planning import check_max_gpus
+    from sunsim.api import plan
     from sunsim.scenario import load_scenario, scenario_inputs
 
     overrides = list(args.set)
@@ -52,12 +53,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     check_replaceable(out, (), PLAN_FILES, "--out", command="plan")
     # With --json, stdout carries one JSON document and everything for people goes to stderr.
     show = err_console if args.json else console
-    probes: list[dict] = []
     frontier_cols = ("variant", "seed", "rate", "prefill", "decode", "attainment", "worst model", "meets")
     frontier_rows = []
 
     def on_probe(row: dict) -> None:
-        probes.append(row)
         show.print(f"  probe {row['variant']} seed {row['seed']}: rate {row['rate']:g}, decode {row['decode_gpus']}, "
                    f"prefill {row['prefill_gpus']} -> attainment {row['slo_attainment']:.1%} "
                    f"(worst model {row['min_model_attainment']:.1%}) {'ok' if row['meets_slo'] else 'miss'}",
@@ -69,9 +68,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     def on_warning(msg: str) -> None:
         show.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
 
-    plans = plan_seeds(sc, target, args.seeds, args.variant, size_prefill=args.prefill,
-                       goodput=not args.no_goodput, max_gpus=args.max_gpus, on_probe=on_probe, on_warning=on_warning)
-    summary = pd.DataFrame(seeded_rows(sc, plans, probes[-1]["profile"] if probes else None))
+    planned = plan(sc, seeds=args.seeds, prefill=args.prefill, goodput=not args.no_goodput, attainment=target,
+                   variants=args.variant, max_gpus=args.max_gpus, on_probe=on_probe, on_warning=on_warning)
+    summary = planned.summary
     frontier = narrow_table(f"frontier explored (SLO TTFT<={sc.slo.ttft_s}s, TPOT<={sc.slo.tpot_s * 1e3:g}ms, "
                             f"attainment>={target:.0%} for every model)", frontier_cols, frontier_rows)
     show.print(frontier)
@@ -91,7 +90,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                           "min/median/max over seeds"
                           + ("" if args.no_goodput else "; goodput on the planned fleet, worst seed"), cols, rows)
     show.print(result)
-    _write(out, {"plan.csv": pd.DataFrame(probes), "plan_summary.csv": summary},
+    _write(out, {"plan.csv": planned.probes, "plan_summary.csv": summary},
            scenario=yaml.safe_dump(sc.model_dump(mode="json"), sort_keys=False))
     show.print(f"plan tables in {out}/")
     if args.json:
