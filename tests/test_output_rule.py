@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import sunsim.analysis.runner
-import sunsim.cli.plan
+import sunsim.api
 from sunsim import output
 from sunsim.analysis.sweep import load_sweep
 from sunsim.cli import main
@@ -48,7 +48,7 @@ def no_work(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("work started before the output checks")
     monkeypatch.setattr(sunsim.analysis.runner, "simulate_variant", boom)
-    monkeypatch.setattr(sunsim.cli.plan, "plan_seeds", boom)
+    monkeypatch.setattr(sunsim.api, "plan_seeds", boom)  # what `sunsim plan` plans through
 
 
 # Outputs never take an input's path -----------------------------------------------------------

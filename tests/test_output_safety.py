@@ -316,9 +316,9 @@ def test_other_commands_check_their_output_folder_first(tmp_path, capsys, argv):
 
 
 def test_plan_refuses_a_target_that_is_not_a_file_before_planning(tmp_path, capsys, monkeypatch):
-    import sunsim.cli.plan
+    import sunsim.api
 
-    monkeypatch.setattr(sunsim.cli.plan, "plan_seeds", lambda *a, **k: (_ for _ in ()).throw(AssertionError("planned")))
+    monkeypatch.setattr(sunsim.api, "plan_seeds", lambda *a, **k: (_ for _ in ()).throw(AssertionError("planned")))
     out = tmp_path / "p"
     (out / "plan.csv").mkdir(parents=True)
     assert main(["plan", str(_scenario(tmp_path)), "--out", str(out)]) == 2
