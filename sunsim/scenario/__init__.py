@@ -8,7 +8,8 @@ Callers import from here; the modules hold one part each:
 * :mod:`~sunsim.scenario.shape`: a model shape given field by field;
 * :mod:`~sunsim.scenario.hf_config`: a model shape read from a Hugging Face ``config.json``;
 * :mod:`~sunsim.scenario.model`, :mod:`~sunsim.scenario.hardware`, :mod:`~sunsim.scenario.serving`,
-  :mod:`~sunsim.scenario.workload`: one section of the file each;
+  :mod:`~sunsim.scenario.workload`: one section of the file each (a trace's format and columns in
+  :mod:`~sunsim.scenario.trace_layout`);
 * :mod:`~sunsim.scenario.document`: the whole :class:`Scenario` and the checks across sections;
 * :mod:`~sunsim.scenario.safe_yaml`, :mod:`~sunsim.scenario.overrides`, :mod:`~sunsim.scenario.load`:
   reading YAML safely, ``--set`` overrides, and a file or mapping turned into a :class:`Scenario`;
@@ -39,6 +40,7 @@ from sunsim.scenario.serving import (
     split_by_share,
 )
 from sunsim.scenario.shape import CustomShape
+from sunsim.scenario.trace_layout import DEFAULT_LAYOUT, TraceColumns, TraceLayout, TraceSource
 from sunsim.scenario.workload import (
     Arrivals,
     Fixed,
@@ -69,6 +71,7 @@ __all__ = [
     "split_by_share",
     "WorkloadSpec", "Arrivals", "Poisson", "Gamma", "TraceArrivals", "Popularity", "Zipf", "Weights",
     "PopularityShift", "Lengths", "LengthDist", "Fixed", "Uniform", "LogNormal", "Geometric", "FromTrace",
+    "TraceSource", "TraceColumns", "TraceLayout", "DEFAULT_LAYOUT",
     "SLOSpec", "SimSpec",
     # bounds other code relies on
     "MAX_BATCH", "MAX_REQUESTS", "MAX_TOKENS",

@@ -1,6 +1,6 @@
 """The whole scenario document: its sections, the SLO and run-length settings, and the checks that
 span sections (worker counts name only known task models, splits and colocation are possible,
-popularity weights refer to known models).
+popularity weights and a trace's model mapping refer to known models).
 
 A section is validated on its own in its module; what needs two sections (the task models of
 ``model`` against the counts of ``prefill`` and ``variants``) is checked here, once all are read.
@@ -26,7 +26,7 @@ from sunsim.scenario.limits import (
 )
 from sunsim.scenario.model import ModelSpec
 from sunsim.scenario.serving import DecodeDefaults, PrefillSpec, Split, VariantSpec, split_by_share
-from sunsim.scenario.workload import Weights, WorkloadSpec, Zipf
+from sunsim.scenario.workload import TraceArrivals, Weights, WorkloadSpec, Zipf
 
 
 class SLOSpec(StrictModel):
@@ -102,6 +102,12 @@ class Scenario(StrictModel):
         unknown = set(self.workload.per_model) - set(tasks)
         if unknown:
             raise ValueError(f"workload.per_model: unknown models {sorted(unknown)}; models are {tasks}")
+        arrivals = self.workload.arrivals
+        if isinstance(arrivals, TraceArrivals):
+            for trace_name, task in arrivals.models.items():
+                if task not in tasks:
+                    raise ValueError(f"workload.arrivals.models: trace model {trace_name!r} maps to {task!r}, "
+                                     f"which is not one of model.tasks {tasks}")
         return self
 
     @property

@@ -24,10 +24,10 @@ from sunsim.scenario.limits import (
     MIN_TIME_SCALE,
     Float,
     Int,
-    PathText,
     StrictModel,
     no_bool,
 )
+from sunsim.scenario.trace_layout import MAX_TRACE_MODELS, ColumnName, TraceLayout, TraceSource
 
 
 # --- lengths ---------------------------------------------------------------------------------
@@ -74,11 +74,9 @@ class Geometric(StrictModel):
     mean: Float = Field(ge=1, le=MAX_TOKENS)
 
 
-class FromTrace(StrictModel):
-    """Sample lengths from a trace file's column (with replacement)."""
-
-    kind: Literal["trace"]
-    path: PathText
+class FromTrace(TraceSource):
+    """Sample lengths from a trace file's column (with replacement); ``preset``/``columns``/``format``
+    as for trace arrivals (the file is read once for both when they name the same layout)."""
 
 
 LengthDist = Annotated[Fixed | Uniform | LogNormal | Geometric | FromTrace, Field(discriminator="kind")]
@@ -96,19 +94,36 @@ class Gamma(StrictModel):
     cv: Float = Field(ge=MIN_CV, le=MAX_CV)
 
 
-class TraceArrivals(StrictModel):
-    """Replay a trace file: arrival times and lengths (and a ``model`` column if present).
+class TraceArrivals(TraceSource):
+    """Replay a trace file: arrival times and lengths (and each request's task model, from a model
+    column if the layout has one).
 
     Rows are replayed in arrival order, times shifted so that the first is 0 and scaled; rows at
     or after ``workload.duration_s``, and past ``workload.num_requests``, are dropped (a longer
     trace is cut to the run, as a shorter run of a Poisson stream would be)."""
 
-    kind: Literal["trace"]
-    path: PathText
     #: Multiply arrival times by this (0.5 doubles the rate); ignored when workload.rate is set.
     time_scale: Float = Field(1.0, ge=MIN_TIME_SCALE, le=MAX_TIME_SCALE)
     #: Use the trace's prompt/output lengths (else the length distributions below).
     use_lengths: bool = True
+    #: Take each request's task model from the trace's model column (else the popularity draws it,
+    #: as for a trace without one).
+    use_models: bool = True
+    #: The trace's model names -> task models of ``model.tasks`` (checked there); left empty, the
+    #: trace's names must be task names themselves. Public traces name their own models (BurstGPT:
+    #: ChatGPT, GPT-4), which a scenario's tasks rarely are.
+    models: dict[ColumnName, ColumnName] = Field(default_factory=dict, max_length=MAX_TRACE_MODELS)
+
+    def layout(self, use_models: bool | None = None) -> TraceLayout:
+        """The layout the arrivals are read with: no model column when ``use_models`` is off."""
+        return super().layout(self.use_models if use_models is None else use_models)
+
+    @model_validator(mode="after")
+    def _mapping_needs_the_models(self) -> TraceArrivals:
+        if self.models and not self.use_models:
+            raise ValueError("models maps the trace's model names, but use_models is false (the trace's models "
+                             "are ignored); drop models, or set use_models: true")
+        return self
 
 
 Arrivals = Annotated[Poisson | Gamma | TraceArrivals, Field(discriminator="kind")]

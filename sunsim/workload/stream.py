@@ -7,15 +7,12 @@ the variants are compared on the same requests.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sunsim.scenario import (
     MAX_REQUESTS,
-    MAX_TOKENS,
     FromTrace,
     Gamma,
     Geometric,
@@ -26,12 +23,12 @@ from sunsim.scenario import (
     TraceArrivals,
     Uniform,
 )
+from sunsim.workload.trace_file import MAX_TRACE_BYTES, MAX_TRACE_TIME_S, TRACE_COLUMNS, read_trace, trace_task_index
 
-TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
-#: Trace arrival times beyond this (seconds, ~32 years) are taken for a wrong unit or column.
-MAX_TRACE_TIME_S = 1e9
-#: A trace file larger than this (~50 million rows of ~20 bytes) would not fit the request limit.
-MAX_TRACE_BYTES = 2**30
+# read_trace and the trace bounds live in trace_file; they stay importable from here, where callers found them.
+__all__ = ["RequestStream", "build_workload", "check_size", "estimate_requests", "read_trace",
+           "MAX_TRACE_BYTES", "MAX_TRACE_TIME_S", "TRACE_COLUMNS"]
+
 #: Memory the run's per-request arrays may take: the request stream (arrival, model and two
 #: lengths = 28 B, plus ~36 B of temporaries while generating it) once, and for every variant
 #: what a run measured at its peak (2026-12-01, default scenario, 3 variants: ~2,450 B per request
@@ -62,69 +59,11 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream]))
 
 
-@lru_cache(maxsize=8)
-def read_trace(path: str) -> pd.DataFrame:
-    """Read and check a trace CSV (``arrived_at, num_prefill_tokens, num_decode_tokens[, model]``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ScenarioError(f"workload trace {path!r}: file not found" + (" (it is a folder)" if p.is_dir() else ""))
-    size = p.stat().st_size
-    if size == 0:
-        raise ScenarioError(f"workload trace {path!r}: empty file; needs a header {list(TRACE_COLUMNS)} and rows")
-    if size > MAX_TRACE_BYTES:
-        raise ScenarioError(f"workload trace {path!r}: {size / 2**30:.1f} GiB is more than the "
-                            f"{MAX_TRACE_BYTES // 2**30} GiB a trace may have")
-    try:
-        header = pd.read_csv(p, header=None, nrows=1, dtype=str).iloc[0].tolist()
-        df = pd.read_csv(p)
-    except pd.errors.EmptyDataError:
-        raise ScenarioError(f"workload trace {path!r}: empty file; needs a header {list(TRACE_COLUMNS)} and rows") from None
-    except UnicodeDecodeError:
-        raise ScenarioError(f"workload trace {path!r}: not a UTF-8 text file") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise ScenarioError(f"workload trace {path!r}: unreadable CSV ({exc})") from None
-    # pandas renames a repeated column (arrived_at, arrived_at.1), which would silently pick one of them.
-    repeated = sorted({str(c) for c in header if header.count(c) > 1})
-    if repeated:
-        raise ScenarioError(f"workload trace {path!r}: column(s) {repeated} appear more than once in the header")
-    missing = [c for c in TRACE_COLUMNS if c not in df.columns]
-    if missing:
-        raise ScenarioError(f"workload trace {path!r}: missing columns {missing}; needs {list(TRACE_COLUMNS)}")
-    if df.empty:
-        raise ScenarioError(f"workload trace {path!r}: no rows")
-    if len(df) > MAX_REQUESTS:
-        raise ScenarioError(f"workload trace {path!r}: {len(df):,} rows is more than the {MAX_REQUESTS:,} "
-                            f"requests a run allows")
-    for col in TRACE_COLUMNS:
-        values = pd.to_numeric(df[col], errors="coerce").astype(float)
-        if col == "arrived_at":
-            bad = ~((values >= 0) & (values <= MAX_TRACE_TIME_S))  # NaN (empty, text) fails both
-            allowed = f"a number of seconds from 0 to {MAX_TRACE_TIME_S:g}"
-        else:
-            bad = ~((values >= 1) & (values <= MAX_TOKENS) & (values == np.floor(values)))
-            allowed = f"a whole number from 1 to {MAX_TOKENS:,}"
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raw = df[col].iloc[row]
-            raw = raw.item() if isinstance(raw, np.generic) else raw  # inf, not np.float64(inf)
-            got = "no value (empty or NaN)" if pd.isna(raw) else f"{col}={raw!r}"
-            raise ScenarioError(f"workload trace {path!r}: row {row + 2} has {got}; {col} must be {allowed}")
-        df[col] = values if col == "arrived_at" else values.astype(np.int64)
-    if "model" in df.columns and df["model"].isna().any():  # else it would be read as a model named "nan"
-        row = int(np.flatnonzero(df["model"].isna().to_numpy())[0])
-        raise ScenarioError(f"workload trace {path!r}: row {row + 2} has no value in the model column; "
-                            f"model must name one of model.tasks")
-    # Rows out of arrival order are replayed in arrival order (a stable sort keeps ties in file order).
-    if (np.diff(df["arrived_at"].to_numpy()) < 0).any():
-        df = df.sort_values("arrived_at", kind="stable").reset_index(drop=True)
-    return df
-
-
 def estimate_requests(sc: Scenario) -> tuple[int, str]:
     """An upper estimate of the run's request count, and where it comes from (for the message)."""
     wl = sc.workload
     if isinstance(wl.arrivals, TraceArrivals):
-        n = len(read_trace(wl.arrivals.path))
+        n = len(read_trace(wl.arrivals.path, wl.arrivals.layout()))
         why = f"the trace's {n:,} rows"
         if wl.num_requests is not None and wl.num_requests < n:
             n, why = wl.num_requests, f"workload.num_requests {wl.num_requests:,}"
@@ -158,7 +97,7 @@ def _lengths(dist: LengthDist, n: int, rng: np.random.Generator, column: str) ->
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     if isinstance(dist, FromTrace):
-        values = read_trace(dist.path)[column].to_numpy()
+        values = read_trace(dist.path, dist.layout())[column].to_numpy()
         return values[rng.integers(0, len(values), size=n)].astype(np.int64)
     if isinstance(dist, Uniform):
         return rng.integers(dist.low, dist.high + 1, size=n).astype(np.int64)
@@ -175,7 +114,7 @@ def _arrivals(sc: Scenario, rng: np.random.Generator) -> tuple[np.ndarray, pd.Da
     wl = sc.workload
     arr = wl.arrivals
     if isinstance(arr, TraceArrivals):
-        df = read_trace(arr.path)
+        df = read_trace(arr.path, arr.layout())
         t = df["arrived_at"].to_numpy(dtype=float)
         t = t - t[0]
         if wl.rate is not None and len(t) > 1 and t[-1] > 0:
@@ -216,14 +155,13 @@ def build_workload(sc: Scenario) -> RequestStream:
     if n == 0:
         raise ScenarioError("workload: the scenario produces no requests (duration_s too short for the rate?)")
 
-    # Task model of each request: from the trace's model column, else by popularity.
-    if trace_rows is not None and "model" in trace_rows.columns:
-        names = trace_rows["model"].astype(str).to_numpy()
-        unknown = sorted(set(names) - set(tasks))
-        if unknown:
-            raise ScenarioError(f"workload trace: model column names {unknown[:5]}, not in model.tasks {tasks}")
-        index = {name: i for i, name in enumerate(tasks)}
-        model = np.array([index[m] for m in names], dtype=np.int32)
+    # Task model of each request: from the trace's model column (through arrivals.models), else by popularity.
+    from_trace = None
+    if trace_rows is not None:
+        assert isinstance(wl.arrivals, TraceArrivals)  # trace rows come only from trace arrivals
+        from_trace = trace_task_index(trace_rows, wl.arrivals, tasks)
+    if from_trace is not None:
+        model = from_trace
     else:
         rank = _rng(sc.seed, 2).choice(len(tasks), size=n, p=sc.popularity()).astype(np.int32)
         if wl.shift is not None:
