@@ -7,6 +7,7 @@ comparing SUN, QSUN and dedicated pools with the paper's claims.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,10 +92,10 @@ def regenerate(out: Path, quick: bool = False, workers: int | None = None,
         kept = load_outputs(out)  # before any work: the rest must be there
         with staging(out) as stage:
             fresh = run_all(stage, quick, workers, say, only)
-            for name, table in kept.sweeps.items():
+            for name in kept.sweeps:
                 if name not in fresh.sweeps:  # the sweeps folder is published whole: carry the kept tables
                     (stage / "sweeps").mkdir(exist_ok=True)
-                    table.to_csv(stage / "sweeps" / f"{name}.csv", index=False)
+                    shutil.copy2(out / "sweeps" / f"{name}.csv", stage / "sweeps" / f"{name}.csv")  # byte for byte
             outputs = Outputs(kept.runs | fresh.runs, kept.sweeps | fresh.sweeps)
             profile = str(outputs.sweeps["skew"]["profile"].dropna().iloc[0])
             say("figures and README")
