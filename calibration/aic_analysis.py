@@ -77,8 +77,8 @@ def layer_gemm_us(t: AicTables, fmt: str, m: float) -> tuple[float, bool]:
 
 def decode_step(t: AicTables, batch: int, context: int, fmt: str = "bf16") -> Step:
     """Decode of ``batch`` sequences each attending ``context`` KV tokens. The LM head's n = 128256 lies beyond
-    the grid's 65536 in every step, so it is always extended linearly from n = 51200 and 65536: that alone
-    does not mark the step as extrapolated."""
+    the grid's 65536 in every step, so it is always the n = 65536 time scaled in proportion to n
+    (:meth:`sunsim.costs.tables.MeasuredTables.gemm`): that alone does not mark the step as extrapolated."""
     gl, ge = layer_gemm_us(t, fmt, batch)
     head = t.gemm("bf16", batch, MODEL.vocab, MODEL.hidden)
     attn = t.attention("decode", batch, context, MODEL.heads, MODEL.kv_heads, MODEL.head_dim)

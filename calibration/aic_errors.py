@@ -219,8 +219,9 @@ def report(root: Path) -> str:
     out += ["fp8 / bf16 time of the four projection GEMMs per layer (LM head excluded; analytic and table with "
             "their input quantization, \"GEMM only\" without):", ""]
     out += fp8_table({n: fp8_ratios(n, tables[n]) for n in FP8_GPUS}) + [""]
-    out += ["† = a table term extrapolated beyond the measured batch or length (the LM head's n always is, not "
-            "marked); ‡ = KV cache plus weights exceed the GPU's memory (left out of the summary)."]
+    out += ["† = a table term extrapolated beyond the measured batch or length (the LM head's n lies past the grid: "
+            "the widest measured GEMM scaled in proportion, not marked); ‡ = KV cache plus weights exceed the GPU's "
+            "memory (left out of the summary)."]
     return "\n".join(out) + "\n"
 
 
