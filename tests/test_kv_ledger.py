@@ -225,3 +225,26 @@ def test_a_drained_worker_leaves_the_ledger_empty(preemption):
     led = w.ledger
     assert (led.used, led.held, led.batch, led.running) == (0, 0, 0, 0)
     assert 0 < led.peak <= led.capacity
+
+
+@pytest.mark.parametrize("policy", ["paged", "reserve"])
+def test_kv_load_is_the_kv_held_now_never_the_future_output(policy):
+    """What a router reads: the prompts of requests not yet running, then the batch's KV growing by one
+    token per request per iteration; two requests alike but for their (unknown) output length weigh the same."""
+    cost = AnalyticCostModel(GPUS["h100"], PRESETS["llama-3.1-8b"], "bf16")
+    env, rec = simpy.Environment(), Records(2)
+    kv = KVPolicy(policy=policy, kv_bytes_per_token=PRESETS["llama-3.1-8b"].kv_bytes_per_token)
+    prompt, output = np.array([100, 100]), np.array([2000, 3])
+    short = DecodeWorker(env, 0, cost, 1 << 16, 16, 8, prompt, output, rec, lambda rid, w: None, kv=kv)
+    long = DecodeWorker(env, 1, cost, 1 << 16, 16, 8, prompt, output, rec, lambda rid, w: None, kv=kv)
+    long.submit(0)
+    short.submit(1)
+    assert long.kv_load == short.kv_load == 100  # waiting / in transfer: its prompt
+    long.kv_arrived(0)  # joins now; the batch's first step reads prompt + 1
+    step = cost.decode_coeffs(1)
+    seen = []
+    for k in range(5):
+        t = step[0] * k + step[1] * sum(101 + j for j in range(k))  # k whole iterations
+        env.run(until=t + 0.5 * (step[0] + step[1] * (101 + k)))  # halfway through iteration k
+        seen.append(long.kv_load)
+    assert seen == [101, 102, 103, 104, 105]

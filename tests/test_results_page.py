@@ -203,8 +203,10 @@ def test_routing_across_workloads_names_the_policy_that_measures_best():
 
     rows = []
     # least_kv is best at both rates, round_robin 10% and 30% behind
-    for rate, tpots in ((240, {"least_kv": 0.010, "round_robin": 0.011, "least_loaded": 0.0105}),
-                        (320, {"least_kv": 0.020, "round_robin": 0.026, "least_loaded": 0.021})):
+    from sunsim.scenario.serving import POOL_ROUTING
+
+    for rate, tpots in ((240, {"least_kv": 0.010, "round_robin": 0.011, POOL_ROUTING: 0.0105}),
+                        (320, {"least_kv": 0.020, "round_robin": 0.026, POOL_ROUTING: 0.021})):
         for policy, t in tpots.items():
             for seed in (1, 2):
                 rows.append({"status": "ok", "seed": seed, "variant": "sun", "variants.sun.routing": policy,
@@ -212,5 +214,5 @@ def test_routing_across_workloads_names_the_policy_that_measures_best():
     text = routing_across_workloads(pd.DataFrame(rows))
     assert "Across the 2 workloads (workload.rate), `least_kv` measures best" in text
     assert f"`round_robin` {np.sqrt(1.1 * 1.3):.3f}" in text and "`least_kv` 1.000" in text
-    assert "best in 2 of 2" in text and "the scenario default is `least_loaded` (+5.0% against" in text
+    assert "best in 2 of 2" in text and f"the scenario default is `{POOL_ROUTING}` (+5.0% against" in text
     assert routing_across_workloads(pd.DataFrame(rows)[lambda d: d["workload.rate"] == 240]) == ""

@@ -103,14 +103,14 @@ def routing_across_workloads(rt: pd.DataFrame) -> str:
     keys = [k for k in WORKLOAD_KEYS if k in rt and rt[k].nunique() > 1]
     if not keys:
         return ""
-    from sunsim.scenario import VariantSpec
+    from sunsim.scenario.serving import POOL_ROUTING
 
     tpot = rt.groupby([*keys, POLICY])["tpot_p90_s"].mean().unstack(POLICY)
     ratio = tpot.div(tpot.min(axis=1), axis=0)
     score = np.exp(np.log(ratio).mean()).sort_values()
     wins = (ratio == 1.0).sum()
     best = score.index[0]
-    default = VariantSpec.model_fields["routing"].default
+    default = POOL_ROUTING
     listing = ", ".join(f"`{p}` {score[p]:.3f}" for p in score.index)
     verdict = (f"the scenario default (`{default}`) is that policy" if best == default else
                f"the scenario default (`{default}`) was not measured" if default not in score else

@@ -27,6 +27,7 @@ from sunsim.experiments.paper import (
     strongest_alternative_finding,
     tpot_finding,
 )
+from sunsim.experiments.paper_setting import paper_setting_section
 from sunsim.experiments.quality import quality_table
 from sunsim.experiments.wording import ok_rows, pct, range_text, span
 from sunsim.output import write_text
@@ -146,7 +147,7 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
              routing_finding(outputs.sweeps["routing"], st["target"])]
     if "short-outputs" in outputs.sweeps:
         found.append(short_outputs_finding(outputs.sweeps["short-outputs"]))
-    lines += [quality_table(), ""]
+    lines += [*paper_setting_section(outputs.runs, outputs.sweeps), quality_table(), ""]
     lines += [
         "## Beyond the paper", "",
         runs_table(outputs.runs), "",

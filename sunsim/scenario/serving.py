@@ -30,6 +30,13 @@ from sunsim.sim.routing import POLICIES
 #: The names routing.POLICIES registers, so a new policy needs no edit here.
 Routing = Literal[tuple(POLICIES)]
 
+#: Decode routing of a pool whose every GPU serves every model (SUN's shared pool, and multi-LoRA's, which takes
+#: the same so that the two designs differ in what they serve, not in their router): the policy that measured
+#: best across the experiments' workloads (results/README.md, routing sweep: the lowest TPOT p90 in each).
+POOL_ROUTING = "power_of_two_kv"
+#: Decode routing within per-model pools (dedicated, colocated): join the shortest queue.
+PER_MODEL_ROUTING = "least_loaded"
+
 
 class Split(StrictModel):
     """``total`` workers split over the models (at least one each): ``by: popularity`` in
@@ -112,7 +119,8 @@ class VariantSpec(StrictModel):
     #: shared, colocated, multi_lora: pool size; dedicated: workers per model (one number, or a count per model).
     workers: WorkerCount
     dtype: str = "bf16"
-    routing: Routing = "least_loaded"
+    #: Default: ``POOL_ROUTING`` for shared and multi_lora pools, ``PER_MODEL_ROUTING`` for the others.
+    routing: Routing = PER_MODEL_ROUTING
     max_batch: Int | None = Field(None, gt=0, le=MAX_BATCH)
     #: colocated: task models whose decode weights each GPU holds (default 2).
     models_per_gpu: Int | None = Field(None, ge=1, le=MAX_TASKS)
@@ -147,3 +155,12 @@ class VariantSpec(StrictModel):
             if getattr(self, field) is not None and self.mode != mode:
                 raise ValueError(f"{field} applies only to mode: {mode} (this variant is mode: {self.mode})")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_routing(cls, data):
+        """A variant that names no routing gets its kind of pool's default (see ``POOL_ROUTING``)."""
+        if isinstance(data, dict) and data.get("routing") is None:
+            pool = data.get("mode") in ("shared", "multi_lora")
+            data = {**data, "routing": POOL_ROUTING if pool else PER_MODEL_ROUTING}
+        return data

@@ -62,7 +62,7 @@ class DecodeWorker(CoalescedRuns):
 
         self.waiting: deque[int] = deque()
         self.load = 0  # waiting + admitted requests
-        self.kv_load = 0  # KV tokens reserved + awaited (prompt + output of each)
+        self._queued_kv = 0  # KV tokens of requests here but not in the batch: prompt + steps done
         self.admitted = 0  # holding blocks: in transfer, ready or running
         self.reserved_tokens = 0
         self.ready: list[int] = []
@@ -80,6 +80,24 @@ class DecodeWorker(CoalescedRuns):
         self.preemptions = 0
         self.restore_s = 0.0  # recompute / swap time spent on preempted requests
         self.timeline = timeline  # (time, batch, KV tokens held) at each change, when kept
+
+    @property
+    def kv_load(self) -> int:
+        """KV tokens this worker holds or awaits, as a router could know them: the running batch's KV now
+        (prompts and tokens generated so far) plus the prompts (and progress) of requests not yet running.
+
+        Never the requests' future output, which no router knows: a policy balancing on this is not clairvoyant.
+        """
+        if self._running:
+            kv = self._run_k0 + self.batch * self._iterations_by(self.env.now - self._run_t0)
+        else:
+            kv = self._kv_offset + self.batch * self.it
+        return int(kv) + self._queued_kv
+
+    def unqueue(self, rid: int) -> None:
+        """Take a waiting request (never run here) off this worker's load, to be routed elsewhere."""
+        self.load -= 1
+        self._queued_kv -= int(self._prompt[rid])
 
     @property
     def peak_blocks(self) -> int:
@@ -100,7 +118,7 @@ class DecodeWorker(CoalescedRuns):
         self._rec.decode_worker[rid] = self.wid
         self.waiting.append(rid)
         self.load += 1
-        self.kv_load += int(self._prompt[rid] + self._output[rid])
+        self._queued_kv += int(self._prompt[rid])
         if not self.paged:
             self._admit()
         elif not self._running:
@@ -182,6 +200,7 @@ class DecodeWorker(CoalescedRuns):
                 steps = int(self._output[rid]) - 1  # the first token came from prefill
                 heapq.heappush(self._heap, (it + steps, rid))
                 self._kv_offset += int(self._prompt[rid]) + 1 - it
+                self._queued_kv -= int(self._prompt[rid])
             self.batch += len(self.ready)
             self._count(self.ready, 1)
             self.ready.clear()
@@ -194,6 +213,7 @@ class DecodeWorker(CoalescedRuns):
                 rec.decode_start_s[rid] = now
             done = int(self._steps[rid])
             off = int(self._prompt[rid]) + 1 + done - it
+            self._queued_kv -= int(self._prompt[rid]) + done
             self._off[rid] = off
             self._fin[rid] = it + int(self._output[rid]) - 1 - done
             heapq.heappush(self._heap, (int(self._fin[rid]), rid))
@@ -242,6 +262,7 @@ class DecodeWorker(CoalescedRuns):
         kv_next = off + self.it  # KV its next step would read: prompt + 1 + steps done
         self._steps[rid] = kv_next - int(self._prompt[rid]) - 1
         self._restore[rid] = kv_next - 1  # KV held now: prompt + tokens generated so far
+        self._queued_kv += kv_next - 1
         del self._members[rid]
         self._fin[rid] = -1
         self._kv_offset -= off
@@ -332,12 +353,10 @@ class DecodeWorker(CoalescedRuns):
                 self._fin[rid] = -1
                 del self._members[rid]
                 self._kv_offset -= int(self._off[rid])
-                self.kv_load -= int(self._prompt[rid] + self._output[rid])
             else:
                 self._kv_offset -= int(self._prompt[rid]) + 1 - (it - int(self._output[rid]) + 1)
                 tokens = int(self._prompt[rid] + self._output[rid])
                 self.reserved_tokens -= tokens
-                self.kv_load -= tokens
                 self.ledger.release(self.blocks_for(rid))
             rec.finish_s[rid] = now
             freed += 1

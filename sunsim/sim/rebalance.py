@@ -70,8 +70,7 @@ class Rebalancer:
                 keep.append(rid)  # its progress lives on this GPU: it resumes here
             else:
                 moved.append(rid)
-                w.load -= 1
-                w.kv_load -= int(self._prompt[rid] + self._output[rid])
+                w.unqueue(rid)
         w.waiting.clear()
         w.waiting.extend(keep)
         for rid in moved:

@@ -23,8 +23,9 @@ class Loaded(Protocol):
 
     #: Requests running or waiting on the worker.
     load: int
-    #: Outstanding KV tokens: decode, prompt + output of every request waiting or admitted (its peak KV);
-    #: prefill, the prompt tokens queued or in the running batch (the KV it has yet to finish).
+    #: Outstanding KV tokens, as a router could know them: decode, the running batch's KV now plus the prompts
+    #: of requests waiting or in transfer (never a request's future output); prefill, the prompt tokens queued
+    #: or in the running batch (the KV it has yet to finish).
     kv_load: int
 
 
