@@ -20,7 +20,7 @@ from sunsim.costs.hardware import gpu as gpu_spec
 from sunsim.costs.lora import DEFAULT_BAND, DEFAULT_RANK, AdapterCache, LoraCost, LoraPrefillCost
 from sunsim.costs.lora import step_coeffs as lora_step_coeffs
 from sunsim.costs.model import CostModel, ProfileInfo
-from sunsim.scenario import Scenario, ScenarioError, VariantSpec
+from sunsim.scenario import AGGREGATED_MODES, Scenario, ScenarioError, VariantSpec
 from sunsim.sim.decode import DecodeWorker
 from sunsim.sim.interconnect import Interconnect
 from sunsim.sim.kv_policy import KVPolicy, PagedState
@@ -197,12 +197,18 @@ class _Plan:
 
 def check_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile) -> dict[str, int]:
     """Validate a variant's layout against the stream; returns its GPU counts."""
+    if variant.mode in AGGREGATED_MODES:  # prefill and decode on one pool: its own module (imports this one)
+        from sunsim.sim.aggregated_variant import check_aggregated
+        return check_aggregated(sc, variant, stream, profile)
     return _Plan(sc, variant, stream, profile).gpus
 
 
 def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile = None,
                      keep_timeline: bool = False) -> VariantResult:
     """Run one variant over the whole stream until every request finished or the horizon."""
+    if variant.mode in AGGREGATED_MODES:
+        from sunsim.sim.aggregated_variant import simulate_aggregated
+        return simulate_aggregated(sc, variant, stream, profile, keep_timeline)
     plan = _Plan(sc, variant, stream, profile)
     wall0 = time.perf_counter()
     env = simpy.Environment()
