@@ -134,22 +134,21 @@ class AggregatedWorker(CoalescedRuns):
         elif not self._mixed and not self._cut_pending and len(self.waiting) == 1:
             self._cut_if_admissible()
 
-    def _cut_if_admissible(self) -> None:
-        """Mid decode run: end the run at the next boundary if the queue's head will be admitted there
-        (blocks only grow within a run: if it does not fit then, it does not fit before the run ends)."""
+    def _admissible_in(self, m: int) -> bool:
+        """Whether the queue's head would be admitted ``m`` iterations into the decode run starting at the
+        ledger's boundary (blocks only grow within a run: if it does not fit then, it does not fit later)."""
         if self.running >= self.max_running:
-            return
+            return False
         rid, ledger = self.waiting[0], self.ledger
-        if self.paged:
-            room = ledger.capacity - ledger.used - self._blocks(min(self._target(rid), self.budget - self.batch))
-            if room < self.watermark_blocks:
-                return
-        elif ledger.used + self._blocks(int(self._prompt[rid] + self._output[rid])) > ledger.capacity:
-            return
+        if not self.paged:
+            return ledger.used + self._blocks(int(self._prompt[rid] + self._output[rid])) <= ledger.capacity
+        room = ledger.capacity - ledger.used - self._blocks(min(self._target(rid), self.budget - self.batch))
+        return room >= self.watermark_blocks and room - ledger.growth(m) >= self.watermark_blocks
+
+    def _cut_if_admissible(self) -> None:
+        """Mid decode run: end the run at the next boundary if the queue's head will be admitted there."""
         m = self._iterations_by(self.env.now - self._run_t0) + 1
-        if m >= self._run_len:
-            return  # the run ends at that boundary anyway
-        if not self.paged or room - ledger.growth(m) >= self.watermark_blocks:
+        if m < self._run_len and self._admissible_in(m):  # (else the run ends at that boundary anyway)
             self._cut_at(m)
 
     # -- the iteration boundary ----------------------------------------------------------------
@@ -170,6 +169,8 @@ class AggregatedWorker(CoalescedRuns):
             run_len = heap[0][0] - self.it
             if self.paged and self.ledger.may_overflow(run_len):
                 run_len = min(run_len, self.ledger.first_overflow())
+            if preempted and self.waiting and self._admissible_in(1):
+                run_len = 1  # admissions skipped only for the preempting step: the next one takes them
             self._start_run(run_len, 0.0)
         else:
             self._running = False
@@ -201,8 +202,8 @@ class AggregatedWorker(CoalescedRuns):
                 running = list(self._members) + list(self.prefilling)
                 victims = sorted(running, key=lambda r: -int(self._s.seq[r]))
             self._preempt(victims.pop(0))
-        for _, c, p in chunks:
-            ledger.hold(self._blocks(p + c) - self._blocks(p))
+        # Allocated with the decode rows' at the settle (``hold`` would count them on a stale total).
+        ledger.held += extra
         ledger.settle()
         return chunks, victims is not None
 
@@ -302,7 +303,8 @@ class AggregatedWorker(CoalescedRuns):
             self.batch += 1
             self._count((rid,), 1)
             if self.paged:
-                ledger.hold(self._blocks(target + 1) - self._blocks(target))  # the new token's slot
+                # the new token's slot: needed by the next step, allocated (or preempted for) at its settle
+                ledger.held += self._blocks(target + 1) - self._blocks(target)
                 ledger.join(off)
         self._chunks = []
         if freed and self._on_finished is not None:
