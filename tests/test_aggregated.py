@@ -313,3 +313,22 @@ def test_coalesced_worker_matches_per_iteration_reference(seed, budget, cap_toke
     np.testing.assert_allclose(rec.finish_s, finish, rtol=1e-9, atol=1e-9)
     assert (preempt.sum() > 0) == pressed  # each case is under the pressure it is meant to be
     assert w.iterations > w.events  # decode-only iterations were coalesced
+
+
+def test_plan_sizes_aggregated_pools_without_prefill_gpus():
+    """``sunsim plan`` searches an aggregated variant's pool like any other: the answer meets the SLO, one GPU
+    fewer in a pool does not, and no prefill GPUs are counted."""
+    from sunsim.analysis.planning.search import Planner, plan
+
+    sc = make_scenario(workload={"duration_s": 6, "rate": 60}, slo={"ttft_s": 0.3, "tpot_s": 0.03},
+                       variants=[{"name": "agg-lora", "mode": "aggregated_lora", "workers": 1}])
+    (vp,) = plan(sc, 0.9, goodput=False, max_gpus=16)
+    assert vp.prefill_gpus == 0 and vp.prefill_counts == {t: 0 for t in sc.model.tasks}
+    n = vp.decode_counts["shared"]
+    planner = Planner(sc, 0.9, 16)
+    v = sc.variants[0]
+    _, ok = planner.probe(v.model_copy(update={"workers": n}), vp.prefill_counts)
+    assert ok["meets_slo"] and ok["prefill_gpus"] == 0 and ok["total_gpus"] == n
+    if n > 1:
+        _, short = planner.probe(v.model_copy(update={"workers": n - 1}), vp.prefill_counts)
+        assert not short["meets_slo"]
