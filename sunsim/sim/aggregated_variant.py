@@ -20,9 +20,9 @@ from sunsim.scenario import DEFAULT_MAX_NUM_BATCHED_TOKENS, Scenario, ScenarioEr
 from sunsim.sim.aggregated import AggregatedState, AggregatedWorker
 from sunsim.sim.interconnect import Interconnect
 from sunsim.sim.kv_policy import KVPolicy
+from sunsim.sim.layout import VariantResult, cost_model, kv_capacity_tokens
 from sunsim.sim.records import Records
 from sunsim.sim.routing import Router
-from sunsim.sim.variant import VariantResult, cost_model, kv_capacity_tokens
 from sunsim.workload.stream import RequestStream
 
 
