@@ -158,6 +158,12 @@ class LoraPrefillCost:
     def decode_coeffs(self, batch: int) -> tuple[float, float]:
         return self.base.decode_coeffs(batch)
 
+    def mixed_time(self, decode_batch: int, decode_kv_tokens: int, chunks) -> float:
+        """The base model's mixed iteration plus its one adapter over every row."""
+        t = self.base.mixed_time(decode_batch, decode_kv_tokens, chunks)
+        rows = decode_batch + sum(c for c, _ in chunks)
+        return t + self.lora.time(rows, 1) if self.lora.rank else t
+
 
 class AdapterCache:
     """The adapters resident on one GPU (LRU) and its host link's queue of loads."""

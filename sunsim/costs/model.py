@@ -13,6 +13,7 @@ worker sum a whole run of iterations in closed form (see :mod:`sunsim.sim.coales
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -54,6 +55,19 @@ class CostModel(Protocol):
 
     def decode_coeffs(self, batch: int) -> tuple[float, float]:
         """``(alpha, beta)`` so that one decode iteration takes ``alpha + beta * kv_tokens`` seconds."""
+
+    def mixed_time(self, decode_batch: int, decode_kv_tokens: int, chunks: Sequence[tuple[int, int]]) -> float:
+        """Seconds of one aggregated (chunked-prefill) iteration: ``decode_batch`` decode rows reading
+        ``decode_kv_tokens`` KV tokens in all, plus prefill ``chunks`` of ``(new tokens, prefix tokens)``.
+
+        Without chunks it is the decode step; a lone chunk with no prefix is the prompt's prefill."""
+
+
+def chunk_sq(chunks: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """``(new tokens, causal work)`` of prefill chunks: a chunk of ``c`` new tokens after ``p`` cached ones
+    attends like the last ``c`` rows of a ``p + c`` prompt, ``(p + c)^2 - p^2 = c^2 + 2cp`` in the units of
+    ``sum_sq_tokens``, so a prompt's chunks add up to its unchunked attention work."""
+    return sum(c for c, _ in chunks), sum(c * c + 2 * c * p for c, p in chunks)
 
 
 def decode_step_time(cost: CostModel, batch: int, kv_tokens: float) -> float:
@@ -154,6 +168,20 @@ class AnalyticCostModel:
     def decode_coeffs(self, batch: int) -> tuple[float, float]:
         return DECODE_STEP_OVERHEAD_S + self._pass_time(batch, batch) + self._attn_calls_s, self._beta
 
+    def mixed_time(self, decode_batch: int, decode_kv_tokens: int, chunks: Sequence[tuple[int, int]]) -> float:
+        """One pass over every token of the iteration (projections at ``m`` = all rows; the LM head over the
+        decode rows and one row per chunk, as vLLM V1 samples each scheduled request), one attention call per
+        layer (a varlen kernel takes decode rows and chunks together), decode rows' KV at ``beta``, and each
+        chunk's causal work against its prefix (:func:`chunk_sq`) at the prefill rate. The per-iteration
+        overhead is the prefill batch's when chunks run, the decode step's otherwise, so the two ends equal
+        :meth:`decode_coeffs` and :meth:`prefill_time`."""
+        new, sq = chunk_sq(chunks)
+        overhead = PREFILL_BATCH_OVERHEAD_S if chunks else DECODE_STEP_OVERHEAD_S
+        attn = self._attn_calls_s + self._beta * decode_kv_tokens
+        if chunks:
+            attn += self._attn_s_per_sq * (sq + eff.fits().attention.prefill_half_len * new)
+        return overhead + self._pass_time(decode_batch + new, decode_batch + len(chunks)) + attn
+
     def notes(self, rows: int, kv_tokens_per_seq: int | None = None, prompt_tokens: int | None = None,
               logit_rows: int | None = None) -> list[str]:
         """What a pass of ``rows`` rows takes from outside the measurements (empty: all inside).
@@ -226,6 +254,17 @@ class MeasuredCostModel:
     def decode_coeffs(self, batch: int) -> tuple[float, float]:
         return _interp_extrapolate(batch, self.decode_batch, self.decode_alpha), self.decode_beta
 
+    def mixed_time(self, decode_batch: int, decode_kv_tokens: int, chunks: Sequence[tuple[int, int]]) -> float:
+        """Decode-only: the decode step. With chunks: the prefill table's linear time at all the iteration's
+        tokens, the decode rows' KV at ``beta`` and the chunks' causal work (:func:`chunk_sq`) at the prefill
+        attention rate (the table has no mixed rows to say more)."""
+        if not chunks:
+            alpha, beta = self.decode_coeffs(decode_batch)
+            return alpha + beta * decode_kv_tokens
+        new, sq = chunk_sq(chunks)
+        linear = _interp_extrapolate(decode_batch + new, self.prefill_tokens, self.prefill_linear)
+        return linear + self.decode_beta * decode_kv_tokens + self.prefill_attn * sq
+
 
 def read_profile(path: str | Path) -> dict:
     """Load and check a profile file; a directory means its ``profile.json``."""
@@ -284,5 +323,5 @@ def measured_cost_model(profile: dict, shape: ModelShape, dtype: str) -> Measure
 
 __all__ = [
     "AnalyticCostModel", "CostModel", "MeasuredCostModel", "ProfileError", "ProfileInfo",
-    "WEIGHT_BYTES", "decode_step_time", "measured_cost_model", "read_profile",
+    "WEIGHT_BYTES", "chunk_sq", "decode_step_time", "measured_cost_model", "read_profile",
 ]

@@ -27,6 +27,7 @@ per-iteration overhead:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,7 @@ from sunsim.costs.model import (
     AnalyticCostModel,
     ProfileError,
     ProfileInfo,
+    chunk_sq,
     projection_gemms,
 )
 from sunsim.costs.tables import Estimate, MeasuredTables, TableMiss, bracket
@@ -81,6 +83,7 @@ class TableCostModel:
     dtype: str
     kv_dtype: str = "bf16"
     _alpha_beta: dict[int, tuple[float, float]] = field(default_factory=dict, compare=False, repr=False)
+    _attention: dict[int, tuple[float, float]] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.dtype not in TABLE_FORMAT:
@@ -202,6 +205,29 @@ class TableCostModel:
     def prefill_time(self, tokens: int, sum_sq_tokens: int, prompts: int = 1) -> float:
         return (PREFILL_BATCH_OVERHEAD_S + self.projections_time(tokens) + self.head_time(prompts)
                 + self.elementwise_time(tokens) + self.prefill_attention(tokens, sum_sq_tokens).us * 1e-6)
+
+    def mixed_time(self, decode_batch: int, decode_kv_tokens: int, chunks: Sequence[tuple[int, int]]) -> float:
+        """One aggregated iteration from the same parts: projections and elementwise kernels over all its
+        rows, the LM head over the decode rows and one row per chunk (vLLM V1 samples every scheduled
+        request), decode attention at ``decode_batch`` over its KV, and the chunks' prefill attention at their
+        causal work against their prefixes (:func:`~sunsim.costs.model.chunk_sq`). The tables time decode and
+        prefill attention as separate kernels, so a mixed iteration pays both call floors (a unified varlen
+        kernel would pay one: the mixed step is priced at most that floor high); the overhead is the prefill
+        batch's when chunks run, else the decode step's, so the two ends equal :meth:`decode_coeffs` and
+        :meth:`prefill_time`."""
+        if not chunks:
+            alpha, beta = self.decode_coeffs(decode_batch)
+            return alpha + beta * decode_kv_tokens
+        new, sq = chunk_sq(chunks)
+        rows = decode_batch + new
+        t = (PREFILL_BATCH_OVERHEAD_S + self.projections_time(rows) + self.head_time(decode_batch + len(chunks))
+             + self.elementwise_time(rows) + self.prefill_attention(new, sq).us * 1e-6)
+        if decode_batch:
+            ac = self._attention.get(decode_batch)
+            if ac is None:
+                ac = self._attention[decode_batch] = self.decode_attention(decode_batch)
+            t += ac[0] + ac[1] * decode_kv_tokens
+        return t
 
     def prefill_attention(self, tokens: int, sum_sq_tokens: int) -> Estimate:
         """All layers' causal attention over prompts of ``tokens`` tokens whose lengths' squares sum to

@@ -29,6 +29,9 @@ from sunsim.scenario.model import ModelSpec
 from sunsim.scenario.overrides import apply_override, parse_override
 from sunsim.scenario.safe_yaml import read_yaml_mapping, safe_load_unique
 from sunsim.scenario.serving import (
+    AGGREGATED_MODES,
+    DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    PER_MODEL_MODES,
     POOL_MODES,
     DecodeDefaults,
     PrefillSpec,
@@ -68,6 +71,7 @@ __all__ = [
     "ModelSpec", "CustomShape", "read_hf_config", "shape_from_hf",
     "HardwareSpec", "InterconnectSpec",
     "PrefillSpec", "DecodeDefaults", "VariantSpec", "Rebalance", "Split", "WorkerCount", "Routing", "POOL_MODES",
+    "AGGREGATED_MODES", "PER_MODEL_MODES", "DEFAULT_MAX_NUM_BATCHED_TOKENS",
     "split_by_share",
     "WorkloadSpec", "Arrivals", "Poisson", "Gamma", "TraceArrivals", "Popularity", "Zipf", "Weights",
     "PopularityShift", "Lengths", "LengthDist", "Fixed", "Uniform", "LogNormal", "Geometric", "FromTrace",

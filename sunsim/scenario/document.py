@@ -25,7 +25,14 @@ from sunsim.scenario.limits import (
     safe_name,
 )
 from sunsim.scenario.model import ModelSpec
-from sunsim.scenario.serving import DecodeDefaults, PrefillSpec, Split, VariantSpec, split_by_share
+from sunsim.scenario.serving import (
+    PER_MODEL_MODES,
+    DecodeDefaults,
+    PrefillSpec,
+    Split,
+    VariantSpec,
+    split_by_share,
+)
 from sunsim.scenario.workload import TraceArrivals, Weights, WorkloadSpec, Zipf
 
 
@@ -77,7 +84,7 @@ class Scenario(StrictModel):
             except ValueError as exc:
                 raise ValueError(f"prefill.workers: {exc}") from None
         for i, v in enumerate(self.variants):
-            if v.mode == "dedicated":
+            if v.mode in PER_MODEL_MODES:
                 _check_counts(f"variants[{i}].workers", v.workers, tasks)
                 if isinstance(v.workers, Split):
                     try:

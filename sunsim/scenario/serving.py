@@ -97,7 +97,18 @@ class DecodeDefaults(StrictModel):
     swap_GBps: Float = Field(64.0, ge=MIN_BANDWIDTH_GBPS, le=MAX_BANDWIDTH_GBPS)
 
 
-POOL_MODES = ("shared", "colocated", "multi_lora")  # one decode pool of ``workers`` GPUs
+POOL_MODES = ("shared", "colocated", "multi_lora", "aggregated_lora")  # one pool of ``workers`` GPUs
+#: Prefill and decode on the same GPUs (vLLM V1 continuous batching with chunked prefill; see
+#: :mod:`sunsim.sim.aggregated`): no prefill pools, no KV transfer. ``aggregated``: a pool per model,
+#: sized like ``dedicated``; ``aggregated_lora``: one pool serving every task as an adapter on the base.
+AGGREGATED_MODES = ("aggregated", "aggregated_lora")
+#: Modes whose ``workers`` is per model (a count for all, a count per model, or a split).
+PER_MODEL_MODES = ("dedicated", "aggregated")
+#: Token budget of one aggregated iteration when ``max_num_batched_tokens`` is left out: vLLM's default for
+#: its OpenAI server on GPUs with at least 70 GiB that are not A100s (H100, H200, MI300X); smaller GPUs and
+#: A100s get 2048 (vllm-project/vllm, ``vllm/engine/arg_utils.py``, ``EngineArgs._set_default_args``:
+#: ``default_max_num_batched_tokens``, UsageContext.OPENAI_API_SERVER 8192 / 2048; the LLM class 16384 / 8192).
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 
 
 class Rebalance(StrictModel):
@@ -111,12 +122,14 @@ class Rebalance(StrictModel):
 
 class VariantSpec(StrictModel):
     """One decode design to compare: dedicated per-model pools, one shared (SUN) pool, or a baseline:
-    ``colocated`` (several models' weights per GPU, per-model batches) or ``multi_lora`` (one base model
-    serving every task as a low-rank adapter)."""
+    ``colocated`` (several models' weights per GPU, per-model batches), ``multi_lora`` (one base model
+    serving every task as a low-rank adapter), or aggregated serving, where prefill and decode share the
+    GPUs (:data:`AGGREGATED_MODES`: ``prefill.workers`` does not apply to them)."""
 
     name: str
-    mode: Literal["dedicated", "shared", "colocated", "multi_lora"]
-    #: shared, colocated, multi_lora: pool size; dedicated: workers per model (one number, or a count per model).
+    mode: Literal["dedicated", "shared", "colocated", "multi_lora", "aggregated", "aggregated_lora"]
+    #: shared, colocated, multi_lora, aggregated_lora: pool size; dedicated, aggregated: workers per model
+    #: (one number, a count per model, or a split).
     workers: WorkerCount
     dtype: str = "bf16"
     #: Default: ``POOL_ROUTING`` for shared and multi_lora pools, ``PER_MODEL_ROUTING`` for the others.
@@ -124,14 +137,18 @@ class VariantSpec(StrictModel):
     max_batch: Int | None = Field(None, gt=0, le=MAX_BATCH)
     #: colocated: task models whose decode weights each GPU holds (default 2).
     models_per_gpu: Int | None = Field(None, ge=1, le=MAX_TASKS)
-    #: multi_lora: adapter rank (default 16; 0 makes adapters free, for checks).
+    #: multi_lora, aggregated_lora: adapter rank (default 16; 0 makes adapters free, for checks).
     rank: Int | None = Field(None, ge=0, le=65536)
-    #: multi_lora: the adapter-cost band (``low`` / ``central`` / ``high``, default central; see sunsim/costs/lora.py).
+    #: multi_lora, aggregated_lora: the adapter-cost band (``low`` / ``central`` / ``high``, default central;
+    #: see sunsim/costs/lora.py).
     lora_band: Literal["low", "central", "high"] | None = None
-    #: multi_lora: adapters resident per GPU, LRU (default: the number of task models).
+    #: multi_lora, aggregated_lora: adapters resident per GPU, LRU (default: the number of task models).
     max_adapters: Int | None = Field(None, ge=1, le=MAX_TASKS)
     #: dedicated: move GPUs between the models' pools as traffic changes.
     rebalance: Rebalance | None = None
+    #: aggregated modes: tokens one iteration may run, decode rows and prefill chunks together (vLLM's
+    #: ``--max-num-batched-tokens``; default :data:`DEFAULT_MAX_NUM_BATCHED_TOKENS`).
+    max_num_batched_tokens: Int | None = Field(None, gt=0, le=MAX_TOKENS)
 
     @field_validator("name")
     @classmethod
@@ -149,11 +166,13 @@ class VariantSpec(StrictModel):
     def _shared_is_one_pool(self) -> VariantSpec:
         if self.mode in POOL_MODES and not isinstance(self.workers, int):
             raise ValueError(f"a {self.mode} pool takes one worker count (workers: N)")
-        only = {"models_per_gpu": "colocated", "rank": "multi_lora", "max_adapters": "multi_lora",
-                "lora_band": "multi_lora", "rebalance": "dedicated"}
-        for field, mode in only.items():
-            if getattr(self, field) is not None and self.mode != mode:
-                raise ValueError(f"{field} applies only to mode: {mode} (this variant is mode: {self.mode})")
+        lora = ("multi_lora", "aggregated_lora")
+        only = {"models_per_gpu": ("colocated",), "rank": lora, "max_adapters": lora, "lora_band": lora,
+                "rebalance": ("dedicated",), "max_num_batched_tokens": AGGREGATED_MODES}
+        for field, modes in only.items():
+            if getattr(self, field) is not None and self.mode not in modes:
+                raise ValueError(f"{field} applies only to mode: {' or '.join(modes)} "
+                                 f"(this variant is mode: {self.mode})")
         return self
 
     @model_validator(mode="before")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sunsim.scenario import Scenario, ScenarioError, VariantSpec
+from sunsim.scenario import AGGREGATED_MODES, Scenario, ScenarioError, VariantSpec
 from sunsim.sim.variant import PREFILL_DTYPE, cost_model
 from sunsim.workload.stream import RequestStream
 
@@ -44,7 +44,7 @@ def check_reachable(sc: Scenario, attainment: float, variants: list[VariantSpec]
 
     prefill = cost_model(sc, profile, PREFILL_DTYPE, "prefill")
     uniq, inv = np.unique(stream.prompt_tokens, return_inverse=True)
-    ttft_lb = np.array([prefill.prefill_time(int(t), int(t) * int(t)) for t in uniq])[inv]
+    ttft_bf16 = np.array([prefill.prefill_time(int(t), int(t) * int(t)) for t in uniq])[inv]
     ic = sc.interconnect
     link_s = ic.latency_us * 1e-6 + (p + 1) * shape.kv_bytes(sc.prefill.kv_dtype) / ic.bandwidth_Bps
     multi = o > 1
@@ -53,6 +53,12 @@ def check_reachable(sc: Scenario, attainment: float, variants: list[VariantSpec]
         context = np.maximum(p, p + (o - 1) / 2 - 1)
         step_lb = np.where(multi, alpha + beta * context, 0.0)
         link_lb = np.where(multi, link_s / np.maximum(o - 1, 1), 0.0)
+        if v.mode in AGGREGATED_MODES:  # no hand-over; the prompt runs on the variant's own weights
+            link_lb = np.zeros_like(link_lb)
+            own = cost_model(sc, profile, v.dtype)
+            ttft_lb = np.array([own.prefill_time(int(t), int(t) * int(t)) for t in uniq])[inv]
+        else:
+            ttft_lb = ttft_bf16
         for i, model in enumerate(stream.models):
             sel = stream.model == i
             if not sel.any():

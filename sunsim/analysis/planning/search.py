@@ -25,7 +25,7 @@ from sunsim.analysis.metrics import summarize
 from sunsim.analysis.options import MAX_GPUS_LIMIT
 from sunsim.analysis.planning.reachable import check_reachable
 from sunsim.analysis.runner import select_variants
-from sunsim.scenario import POOL_MODES, Scenario, ScenarioError, VariantSpec
+from sunsim.scenario import AGGREGATED_MODES, POOL_MODES, Scenario, ScenarioError, VariantSpec
 from sunsim.sim.variant import load_profile, simulate_variant
 from sunsim.workload.stream import build_workload
 
@@ -230,7 +230,10 @@ def plan(sc: Scenario, attainment: float, variants: list[str] | None = None, siz
     check_reachable(sc, attainment, chosen, planner.stream, planner.profile)
     plans = []
     for v in chosen:
-        prefill = planner.plan_prefill(v) if size_prefill else sc.counts(sc.prefill.workers)
+        if v.mode in AGGREGATED_MODES:  # its pool prefills too: no prefill GPUs to size
+            prefill = {t: 0 for t in sc.model.tasks}
+        else:
+            prefill = planner.plan_prefill(v) if size_prefill else sc.counts(sc.prefill.workers)
         decode = planner.plan_decode(v, prefill)
         vp = VariantPlan(v.name, decode, prefill)
         if goodput:

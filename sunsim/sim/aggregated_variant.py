@@ -1,0 +1,156 @@
+"""Assemble and run an aggregated variant: pools of GPUs that prefill and decode (no prefill pools, no links).
+
+``aggregated`` gives each task model its own pool (counts as for ``dedicated``); ``aggregated_lora`` is one
+pool where every task is a LoRA adapter on the base, priced as multi-LoRA decode prices it
+(:mod:`sunsim.costs.lora`), prefill chunks included. Both run the variant's weight format for prefill and
+decode alike (one copy of the weights per GPU) and count only the pool's GPUs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import simpy
+
+from sunsim.costs import catalog
+from sunsim.costs.hardware import gpu as gpu_spec
+from sunsim.costs.lora import DEFAULT_BAND, DEFAULT_RANK, AdapterCache, LoraCost
+from sunsim.scenario import DEFAULT_MAX_NUM_BATCHED_TOKENS, Scenario, ScenarioError, VariantSpec
+from sunsim.sim.aggregated import AggregatedState, AggregatedWorker
+from sunsim.sim.interconnect import Interconnect
+from sunsim.sim.kv_policy import KVPolicy
+from sunsim.sim.layout import VariantResult, cost_model, kv_capacity_tokens
+from sunsim.sim.records import Records
+from sunsim.sim.routing import Router
+from sunsim.workload.stream import RequestStream
+
+
+class AggregatedPlan:
+    """The checked layout of an aggregated variant, made before anything runs."""
+
+    def __init__(self, sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile) -> None:
+        horizon = sc.sim.horizon_s
+        if horizon is not None and len(stream) and horizon <= float(stream.arrival_s[0]):
+            raise ScenarioError(f"sim.horizon_s: the run would stop at {horizon:g} s, before the first request "
+                                f"arrives ({float(stream.arrival_s[0]):.6g} s); give a later horizon or none")
+        d, shape, tasks = sc.decode, sc.shape, sc.model.tasks
+        if d.kv_policy == "paged" and d.preemption != "recompute":
+            raise ScenarioError(f"decode.preemption: variant {variant.name!r} is mode: {variant.mode}, whose "
+                                f"preempted requests are recomputed (vLLM V1 has no swap); set decode.preemption: "
+                                f"recompute or leave the variant out")
+        try:
+            self.cost = cost_model(sc, profile, variant.dtype)
+        except ValueError as exc:
+            raise ScenarioError(f"variants.{variant.name}.dtype: {exc}") from None
+        self.lora: LoraCost | None = None
+        self.max_adapters = 0
+        if variant.mode == "aggregated":
+            self.counts = sc.counts(variant.workers)
+            busy = set(np.unique(stream.model).tolist())
+            for i, t in enumerate(tasks):
+                if i in busy and self.counts[t] == 0:
+                    raise ScenarioError(f"variants.{variant.name}.workers: model {t!r} gets traffic but has 0 "
+                                        f"aggregated workers")
+            self.kv_capacity = kv_capacity_tokens(sc, shape, variant.dtype)
+        else:
+            self.counts = {"shared": int(variant.workers)}
+            self.lora = LoraCost(shape, gpu_spec(sc.hardware.gpu), DEFAULT_RANK if variant.rank is None
+                                 else variant.rank, variant.lora_band or DEFAULT_BAND)
+            self.max_adapters = variant.max_adapters or len(tasks)
+            self.kv_capacity = kv_capacity_tokens(
+                sc, shape, variant.dtype, extra_bytes=self.max_adapters * self.lora.adapter_bytes,
+                extra_what=f"variants.{variant.name}.max_adapters: {self.max_adapters} resident "
+                           f"rank-{self.lora.rank} adapters")
+        block = d.block_tokens
+        need = -(-(stream.prompt_tokens + stream.output_tokens) // block) * block
+        room = self.kv_capacity
+        if d.kv_policy == "paged":
+            room -= int(d.watermark * (self.kv_capacity // block)) * block
+        worst = int(np.argmax(need)) if len(need) else 0
+        if len(need) and need[worst] > room:
+            raise ScenarioError(
+                f"workload: request {worst} needs {int(need[worst])} KV tokens (prompt {stream.prompt_tokens[worst]} "
+                f"+ output {stream.output_tokens[worst]}) but an aggregated {variant.dtype} GPU of variant "
+                f"{variant.name!r} holds at most {room} (after the decode.watermark); shorten the lengths "
+                f"(prompt_tokens.max, output_tokens.max) or free memory (hardware.reserve_gib, "
+                f"hardware.memory_utilization, decode.watermark)")
+        self.budget = variant.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS
+        self.max_batch = variant.max_batch or d.max_batch
+        self.kv_policy = KVPolicy(policy=d.kv_policy, preemption="recompute", watermark=d.watermark,
+                                  swap_Bps=d.swap_GBps * 1e9, kv_bytes_per_token=shape.kv_bytes(d.kv_dtype))
+
+    @property
+    def gpus(self) -> dict[str, int]:
+        n = sum(self.counts.values())
+        return {"prefill": 0, "decode": n, "total": n}
+
+
+def check_aggregated(sc: Scenario, variant: VariantSpec, stream: RequestStream,
+                     profile: catalog.Profile) -> dict[str, int]:
+    """Validate an aggregated variant's layout against the stream; returns its GPU counts."""
+    return AggregatedPlan(sc, variant, stream, profile).gpus
+
+
+def simulate_aggregated(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile,
+                        keep_timeline: bool = False) -> VariantResult:
+    """Run an aggregated variant over the whole stream until every request finished or the horizon."""
+    plan = AggregatedPlan(sc, variant, stream, profile)
+    wall0 = time.perf_counter()
+    env = simpy.Environment()
+    n, tasks = len(stream), sc.model.tasks
+    rec = Records(n)
+    prompt, output, model = stream.prompt_tokens, stream.output_tokens, stream.model
+    router = Router(variant.routing, np.random.default_rng([sc.seed, 12]))
+    finished = [0]
+    all_done = env.event()
+
+    def count_finished(k: int) -> None:
+        finished[0] += k
+        if finished[0] == n:
+            all_done.succeed()
+
+    state = AggregatedState(n)
+    lora = plan.lora
+    workers: list[AggregatedWorker] = []
+    pool_of: list[str] = []
+    serves: list[tuple[str, ...]] = []
+    pools: list[list[AggregatedWorker]] = []
+    for pool_name, count in plan.counts.items():
+        pool = []
+        for _ in range(count):
+            cache = AdapterCache(plan.max_adapters, lora.load_s) if lora is not None and lora.rank else None
+            w = AggregatedWorker(env, len(workers), plan.cost, plan.kv_capacity, sc.decode.block_tokens,
+                                 plan.max_batch, plan.budget, prompt, output, rec, plan.kv_policy, state,
+                                 on_finished=count_finished, timeline=[] if keep_timeline else None, lora=lora,
+                                 model=model, n_models=len(tasks), adapters=cache)
+            workers.append(w)
+            pool.append(w)
+            pool_of.append(pool_name)
+            serves.append(tuple(tasks) if lora is not None else (pool_name,))
+        pools.append(pool)
+    pool_for_model = [0] * len(tasks) if lora is not None else list(range(len(tasks)))
+    arrival = stream.arrival_s
+
+    def arrivals():
+        timeout = env.timeout
+        for rid in range(n):
+            delay = arrival[rid] - env.now
+            if delay > 0:
+                yield timeout(delay)
+            p = pool_for_model[int(model[rid])]
+            router.pick(pools[p], p).submit(rid)
+
+    env.process(arrivals())
+    horizon = sc.sim.horizon_s or (float(arrival[-1]) + sc.sim.drain_s)
+    env.run(until=env.any_of([all_done, env.timeout(horizon)]))
+    ic = sc.interconnect  # carries nothing: kept so every result has the same fields
+    link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, sc.shape.kv_bytes(sc.decode.kv_dtype))
+    return VariantResult(
+        scenario=sc, variant=variant, stream=stream, records=rec, profile=plan.cost.info,
+        prefill_workers=[], decode_workers=workers, decode_pool_of=pool_of, prefill_pool_of=[],
+        kv_capacity_tokens=plan.kv_capacity, prefill_kv_capacity_tokens=None, end_s=env.now,
+        wall_s=time.perf_counter() - wall0, events=n + sum(w.events for w in workers), interconnect=link,
+        decode_serves=serves, prefill_stats=[], decode_stats=[w.stats() for w in workers],
+        interconnect_stats=link.stats(),
+    )

@@ -1,0 +1,100 @@
+"""What every variant's assembly shares: the result of a run, and each role's cost model and KV memory.
+
+Disaggregated variants (:mod:`sunsim.sim.variant`) and aggregated ones
+(:mod:`sunsim.sim.aggregated_variant`) both build on these, so neither imports the other's assembly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sunsim.costs import catalog
+from sunsim.costs.architecture import ModelShape
+from sunsim.costs.hardware import GIB
+from sunsim.costs.hardware import gpu as gpu_spec
+from sunsim.costs.model import CostModel, ProfileInfo
+from sunsim.scenario import Scenario, ScenarioError, VariantSpec
+from sunsim.sim.decode import DecodeWorker
+from sunsim.sim.interconnect import Interconnect
+from sunsim.sim.prefill import PrefillWorker
+from sunsim.sim.records import Records
+from sunsim.sim.stats import DecodeStats, InterconnectStats, PrefillStats
+from sunsim.workload.stream import RequestStream
+
+PREFILL_DTYPE = "bf16"  # prefill modules stay 16-bit in SUN and QSUN alike
+
+
+@dataclass
+class VariantResult:
+    """Everything a run of one variant leaves behind, for metrics and reports."""
+
+    scenario: Scenario
+    variant: VariantSpec
+    stream: RequestStream
+    records: Records
+    profile: ProfileInfo
+    prefill_workers: list[PrefillWorker]
+    decode_workers: list[DecodeWorker]
+    decode_pool_of: list[str]  # per decode worker: its pool's name (a model, "shared", or "a+b" colocated)
+    prefill_pool_of: list[str]  # per prefill worker: its model
+    kv_capacity_tokens: int
+    prefill_kv_capacity_tokens: int | None
+    end_s: float
+    wall_s: float
+    events: int
+    interconnect: Interconnect
+    # Plain end-of-run records of the same workers and links: what metrics, timelines and traces read.
+    prefill_stats: list[PrefillStats]
+    decode_stats: list[DecodeStats]
+    interconnect_stats: InterconnectStats
+    #: rebalanced dedicated pools: (time, worker, from model, to model) of each move.
+    moves: list[tuple[float, int, int, int]] = field(default_factory=list)
+    #: per decode worker: the models its pool serves (at the start; a rebalanced worker moves, see ``moves``).
+    #: Per-model figures read this, never the pool names, which a model may share ("shared").
+    decode_serves: list[tuple[str, ...]] = field(default_factory=list)
+
+
+def kv_dtype(sc: Scenario, role: str) -> str:
+    """The KV-cache element type of a role's GPUs (``decode`` or ``prefill``)."""
+    return sc.decode.kv_dtype if role == "decode" else sc.prefill.kv_dtype
+
+
+def cost_model(sc: Scenario, profile: catalog.Profile, dtype: str, role: str = "decode") -> CostModel:
+    """The cost model of a role's GPUs in a weight format, under the scenario's loaded profile."""
+    return catalog.make_cost_model(gpu_spec(sc.hardware.gpu), sc.shape, dtype, profile, kv_dtype(sc, role))
+
+
+def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = "decode",
+                       extra_bytes: float = 0.0, extra_what: str = "") -> int:
+    """KV tokens one GPU holds: usable memory minus its weights (by dtype) minus the reserve, over the
+    bytes a token's KV takes in the role's KV dtype.
+
+    ``extra_bytes``: more resident weights (colocated models, LoRA adapters), named by ``extra_what``.
+    """
+    hw = sc.hardware
+    free = gpu_spec(hw.gpu).memory_bytes * hw.memory_utilization - shape.weight_bytes(dtype) - hw.reserve_gib * GIB
+    if extra_bytes:
+        free -= extra_bytes
+    block = sc.decode.block_tokens
+    tokens = int(free // shape.kv_bytes(kv_dtype(sc, role))) // block * block
+    if tokens < block and extra_bytes:
+        raise ScenarioError(
+            f"{extra_what} ({extra_bytes / GIB:.1f} GiB beside the {dtype} weights of {shape.name}) leave no KV "
+            f"memory on a {hw.gpu} (memory_utilization={hw.memory_utilization}, reserve_gib={hw.reserve_gib})"
+        )
+    if tokens < block:
+        raise ScenarioError(
+            f"hardware: the {dtype} {role} weights of {shape.name} ({shape.weight_bytes(dtype) / GIB:.1f} GiB) "
+            f"leave no KV memory on a {hw.gpu} (memory_utilization={hw.memory_utilization}, "
+            f"reserve_gib={hw.reserve_gib})"
+        )
+    return tokens
+
+
+def load_profile(sc: Scenario) -> catalog.Profile:
+    return catalog.load(sc.hardware.profile)
+
+
+def profile_info(sc: Scenario) -> ProfileInfo:
+    """Which profile a scenario's costs come from (name, analytic or measured, device)."""
+    return cost_model(sc, load_profile(sc), PREFILL_DTYPE, "prefill").info
