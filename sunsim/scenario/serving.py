@@ -41,6 +41,9 @@ class Split(StrictModel):
 
 
 _Count = Annotated[int, BeforeValidator(no_bool), Field(ge=0, le=MAX_WORKERS)]
+#: GPUs of one worker's tensor-parallel group: one node's 1, 2, 4 or 8 (the degrees the measured all-reduce
+#: tables hold); whether the model's heads split that way is checked against its shape when a run is laid out.
+TensorParallel = Annotated[Literal[1, 2, 4, 8], BeforeValidator(no_bool)]
 #: One count for every model, a count per model, or a split; a boolean is refused before the
 #: union is tried, so the message is one line.
 WorkerCount = Annotated[Union[_Count, dict[str, _Count], Split], BeforeValidator(no_bool)]
@@ -72,6 +75,8 @@ class PrefillSpec(StrictModel):
     #: KV-cache element type: ``bf16`` or ``fp8`` (vLLM ``--kv-cache-dtype fp8``: half the bytes per token, and
     #: attention timed with an fp8 cache where the profile measured one).
     kv_dtype: Literal["bf16", "fp8"] = "bf16"
+    #: GPUs per prefill worker (tensor parallel): a worker is a group of ``tp`` GPUs holding one shard each.
+    tp: TensorParallel = 1
 
 
 class DecodeDefaults(StrictModel):
@@ -124,6 +129,9 @@ class VariantSpec(StrictModel):
     max_adapters: Int | None = Field(None, ge=1, le=MAX_TASKS)
     #: dedicated: move GPUs between the models' pools as traffic changes.
     rebalance: Rebalance | None = None
+    #: GPUs per decode worker (tensor parallel); ``workers`` counts workers, so the variant runs on
+    #: ``workers x tp`` decode GPUs. Not modelled for multi_lora (adapter sharding).
+    tp: TensorParallel = 1
 
     @field_validator("name")
     @classmethod
@@ -146,4 +154,6 @@ class VariantSpec(StrictModel):
         for field, mode in only.items():
             if getattr(self, field) is not None and self.mode != mode:
                 raise ValueError(f"{field} applies only to mode: {mode} (this variant is mode: {self.mode})")
+        if self.tp != 1 and self.mode == "multi_lora":
+            raise ValueError("tp: tensor parallelism is not modelled for mode: multi_lora (sharded adapters); use tp: 1")
         return self

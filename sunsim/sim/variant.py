@@ -29,6 +29,7 @@ from sunsim.sim.rebalance import Rebalancer
 from sunsim.sim.records import Records
 from sunsim.sim.routing import Router
 from sunsim.sim.stats import DecodeStats, InterconnectStats, PrefillStats
+from sunsim.sim.tensor_parallel import gpu_counts, link_kv_bytes, shard, worker_tp
 from sunsim.workload.stream import RequestStream
 
 PREFILL_DTYPE = "bf16"  # prefill modules stay 16-bit in SUN and QSUN alike
@@ -69,15 +70,20 @@ def kv_dtype(sc: Scenario, role: str) -> str:
     return sc.decode.kv_dtype if role == "decode" else sc.prefill.kv_dtype
 
 
-def cost_model(sc: Scenario, profile: catalog.Profile, dtype: str, role: str = "decode") -> CostModel:
-    """The cost model of a role's GPUs in a weight format, under the scenario's loaded profile."""
-    return catalog.make_cost_model(gpu_spec(sc.hardware.gpu), sc.shape, dtype, profile, kv_dtype(sc, role))
+def cost_model(sc: Scenario, profile: catalog.Profile, dtype: str, role: str = "decode",
+               variant: VariantSpec | None = None) -> CostModel:
+    """The cost model of a role's workers in a weight format, under the scenario's loaded profile (decode: of
+    ``variant``'s workers, whose ``tp`` it takes; none: one GPU each)."""
+    shard(sc, role, variant)  # a split the shape refuses names its field here
+    return catalog.make_cost_model(gpu_spec(sc.hardware.gpu), sc.shape, dtype, profile, kv_dtype(sc, role),
+                                   worker_tp(sc, role, variant)[0])
 
 
 def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = "decode",
                        extra_bytes: float = 0.0, extra_what: str = "") -> int:
     """KV tokens one GPU holds: usable memory minus its weights (by dtype) minus the reserve, over the
-    bytes a token's KV takes in the role's KV dtype.
+    bytes a token's KV takes in the role's KV dtype. ``shape`` is what one GPU holds (a tensor-parallel
+    worker's shard), so this is also the worker's capacity: each of its GPUs holds its share of the same tokens.
 
     ``extra_bytes``: more resident weights (colocated models, LoRA adapters), named by ``extra_what``.
     """
@@ -118,15 +124,18 @@ class _Plan:
         if horizon is not None and len(stream) and horizon <= float(stream.arrival_s[0]):
             raise ScenarioError(f"sim.horizon_s: the run would stop at {horizon:g} s, before the first request "
                                 f"arrives ({float(stream.arrival_s[0]):.6g} s); give a later horizon or none")
-        shape = sc.shape
+        shape = shard(sc, "decode", variant)  # what one decode GPU holds (the whole model at tp 1)
+        self.tp = {"prefill": sc.prefill.tp, "decode": variant.tp}
         gpu = gpu_spec(sc.hardware.gpu)
         self.prefill_cost: CostModel = cost_model(sc, profile, PREFILL_DTYPE, "prefill")
         try:
-            self.decode_cost: CostModel = cost_model(sc, profile, variant.dtype)
+            self.decode_cost: CostModel = cost_model(sc, profile, variant.dtype, variant=variant)
+        except ScenarioError:
+            raise
         except ValueError as exc:
             raise ScenarioError(f"variants.{variant.name}.dtype: {exc}") from None
         self.kv_capacity = kv_capacity_tokens(sc, shape, variant.dtype)
-        self.prefill_kv_capacity = kv_capacity_tokens(sc, shape, PREFILL_DTYPE, "prefill") \
+        self.prefill_kv_capacity = kv_capacity_tokens(sc, shard(sc, "prefill"), PREFILL_DTYPE, "prefill") \
             if sc.prefill.kv_bound else None
         tasks = sc.model.tasks
         busy = set(np.unique(stream.model).tolist())
@@ -190,9 +199,9 @@ class _Plan:
 
     @property
     def gpus(self) -> dict[str, int]:
-        prefill = sum(self.prefill_counts.values())
-        decode = sum(self.decode_counts.values())
-        return {"prefill": prefill, "decode": decode, "total": prefill + decode}
+        """GPUs of the layout: workers times their tensor-parallel GPUs."""
+        return gpu_counts(sum(self.prefill_counts.values()), sum(self.decode_counts.values()), self.tp["prefill"],
+                          self.tp["decode"])
 
 
 def check_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile) -> dict[str, int]:
@@ -210,10 +219,9 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     rec = Records(n)
     prompt, output, model = stream.prompt_tokens, stream.output_tokens, stream.model
     tasks = sc.model.tasks
-    shape = sc.shape
     ic = sc.interconnect
-    # the prompt's KV travels in the prefill GPUs' cache format
-    link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, shape.kv_bytes(sc.prefill.kv_dtype))
+    # the prompt's KV travels in the prefill GPUs' cache format, each GPU's shard over its own link
+    link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, link_kv_bytes(sc, variant))
     prefill_router = Router(sc.prefill.routing, np.random.default_rng([sc.seed, 11]))
     decode_router = Router(variant.routing, np.random.default_rng([sc.seed, 12]))
     finished = [0]
@@ -268,7 +276,7 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     hook = {} if plan.lora is None else {"step_coeffs": lora_step_coeffs(plan.decode_cost, plan.lora),
                                          "model": model, "n_models": len(tasks)}
     adapters = [] if plan.lora is None or plan.lora.rank == 0 else \
-        [AdapterCache(plan.max_adapters, plan.lora.load_s) for _ in range(plan.gpus["decode"])]
+        [AdapterCache(plan.max_adapters, plan.lora.load_s) for _ in range(sum(plan.decode_counts.values()))]
     for pool_name, count in ({} if plan.hosts is not None else plan.decode_counts).items():
         pool = []
         for _ in range(count):
