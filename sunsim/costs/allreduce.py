@@ -14,7 +14,10 @@ Two ways to price one:
   datasheet's bidirectional NVLink figure, :attr:`~sunsim.costs.hardware.GPU.link_Bps_per_direction`).
   The latencies are fitted (least squares over ``2 (N - 1)``) to NCCL's measured times of the smallest
   message in ``sunsim/costs/profiles/vllm-h100/allreduce.csv`` (nccl-tests all_reduce_perf, NCCL 2.27.3,
-  512 bytes: 6.20, 9.57, 15.51 us on 2, 4, 8 H100s), and applied on every GPU.
+  512 bytes: 6.20, 9.57, 15.51 us on 2, 4, 8 H100s), and applied on every GPU. Against the same table, large
+  messages (256 MiB) on 8 H100s come within 3% (NCCL's bus bandwidth is NVLink's 450 GB/s per direction), but
+  on 2 and 4 GPUs NCCL reaches only ~305 and ~340 GB/s, so there the model is 24-32% optimistic for large
+  (prefill-sized) messages; decode's small messages are latency-bound, where it is within 5%.
 * **Measured tables** (``allreduce.csv`` of a table profile, from aiconfigurator-core): per message size and
   group size, vLLM's custom all-reduce (inside a CUDA graph for decode, eager for prefill) and NCCL. vLLM
   runs its custom all-reduce where it is eligible and NCCL otherwise; the faster of the two measured times at
