@@ -63,12 +63,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "device figures for a shape it was not measured on) or an analytic one.")
     cost.add_argument("--profile", required=True,
                       help="a shipped table profile (vllm-h100, vllm-h200, vllm-a100, vllm-l40s, vllm-b200), "
-                           "analytic-<gpu> (h100, h200, a100, l40s, b200), or a profile directory/JSON")
+                           "analytic-<gpu> (h100, h200, a100, l40s, b200; plain analytic: h100), or a profile "
+                           "directory/JSON")
     cost.add_argument("--model", required=True, help="preset name, shape JSON or Hugging Face config.json")
     cost.add_argument("--dtype", default="bf16", choices=list(DTYPES), help="weight format")
     cost.add_argument("--phase", required=True, choices=["prefill", "decode"], help="which step to cost")
     cost.add_argument("--kv-dtype", default="bf16", choices=list(KV_DTYPES),
                       help="KV-cache element type (fp8: half the bytes; attention from the fp8-KV tables)")
+    cost.add_argument("--tp", type=int, default=1, choices=[1, 2, 4, 8],
+                      help="tensor parallel GPUs per worker: one GPU's shard plus 2 all-reduces per layer")
     cost.add_argument("--batch", type=positive_int, default=1, help="sequences in the batch")
     cost.add_argument("--context", type=positive_int, default=1024, help="decode: KV tokens held per sequence")
     cost.add_argument("--tokens", type=positive_int, default=1024, help="prefill: prompt tokens per sequence")

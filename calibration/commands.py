@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 from sunsim.costs import catalog
+from sunsim.costs.allreduce import TP_DEGREES
 from sunsim.costs.architecture import KV_DTYPES, ModelShape, preset
+from sunsim.costs.efficiency import FIT_GPU
 from sunsim.costs.hardware import gpu
 from sunsim.costs.lora import BANDS, DEFAULT_BAND, LORA_SOURCE, LoraCost
 from sunsim.costs.model import AnalyticCostModel, decode_step_time, read_profile
@@ -143,11 +145,13 @@ def _missed(out: Path) -> list[str]:
 
 
 def predict(profile: str, model: str, dtype: str, phase: str, batch: int, context: int, tokens: int,
-            lora_rank: int = 0, lora_adapters: int = 1, lora_band: str = DEFAULT_BAND, kv_dtype: str = "bf16") -> dict:
+            lora_rank: int = 0, lora_adapters: int = 1, lora_band: str = DEFAULT_BAND, kv_dtype: str = "bf16",
+            tp: int = 1) -> dict:
     """The ``cost`` command's answer: predicted time in ms, which model produced it, its sources and kernel class,
     and ``extrapolated`` with ``notes`` saying which parts lie outside the measurements. With ``lora_rank`` the
     time includes the multi-LoRA adapter work of ``lora_adapters`` distinct adapters in ``lora_band``, and the
-    ``lora`` entry gives all three bands.
+    ``lora`` entry gives all three bands. ``tp``: one GPU of a tensor-parallel worker of that many GPUs (its
+    shard and the all-reduces). Profile ``analytic`` is ``analytic-h100``.
 
     A time that is not finite and positive is refused, naming the count that left the profile's
     measured range (its table extrapolated below zero) or the profile, never printed."""
@@ -161,6 +165,12 @@ def predict(profile: str, model: str, dtype: str, phase: str, batch: int, contex
     if lora_rank and (isinstance(lora_adapters, bool) or not isinstance(lora_adapters, int)
                       or not 1 <= lora_adapters <= batch):
         raise CalibrationError(f"lora_adapters: must be an integer from 1 to the batch ({batch}), got {lora_adapters!r}")
+    if isinstance(tp, bool) or tp not in TP_DEGREES:
+        raise CalibrationError(f"tp: must be one of {', '.join(map(str, TP_DEGREES))}, got {tp!r}")
+    if tp != 1 and lora_rank:
+        raise CalibrationError("tp: multi-LoRA costs are priced on one GPU only (tp 1)")
+    if profile == catalog.ANALYTIC:
+        profile = f"{catalog.ANALYTIC}-{FIT_GPU}"
     if lora_band not in BANDS:
         raise CalibrationError(f"lora_band: must be one of {', '.join(BANDS)}, got {lora_band!r}")
     tables = profile in catalog.shipped() or catalog.is_table_profile(profile)
@@ -170,14 +180,17 @@ def predict(profile: str, model: str, dtype: str, phase: str, batch: int, contex
     if kv_dtype not in KV_DTYPES:
         raise CalibrationError(f"kv_dtype: must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
     shape = load_shape(model)
+    shape.shard(tp, "tp")  # a split the shape refuses is named before any cost
     derived = False
     if profile.startswith("analytic-"):
-        cost = AnalyticCostModel(gpu(profile.removeprefix("analytic-")), shape, dtype, kv_dtype)
+        cost = AnalyticCostModel(gpu(profile.removeprefix("analytic-")), shape, dtype, kv_dtype, tp)
     elif tables:
         loaded = catalog.load(profile)
-        cost = catalog.make_cost_model(gpu(catalog.tables_gpu(loaded)), shape, dtype, loaded, kv_dtype)
+        cost = catalog.make_cost_model(gpu(catalog.tables_gpu(loaded)), shape, dtype, loaded, kv_dtype, tp)
     elif kv_dtype != "bf16":
         raise CalibrationError(f"kv_dtype: {profile!r} was calibrated with a 16-bit KV cache only")
+    elif tp != 1:
+        raise CalibrationError(f"tp: {profile!r} was calibrated on one GPU; use a table or analytic profile")
     else:
         from .profile_models import cost_model_for
 
@@ -194,7 +207,7 @@ def predict(profile: str, model: str, dtype: str, phase: str, batch: int, contex
         raise CalibrationError(_bad_time(cost, shape, phase, batch, tokens, seconds))
     notes = _notes(cost, phase, batch, context, tokens)
     out = {"profile": cost.info.name, "kind": cost.info.kind, "device": cost.info.device, "model": shape.name,
-           "dtype": dtype, "kv_dtype": kv_dtype, "phase": phase, "batch": batch,
+           "dtype": dtype, "kv_dtype": kv_dtype, "tp": tp, "phase": phase, "batch": batch,
            **({"context": context, "kv_tokens": batch * context} if phase == "decode" else
               {"tokens": tokens, "prompt_tokens": batch * tokens}),
            "time_ms": seconds * 1e3, "derived_from_device_figures": derived,
@@ -249,7 +262,8 @@ def _bad_time(cost, shape: ModelShape, phase: str, batch: int, tokens: int, seco
 
 def cmd_cost(args: argparse.Namespace) -> int:
     print(json.dumps(predict(args.profile, args.model, args.dtype, args.phase, args.batch, args.context,
-                             args.tokens, args.lora_rank, args.lora_adapters, args.lora_band, args.kv_dtype),
+                             args.tokens, args.lora_rank, args.lora_adapters, args.lora_band, args.kv_dtype,
+                             args.tp),
                      indent=2))
     return 0
 

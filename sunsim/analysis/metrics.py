@@ -16,7 +16,8 @@ decode GPU of the pool that serves it (``per_model[m]["gpus"]``). A dedicated po
 model's alone; a shared (SUN, multi-LoRA) pool serves every model, so each model counts all
 its GPUs, and its tok/s per decode GPU is its share of the pool's per-GPU throughput (the
 models' figures add up to the pool's); a colocated model counts the GPUs hosting it. The GPU
-counts are the layout at the start (a rebalanced pool's moves are not spread over time).
+counts are the layout at the start (a rebalanced pool's moves are not spread over time). A worker is a
+tensor-parallel group of ``prefill.tp`` / the variant's ``tp`` GPUs, and every count is of GPUs (workers x tp).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from sunsim.analysis.schema import FIELDS
+from sunsim.sim.tensor_parallel import gpu_counts
 from sunsim.sim.variant import VariantResult
 
 REQUEST_COLUMNS = [
@@ -138,18 +140,15 @@ def _figures(df: pd.DataFrame, window: tuple[float, float], gpus: dict[str, int]
 def model_gpus(res: VariantResult, model: str) -> dict[str, int]:
     """GPUs serving ``model``: its prefill GPUs and the decode GPUs of every pool that serves it (see above)."""
     serves = res.decode_serves or [(pool,) for pool in res.decode_pool_of]
-    gpus = {"prefill": res.prefill_pool_of.count(model), "decode": sum(model in s for s in serves)}
-    gpus["total"] = gpus["prefill"] + gpus["decode"]
-    return gpus
+    return gpu_counts(res.prefill_pool_of.count(model), sum(model in s for s in serves), res.scenario.prefill.tp,
+                      res.variant.tp)
 
 
 def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
     """The ``summary.json`` of one variant."""
     sc, v = res.scenario, res.variant
     df = request_table(res) if df is None else df
-    prefill = len(res.prefill_stats)
-    decode = len(res.decode_stats)
-    gpus = {"prefill": prefill, "decode": decode, "total": prefill + decode}
+    gpus = gpu_counts(len(res.prefill_stats), len(res.decode_stats), sc.prefill.tp, v.tp)
     arrival = df["arrival_s"].to_numpy(dtype=float)
     window = throughput_window(arrival, sc.sim.warmup_fraction)
     last_finish = float(np.nanmax(df["finish_s"].to_numpy(dtype=float))) if df["finish_s"].notna().any() else None

@@ -98,6 +98,41 @@ class ModelShape:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def shard(self, tp: int, field: str = "tp") -> ModelShape:
+        """The part of the model one GPU of a ``tp``-way tensor-parallel group holds and computes.
+
+        Megatron-style, as vLLM splits a Llama/Qwen layer: QKV and gate+up are column-parallel (query and
+        KV heads, MLP columns divided by ``tp``), output and down row-parallel (their inputs divided), the
+        embedding and LM head vocab-parallel (vocabulary divided, padded up). Each GPU keeps whole heads, so
+        ``heads`` and ``intermediate`` must divide by ``tp``; KV heads divide too, or, when fewer than
+        ``tp``, are replicated (one per GPU; ``tp`` a multiple of them), as vLLM does. Norms stay whole on
+        every GPU. ``tp`` 1 is the model itself. A split that cannot be made is an :class:`InputError`
+        naming ``field`` (the scenario field that asked for it).
+        """
+        if tp == 1:
+            return self
+        if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+            raise InputError(f"{field} must be a positive integer, got {tp!r}")
+        for dim in ("heads", "intermediate"):
+            if getattr(self, dim) % tp:
+                raise InputError(f"{field}: {tp}-way tensor parallelism needs model.{dim} ({getattr(self, dim)}) "
+                                 f"divisible by {tp}; {self.name} splits {self._ways()}-way")
+        if self.kv_heads % tp and tp % self.kv_heads:
+            raise InputError(f"{field}: {tp}-way tensor parallelism needs model.kv_heads ({self.kv_heads}) divisible "
+                             f"by {tp}, or {tp} a multiple of it (replicated KV heads); {self.name} splits "
+                             f"{self._ways()}-way")
+        return ModelShape(
+            name=f"{self.name}/tp{tp}", hidden=self.hidden, layers=self.layers, heads=self.heads // tp,
+            kv_heads=max(self.kv_heads // tp, 1), head_dim=self.head_dim, intermediate=self.intermediate // tp,
+            vocab=-(-self.vocab // tp), tied_embeddings=self.tied_embeddings,
+        )
+
+    def _ways(self) -> str:
+        """The tensor-parallel degrees (1 to 8) this shape splits into, for an error message."""
+        ok = [t for t in (1, 2, 4, 8) if not self.heads % t and not self.intermediate % t
+              and (not self.kv_heads % t or not t % self.kv_heads)]
+        return "/".join(map(str, ok))
+
 
 PRESETS: dict[str, ModelShape] = {
     "llama-3.1-8b": ModelShape(
@@ -107,6 +142,19 @@ PRESETS: dict[str, ModelShape] = {
     "qwen3-8b": ModelShape(
         name="qwen3-8b", hidden=4096, layers=36, heads=32, kv_heads=8, head_dim=128,
         intermediate=12288, vocab=151936,
+    ),
+    # meta-llama/Llama-3.1-70B config.json: hidden_size 8192, num_hidden_layers 80, num_attention_heads 64,
+    # num_key_value_heads 8, intermediate_size 28672, vocab_size 128256, tie_word_embeddings false.
+    "llama-3.1-70b": ModelShape(
+        name="llama-3.1-70b", hidden=8192, layers=80, heads=64, kv_heads=8, head_dim=128,
+        intermediate=28672, vocab=128256,
+    ),
+    # Qwen/Qwen2.5-72B config.json: hidden_size 8192, num_hidden_layers 80, num_attention_heads 64,
+    # num_key_value_heads 8, intermediate_size 29568, vocab_size 152064, tie_word_embeddings false.
+    # Its QKV biases (80 x 10240 numbers, 0.001% of the weights) are not counted.
+    "qwen2.5-72b": ModelShape(
+        name="qwen2.5-72b", hidden=8192, layers=80, heads=64, kv_heads=8, head_dim=128,
+        intermediate=29568, vocab=152064,
     ),
     # A toy shape that calibrates in seconds on a CPU; used by tests.
     "tiny": ModelShape(

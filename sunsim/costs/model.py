@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from sunsim.costs import efficiency as eff
+from sunsim.costs.allreduce import message_bytes, ring_allreduce_s, ring_source
 from sunsim.costs.architecture import DTYPES, WEIGHT_BYTES, ModelShape
 from sunsim.costs.hardware import GPU
 from sunsim.errors import InputError
@@ -100,12 +101,17 @@ class AnalyticCostModel:
     decode, the last token of each prompt in prefill), the embedding rows and norms, and attention: in
     decode one call per layer (its fitted floor) plus the KV bytes at the fitted bandwidth (``beta``), in
     prefill FlashAttention-3's fitted causal rate. :meth:`notes` says what lies outside the measurements.
+
+    ``tp`` > 1: one GPU of a tensor-parallel group, costed on its shard (:meth:`ModelShape.shard`: sharded
+    GEMM widths, heads and KV heads, vocabulary) plus two ring all-reduces per layer
+    (:mod:`sunsim.costs.allreduce`).
     """
 
     gpu: GPU
     shape: ModelShape
     dtype: str
     kv_dtype: str = "bf16"
+    tp: int = 1
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -114,7 +120,7 @@ class AnalyticCostModel:
             raise ValueError(f"dtype {self.dtype} is priced from measured tables only (hardware.profile vllm-<gpu> "
                              f"where the GPU runs it); the analytic profiles price {', '.join(eff.KERNEL_FORMAT)}")
         self.gpu.dense_flops(self.dtype)  # fp8 on a GPU without fp8 tensor cores fails here
-        s, g, f = self.shape, self.gpu, eff.fits()
+        s, g, f = self.shape.shard(self.tp), self.gpu, eff.fits()
         bw_x, fl_x = g.bandwidth_Bps / eff.FIT_BANDWIDTH, g.bf16_flops / eff.FIT_BF16_FLOPS
         fmt = eff.KERNEL_FORMAT[self.dtype]
         bf16 = f.gemm["bf16"].scaled(bw_x, fl_x)
@@ -122,8 +128,12 @@ class AnalyticCostModel:
             bw_x, g.dense_flops("fp8") / eff.FIT_FP8_FLOPS if fmt == "fp8" else fl_x)
         att = f.attention
         gemms = projection_gemms(s)
+        ar0 = ring_allreduce_s(g, self.tp, 0.0)
         consts = {
-            "_fmt": fmt, "_gemms": gemms, "_proj": proj, "_bf16": bf16,
+            "_s": s, "_fmt": fmt, "_gemms": gemms, "_proj": proj, "_bf16": bf16,
+            # two all-reduces per layer, affine in the rows: a fixed part and a part per row
+            "_ar_fixed_s": 2 * s.layers * ar0,
+            "_ar_s_per_row": 2 * s.layers * (ring_allreduce_s(g, self.tp, message_bytes(1, s.hidden)) - ar0),
             # fp8: each GEMM input quantized per token (read 16-bit, write fp8) in one small kernel
             "_quant_fixed_s": len(gemms) * eff.ACT_QUANT_CALL_S if fmt == "fp8" else 0.0,
             "_quant_s_per_row": sum(k for k, _ in gemms) * 3.0 / bf16.bandwidth_Bps if fmt == "fp8" else 0.0,
@@ -141,9 +151,15 @@ class AnalyticCostModel:
         fmt = self._fmt
         ids = {"bf16": "P1", "fp8": "P1", "w4a16": "H2 V1 P1", "w8a16": "H2 P1"}[fmt]
         source = f"{eff.cite(eff.GEMM_FILE, ids)}; {eff.cite(eff.ATTENTION_FILE, 'P1 FA3')}"
+        if self.gpu.source:
+            source += f"; datasheet figures: {self.gpu.source}"
         note = "" if self.gpu.measured else (
             f"not measured on {self.gpu.name}: the H100 fits' fractions of datasheet bandwidth and FLOP/s, "
             f"applied to {self.gpu.name}'s datasheet figures (assumed)")
+        if self.tp > 1:
+            source += f"; {ring_source(self.gpu)}"
+            note = "; ".join(filter(None, (note, f"tensor parallel {self.tp}: one GPU's shard plus 2 ring "
+                                                  "all-reduces per layer (the ring model, not measured)")))
         return ProfileInfo(name=f"analytic-{self.gpu.name}", kind="analytic", device=self.gpu.name, source=source,
                            kernel=eff.KERNEL_CLASS[fmt], note=note)
 
@@ -151,14 +167,19 @@ class AnalyticCostModel:
         """The layers' projection GEMMs over ``rows`` rows in the weight format (fp8: with activation quant)."""
         wb = WEIGHT_BYTES[self.dtype]
         per_layer = self._proj.total(self._gemms, rows, wb) + self._quant_fixed_s + self._quant_s_per_row * rows
-        return self.shape.layers * per_layer
+        return self._s.layers * per_layer
 
     def head_time(self, logit_rows: int) -> float:
-        """The 16-bit LM head over ``logit_rows`` rows."""
-        return self._bf16.time(self.shape.hidden, self.shape.vocab, logit_rows, EMBED_BYTES)
+        """The 16-bit LM head (its vocabulary shard) over ``logit_rows`` rows."""
+        return self._bf16.time(self._s.hidden, self._s.vocab, logit_rows, EMBED_BYTES)
+
+    def allreduce_time(self, rows: float) -> float:
+        """The pass's 2 x layers all-reduces over ``rows`` rows (0 on one GPU)."""
+        return self._ar_fixed_s + self._ar_s_per_row * rows
 
     def _pass_time(self, rows: int, logit_rows: int) -> float:
-        return self.projections_time(rows) + self.head_time(logit_rows) + self._norm_read_s + self._embed_s_per_row * rows
+        t = self.projections_time(rows) + self.head_time(logit_rows) + self._norm_read_s + self._embed_s_per_row * rows
+        return t + self.allreduce_time(rows) if self.tp > 1 else t
 
     def prefill_time(self, tokens: int, sum_sq_tokens: int, prompts: int = 1) -> float:
         half = eff.fits().attention.prefill_half_len

@@ -20,6 +20,12 @@ per-iteration overhead:
   not in the tables; each kernel costs aiconfigurator's stated memory-op model, a constant latency plus its
   bytes at a fraction of datasheet bandwidth (``mem_empirical_constant_latency`` and
   ``mem_bw_empirical_scaling_factor`` from the system file, recorded in the profile's metadata).
+* **Tensor parallelism** (``tp`` > 1): one GPU's shard (:meth:`~sunsim.costs.architecture.ModelShape.shard`):
+  the GEMM tables looked up at the sharded widths (QKV and gate+up columns, output and down inputs, LM head
+  vocabulary divided by ``tp``), attention at the per-GPU heads and KV heads (the tables hold those shapes:
+  aiconfigurator measures attention per GPU of a TP group), elementwise kernels at the sharded widths; plus two
+  all-reduces per layer from the profile's measured ``allreduce.csv`` (:mod:`sunsim.costs.allreduce`; the ring
+  model where the profile has none).
 * **Engine overhead** per iteration (scheduling, sampling, graph launch) and per prefill batch: the analytic
   profiles' assumed figures (:data:`sunsim.costs.model.DECODE_STEP_OVERHEAD_S`), not measured; stated in
   every output's notes.
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sunsim.costs.allreduce import message_bytes, ring_allreduce_s, ring_source
 from sunsim.costs.architecture import KV_DTYPES, ModelShape
 from sunsim.costs.hardware import GPU
 from sunsim.costs.model import (
@@ -82,6 +89,7 @@ class TableCostModel:
     shape: ModelShape
     dtype: str
     kv_dtype: str = "bf16"
+    tp: int = 1
     _alpha_beta: dict[int, tuple[float, float]] = field(default_factory=dict, compare=False, repr=False)
     _attention: dict[int, tuple[float, float]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -90,7 +98,7 @@ class TableCostModel:
             raise ProfileError(f"dtype must be one of {', '.join(TABLE_FORMAT)}, got {self.dtype!r}")
         if self.kv_dtype not in KV_DTYPES:
             raise ProfileError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {self.kv_dtype!r}")
-        t, s = self.tables, self.shape
+        t, s = self.tables, self.shape.shard(self.tp)
         fmt = TABLE_FORMAT[self.dtype]
         if fmt is not None and fmt not in t.gemm_formats:
             fmt = None  # not measured here: the ratio over measured bf16
@@ -114,7 +122,8 @@ class TableCostModel:
         # per token, bytes read + written: 2 x (add + RMSNorm: 2h in, 2h out), RoPE on q and k, SiLU-and-mul
         per_layer = 2 * 4 * s.hidden + 2 * (q + kv) + 3 * s.intermediate
         consts = {
-            "_fmt": fmt, "_ratio": ratio,
+            "_s": s, "_fmt": fmt, "_ratio": ratio,
+            "_ar_measured": self.tp > 1 and self.tp in t.allreduce_gpus(),
             "_proj": self._tabulate(fmt or "bf16", projection_gemms(s)),
             "_head": self._tabulate("bf16", ((s.hidden, s.vocab),)),
             "_elem_calls_s": (4 * s.layers + 2) * call_s,
@@ -148,10 +157,14 @@ class TableCostModel:
                 f"+ bytes at {self._mem_model[1]:g} x datasheet bandwidth); engine overhead "
                 f"{DECODE_STEP_OVERHEAD_S * 1e3:g} ms per decode iteration and {PREFILL_BATCH_OVERHEAD_S * 1e3:g} ms "
                 "per prefill batch assumed (not measured)")
-        if max(self.shape.vocab, self.shape.hidden) > min(t.widest_gemm()):
+        if max(self._s.vocab, self._s.hidden) > min(t.widest_gemm()):
             n_max, k_max = t.widest_gemm()
-            note += (f"; GEMMs wider than the measured n <= {n_max}, k <= {k_max} (the LM head's {self.shape.vocab} "
+            note += (f"; GEMMs wider than the measured n <= {n_max}, k <= {k_max} (the LM head's {self._s.vocab} "
                      "columns) scaled in proportion from the widest measured")
+        if self.tp > 1:
+            note += (f"; tensor parallel {self.tp}: one GPU's shard plus 2 all-reduces per layer, " +
+                     (f"from {t.name}'s allreduce.csv (the faster of vLLM's custom all-reduce and NCCL)"
+                      if self._ar_measured else f"by the ring model ({ring_source(self.gpu)}; not measured)"))
         if self._fmt is None:
             note += (f"; {self.dtype} GEMMs not in {t.name}'s tables: measured bf16 times x the analytic "
                      f"{self.dtype}/bf16 ratio ({self._ratio[0].info.kernel})")
@@ -161,7 +174,7 @@ class TableCostModel:
 
     def projections_time(self, rows: float) -> float:
         """All layers' projection GEMMs over ``rows`` rows in the weight format."""
-        t = self.shape.layers * self._proj.at(rows)
+        t = self._s.layers * self._proj.at(rows)
         if self._ratio is not None:
             low, bf16 = self._ratio
             t *= low.projections_time(rows) / bf16.projections_time(rows)
@@ -173,9 +186,18 @@ class TableCostModel:
     def elementwise_time(self, rows: float) -> float:
         return self._elem_calls_s + self._elem_s_per_row * rows
 
+    def allreduce_time(self, phase: str, rows: float) -> float:
+        """The pass's 2 x layers all-reduces of ``rows`` rows on a ``tp``-way group (0 on one GPU)."""
+        if self.tp == 1:
+            return 0.0
+        nbytes = message_bytes(rows, self._s.hidden)
+        one = (self.tables.allreduce(phase, self.tp, nbytes).us * 1e-6 if self._ar_measured
+               else ring_allreduce_s(self.gpu, self.tp, nbytes))
+        return 2 * self._s.layers * one
+
     def decode_attention(self, batch: int) -> tuple[float, float]:
         """``(a, c)`` of all layers' decode attention at ``batch``: ``a + c * kv_tokens`` seconds."""
-        t, s = self.tables, self.shape
+        t, s = self.tables, self._s
         heads = (self.kv_dtype, s.kv_heads, s.head_dim)
         h0 = t.attention_heads("decode", *heads)[0]
         grid = t.batches("decode", *heads, h0)
@@ -199,12 +221,15 @@ class TableCostModel:
             a, beta = self.decode_attention(batch)
             alpha = (DECODE_STEP_OVERHEAD_S + self.projections_time(batch) + self.head_time(batch)
                      + self.elementwise_time(batch) + a)
+            if self.tp > 1:
+                alpha += self.allreduce_time("decode", batch)
             c = self._alpha_beta[batch] = (alpha, beta)
         return c
 
     def prefill_time(self, tokens: int, sum_sq_tokens: int, prompts: int = 1) -> float:
-        return (PREFILL_BATCH_OVERHEAD_S + self.projections_time(tokens) + self.head_time(prompts)
-                + self.elementwise_time(tokens) + self.prefill_attention(tokens, sum_sq_tokens).us * 1e-6)
+        t = (PREFILL_BATCH_OVERHEAD_S + self.projections_time(tokens) + self.head_time(prompts)
+             + self.elementwise_time(tokens) + self.prefill_attention(tokens, sum_sq_tokens).us * 1e-6)
+        return t + self.allreduce_time("prefill", tokens) if self.tp > 1 else t
 
     def mixed_time(self, decode_batch: int, decode_kv_tokens: int, chunks: Sequence[tuple[int, int]]) -> float:
         """One aggregated iteration from the same parts: projections and elementwise kernels over all its
@@ -232,7 +257,7 @@ class TableCostModel:
     def prefill_attention(self, tokens: int, sum_sq_tokens: int) -> Estimate:
         """All layers' causal attention over prompts of ``tokens`` tokens whose lengths' squares sum to
         ``sum_sq_tokens``, as that many uniform prompts of the equivalent length."""
-        s = self.shape
+        s = self._s
         length = sum_sq_tokens / tokens
         est = self.tables.attention("prefill", tokens / length, length, s.heads, s.kv_heads, s.head_dim,
                                     kv_dtype=self.kv_dtype)
@@ -241,16 +266,19 @@ class TableCostModel:
     def parts(self, batch: int, kv_tokens: float) -> dict[str, float]:
         """A decode iteration's seconds by part: what the tables price and what the stated models add."""
         a, c = self.decode_attention(batch)
-        return {"projections": self.projections_time(batch), "lm_head": self.head_time(batch),
-                "attention": a + c * kv_tokens, "elementwise": self.elementwise_time(batch),
-                "overhead": DECODE_STEP_OVERHEAD_S}
+        out = {"projections": self.projections_time(batch), "lm_head": self.head_time(batch),
+               "attention": a + c * kv_tokens, "elementwise": self.elementwise_time(batch),
+               "overhead": DECODE_STEP_OVERHEAD_S}
+        if self.tp > 1:
+            out["allreduce"] = self.allreduce_time("decode", batch)
+        return out
 
     def notes(self, rows: int, kv_tokens_per_seq: int | None = None, prompt_tokens: int | None = None,
               logit_rows: int | None = None) -> list[str]:
         """What a pass of ``rows`` rows takes from outside the tables (the same contract as the analytic
         model's :meth:`~sunsim.costs.model.AnalyticCostModel.notes`); the stated models every pass uses are in
         :attr:`info` instead."""
-        out, s, t = [], self.shape, self.tables
+        out, s, t = [], self._s, self.tables
         if not self._proj.lo <= rows <= self._proj.hi:
             out.append(f"projection GEMMs at {rows} rows: {t.name} measured {self._proj.lo:g}..{self._proj.hi:g} "
                        "rows; extended linearly")

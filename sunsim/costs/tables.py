@@ -94,6 +94,14 @@ class MeasuredTables:
                     ms, ys = self._gemm.setdefault((fmt, n, k), ([], []))
                     ms.append(m)
                     ys.append(us)
+        self._allreduce: dict[tuple[str, int], tuple[list[int], list[float]]] = {}
+        if (self.folder / "allreduce.csv").exists():
+            ar = pd.read_csv(self.folder / "allreduce.csv").sort_values(["impl", "gpus", "bytes"])
+            for impl, dtype, gpus, nbytes, us in ar[["impl", "dtype", "gpus", "bytes", "time_us"]].itertuples(index=False):
+                if dtype in ("bf16", "fp16"):  # 16-bit activations (NCCL's fp16 rows: the same bytes)
+                    xs, ys = self._allreduce.setdefault((str(impl), int(gpus)), ([], []))
+                    xs.append(int(nbytes))
+                    ys.append(float(us))
         self._attn = {name: self._attention(pd.read_csv(self.folder / f"attention_{name}.csv"), length)
                       for name, length in (("decode", "kv_len"), ("prefill", "seq_len"))
                       if (self.folder / f"attention_{name}.csv").exists()}
@@ -160,6 +168,24 @@ class MeasuredTables:
     def widest_gemm(self) -> tuple[int, int]:
         """The largest measured n and k (past them :meth:`gemm` scales in proportion)."""
         return self._n_grid[-1], self._k_grid[-1]
+
+    #: The all-reduce implementations a phase may run: vLLM's custom all-reduce (under CUDA graphs in decode,
+    #: eager in prefill) or NCCL.
+    ALLREDUCE_IMPLS = {"decode": ("vllm_custom_graph", "nccl"), "prefill": ("vllm_custom_eager", "nccl")}
+
+    def allreduce_gpus(self) -> list[int]:
+        """The group sizes the profile measured all-reduces at (empty: no ``allreduce.csv``)."""
+        return sorted({g for _, g in self._allreduce})
+
+    def allreduce(self, phase: str, gpus: int, nbytes: float) -> Estimate:
+        """One all-reduce of ``nbytes`` over ``gpus`` GPUs: the faster of the phase's measured implementations
+        (:attr:`ALLREDUCE_IMPLS`), piecewise linear in bytes between measured sizes."""
+        found = [interp1(*self._allreduce[(impl, gpus)], nbytes) for impl in self.ALLREDUCE_IMPLS[phase]
+                 if (impl, gpus) in self._allreduce]
+        if not found:
+            raise TableMiss(f"{self.name}: no all-reduce measured on {gpus} GPUs "
+                            f"(measured: {', '.join(map(str, self.allreduce_gpus())) or 'none'})")
+        return min(found, key=lambda e: e.us)
 
     def attention(self, phase: str, batch: float, length: float, heads: int, kv_heads: int, head_dim: int,
                   kv_dtype: str = "bf16") -> Estimate:

@@ -23,9 +23,10 @@ from sunsim.scenario.limits import (
 class HardwareSpec(StrictModel):
     """The GPU and the profile its costs come from (:mod:`sunsim.costs.catalog`).
 
-    ``profile`` is ``analytic``, a shipped table profile (``vllm-h100``, ``vllm-h200``, ``vllm-a100``,
-    ``vllm-l40s``, ``vllm-b200``) or the path of a profile. Left out, it is the shipped table profile of
-    ``gpu``; ``gpu`` left out beside a shipped profile is the GPU that profile was measured on.
+    ``profile`` is ``analytic`` (or ``analytic-<gpu>``: ``analytic-h100``, ``analytic-l40s``, ...), a shipped
+    table profile (``vllm-h100``, ``vllm-h200``, ``vllm-a100``, ``vllm-l40s``, ``vllm-b200``) or the path of a
+    profile. Left out, it is the shipped table profile of ``gpu``; ``gpu`` left out beside a shipped or an
+    ``analytic-<gpu>`` profile is the GPU that profile names.
     """
 
     gpu: str = "h100"
@@ -45,13 +46,14 @@ class HardwareSpec(StrictModel):
     @model_validator(mode="after")
     def _profile_and_gpu(self) -> HardwareSpec:
         given = self.model_fields_set
-        measured_on = catalog.shipped().get(self.profile)
+        measured_on = catalog.shipped().get(self.profile) or catalog.analytic_gpu(self.profile)
         if "profile" not in given:
             object.__setattr__(self, "profile", catalog.default_profile(self.gpu))  # frozen: set once, here
         elif measured_on is not None and "gpu" not in given:
             object.__setattr__(self, "gpu", measured_on)
         elif measured_on is not None and measured_on != self.gpu:
-            raise ValueError(f"profile {self.profile!r} was measured on {measured_on} GPUs but gpu is {self.gpu!r}; "
+            verb = "names" if catalog.is_analytic(self.profile) else "was measured on"
+            raise ValueError(f"profile {self.profile!r} {verb} {measured_on} GPUs but gpu is {self.gpu!r}; "
                              f"drop gpu, or give a profile of {self.gpu} "
                              f"({catalog.default_profile(self.gpu)!r} or 'analytic')")
         return self

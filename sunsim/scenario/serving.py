@@ -30,8 +30,8 @@ from sunsim.sim.routing import POLICIES
 #: The names routing.POLICIES registers, so a new policy needs no edit here.
 Routing = Literal[tuple(POLICIES)]
 
-#: Decode routing of a pool whose every GPU serves every model (SUN's shared pool, and multi-LoRA's, which takes
-#: the same so that the two designs differ in what they serve, not in their router): the policy that measured
+#: Decode routing of a pool whose every GPU serves every model (SUN's shared pool, and the multi-LoRA pools, which
+#: take the same so that the designs differ in what they serve, not in their router): the policy that measured
 #: best across the experiments' workloads (results/README.md, routing sweep: the lowest TPOT p90 in each).
 POOL_ROUTING = "power_of_two_kv"
 #: Decode routing within per-model pools (dedicated, colocated): join the shortest queue.
@@ -48,6 +48,9 @@ class Split(StrictModel):
 
 
 _Count = Annotated[int, BeforeValidator(no_bool), Field(ge=0, le=MAX_WORKERS)]
+#: GPUs of one worker's tensor-parallel group: one node's 1, 2, 4 or 8 (the degrees the measured all-reduce
+#: tables hold); whether the model's heads split that way is checked against its shape when a run is laid out.
+TensorParallel = Annotated[Literal[1, 2, 4, 8], BeforeValidator(no_bool)]
 #: One count for every model, a count per model, or a split; a boolean is refused before the
 #: union is tried, so the message is one line.
 WorkerCount = Annotated[Union[_Count, dict[str, _Count], Split], BeforeValidator(no_bool)]
@@ -79,6 +82,8 @@ class PrefillSpec(StrictModel):
     #: KV-cache element type: ``bf16`` or ``fp8`` (vLLM ``--kv-cache-dtype fp8``: half the bytes per token, and
     #: attention timed with an fp8 cache where the profile measured one).
     kv_dtype: Literal["bf16", "fp8"] = "bf16"
+    #: GPUs per prefill worker (tensor parallel): a worker is a group of ``tp`` GPUs holding one shard each.
+    tp: TensorParallel = 1
 
 
 class DecodeDefaults(StrictModel):
@@ -149,6 +154,9 @@ class VariantSpec(StrictModel):
     #: aggregated modes: tokens one iteration may run, decode rows and prefill chunks together (vLLM's
     #: ``--max-num-batched-tokens``; default :data:`DEFAULT_MAX_NUM_BATCHED_TOKENS`).
     max_num_batched_tokens: Int | None = Field(None, gt=0, le=MAX_TOKENS)
+    #: GPUs per decode worker (tensor parallel); ``workers`` counts workers, so the variant runs on
+    #: ``workers x tp`` decode GPUs. Not modelled for the adapter modes (sharded adapters) nor aggregated ones.
+    tp: TensorParallel = 1
 
     @field_validator("name")
     @classmethod
@@ -173,6 +181,8 @@ class VariantSpec(StrictModel):
             if getattr(self, field) is not None and self.mode not in modes:
                 raise ValueError(f"{field} applies only to mode: {' or '.join(modes)} "
                                  f"(this variant is mode: {self.mode})")
+        if self.tp != 1 and self.mode in ("multi_lora", *AGGREGATED_MODES):
+            raise ValueError(f"tp: tensor parallelism is not modelled for mode: {self.mode}; use tp: 1")
         return self
 
     @model_validator(mode="before")
@@ -180,6 +190,6 @@ class VariantSpec(StrictModel):
     def _default_routing(cls, data):
         """A variant that names no routing gets its kind of pool's default (see ``POOL_ROUTING``)."""
         if isinstance(data, dict) and data.get("routing") is None:
-            pool = data.get("mode") in ("shared", "multi_lora")
+            pool = data.get("mode") in ("shared", "multi_lora", "aggregated_lora")
             data = {**data, "routing": POOL_ROUTING if pool else PER_MODEL_ROUTING}
         return data

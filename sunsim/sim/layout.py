@@ -19,6 +19,7 @@ from sunsim.sim.interconnect import Interconnect
 from sunsim.sim.prefill import PrefillWorker
 from sunsim.sim.records import Records
 from sunsim.sim.stats import DecodeStats, InterconnectStats, PrefillStats
+from sunsim.sim.tensor_parallel import shard, worker_tp
 from sunsim.workload.stream import RequestStream
 
 PREFILL_DTYPE = "bf16"  # prefill modules stay 16-bit in SUN and QSUN alike
@@ -59,15 +60,20 @@ def kv_dtype(sc: Scenario, role: str) -> str:
     return sc.decode.kv_dtype if role == "decode" else sc.prefill.kv_dtype
 
 
-def cost_model(sc: Scenario, profile: catalog.Profile, dtype: str, role: str = "decode") -> CostModel:
-    """The cost model of a role's GPUs in a weight format, under the scenario's loaded profile."""
-    return catalog.make_cost_model(gpu_spec(sc.hardware.gpu), sc.shape, dtype, profile, kv_dtype(sc, role))
+def cost_model(sc: Scenario, profile: catalog.Profile, dtype: str, role: str = "decode",
+               variant: VariantSpec | None = None) -> CostModel:
+    """The cost model of a role's workers in a weight format, under the scenario's loaded profile (decode: of
+    ``variant``'s workers, whose ``tp`` it takes; none: one GPU each)."""
+    shard(sc, role, variant)  # a split the shape refuses names its field here
+    return catalog.make_cost_model(gpu_spec(sc.hardware.gpu), sc.shape, dtype, profile, kv_dtype(sc, role),
+                                   worker_tp(sc, role, variant)[0])
 
 
 def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = "decode",
                        extra_bytes: float = 0.0, extra_what: str = "") -> int:
     """KV tokens one GPU holds: usable memory minus its weights (by dtype) minus the reserve, over the
-    bytes a token's KV takes in the role's KV dtype.
+    bytes a token's KV takes in the role's KV dtype. ``shape`` is what one GPU holds (a tensor-parallel
+    worker's shard), so this is also the worker's capacity: each of its GPUs holds its share of the same tokens.
 
     ``extra_bytes``: more resident weights (colocated models, LoRA adapters), named by ``extra_what``.
     """

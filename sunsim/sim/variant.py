@@ -35,6 +35,7 @@ from sunsim.sim.prefill import PrefillWorker
 from sunsim.sim.rebalance import Rebalancer
 from sunsim.sim.records import Records
 from sunsim.sim.routing import Router
+from sunsim.sim.tensor_parallel import gpu_counts, link_kv_bytes, shard
 from sunsim.workload.stream import RequestStream
 
 
@@ -46,15 +47,18 @@ class _Plan:
         if horizon is not None and len(stream) and horizon <= float(stream.arrival_s[0]):
             raise ScenarioError(f"sim.horizon_s: the run would stop at {horizon:g} s, before the first request "
                                 f"arrives ({float(stream.arrival_s[0]):.6g} s); give a later horizon or none")
-        shape = sc.shape
+        shape = shard(sc, "decode", variant)  # what one decode GPU holds (the whole model at tp 1)
+        self.tp = {"prefill": sc.prefill.tp, "decode": variant.tp}
         gpu = gpu_spec(sc.hardware.gpu)
         self.prefill_cost: CostModel = cost_model(sc, profile, PREFILL_DTYPE, "prefill")
         try:
-            self.decode_cost: CostModel = cost_model(sc, profile, variant.dtype)
+            self.decode_cost: CostModel = cost_model(sc, profile, variant.dtype, variant=variant)
+        except ScenarioError:
+            raise
         except ValueError as exc:
             raise ScenarioError(f"variants.{variant.name}.dtype: {exc}") from None
         self.kv_capacity = kv_capacity_tokens(sc, shape, variant.dtype)
-        self.prefill_kv_capacity = kv_capacity_tokens(sc, shape, PREFILL_DTYPE, "prefill") \
+        self.prefill_kv_capacity = kv_capacity_tokens(sc, shard(sc, "prefill"), PREFILL_DTYPE, "prefill") \
             if sc.prefill.kv_bound else None
         tasks = sc.model.tasks
         busy = set(np.unique(stream.model).tolist())
@@ -118,9 +122,9 @@ class _Plan:
 
     @property
     def gpus(self) -> dict[str, int]:
-        prefill = sum(self.prefill_counts.values())
-        decode = sum(self.decode_counts.values())
-        return {"prefill": prefill, "decode": decode, "total": prefill + decode}
+        """GPUs of the layout: workers times their tensor-parallel GPUs."""
+        return gpu_counts(sum(self.prefill_counts.values()), sum(self.decode_counts.values()), self.tp["prefill"],
+                          self.tp["decode"])
 
 
 def check_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile) -> dict[str, int]:
@@ -142,10 +146,9 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     rec = Records(n)
     prompt, output, model = stream.prompt_tokens, stream.output_tokens, stream.model
     tasks = sc.model.tasks
-    shape = sc.shape
     ic = sc.interconnect
-    # the prompt's KV travels in the prefill GPUs' cache format
-    link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, shape.kv_bytes(sc.prefill.kv_dtype))
+    # the prompt's KV travels in the prefill GPUs' cache format, each GPU's shard over its own link
+    link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, link_kv_bytes(sc, variant))
     prefill_router = Router(sc.prefill.routing, np.random.default_rng([sc.seed, 11]))
     decode_router = Router(variant.routing, np.random.default_rng([sc.seed, 12]))
     finished = [0]
@@ -200,7 +203,7 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     hook = {} if plan.lora is None else {"step_coeffs": lora_step_coeffs(plan.decode_cost, plan.lora),
                                          "model": model, "n_models": len(tasks)}
     adapters = [] if plan.lora is None or plan.lora.rank == 0 else \
-        [AdapterCache(plan.max_adapters, plan.lora.load_s) for _ in range(plan.gpus["decode"])]
+        [AdapterCache(plan.max_adapters, plan.lora.load_s) for _ in range(sum(plan.decode_counts.values()))]
     for pool_name, count in ({} if plan.hosts is not None else plan.decode_counts).items():
         pool = []
         for _ in range(count):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from sunsim.scenario import AGGREGATED_MODES, Scenario, ScenarioError, VariantSpec
+from sunsim.sim.tensor_parallel import link_kv_bytes
 from sunsim.sim.variant import PREFILL_DTYPE, cost_model
 from sunsim.workload.stream import RequestStream
 
@@ -37,7 +38,6 @@ def check_reachable(sc: Scenario, attainment: float, variants: list[VariantSpec]
     SLO is unreachable; the message names the SLO field, the limiting resource and the numbers.
     """
     slo = sc.slo
-    shape = sc.shape
     p = stream.prompt_tokens.astype(float)
     o = stream.output_tokens.astype(float)
     q = attainment
@@ -46,10 +46,10 @@ def check_reachable(sc: Scenario, attainment: float, variants: list[VariantSpec]
     uniq, inv = np.unique(stream.prompt_tokens, return_inverse=True)
     ttft_bf16 = np.array([prefill.prefill_time(int(t), int(t) * int(t)) for t in uniq])[inv]
     ic = sc.interconnect
-    link_s = ic.latency_us * 1e-6 + (p + 1) * shape.kv_bytes(sc.prefill.kv_dtype) / ic.bandwidth_Bps
     multi = o > 1
     for v in variants:
-        alpha, beta = cost_model(sc, profile, v.dtype).decode_coeffs(1)
+        link_s = ic.latency_us * 1e-6 + (p + 1) * link_kv_bytes(sc, v) / ic.bandwidth_Bps
+        alpha, beta = cost_model(sc, profile, v.dtype, variant=v).decode_coeffs(1)
         context = np.maximum(p, p + (o - 1) / 2 - 1)
         step_lb = np.where(multi, alpha + beta * context, 0.0)
         link_lb = np.where(multi, link_s / np.maximum(o - 1, 1), 0.0)

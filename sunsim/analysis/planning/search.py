@@ -52,18 +52,20 @@ def _with(sc: Scenario, **updates) -> Scenario:
 
 
 class _GpuTotals:
-    """Total decode and prefill GPUs of a plan, from its per-pool counts."""
+    """Total decode and prefill GPUs of a plan, from its per-pool worker counts and GPUs per worker (tp)."""
 
     decode_counts: dict[str, int]
     prefill_counts: dict[str, int]
+    decode_tp: int
+    prefill_tp: int
 
     @property
     def decode_gpus(self) -> int:
-        return sum(self.decode_counts.values())
+        return sum(self.decode_counts.values()) * self.decode_tp
 
     @property
     def prefill_gpus(self) -> int:
-        return sum(self.prefill_counts.values())
+        return sum(self.prefill_counts.values()) * self.prefill_tp
 
 
 @dataclass
@@ -77,6 +79,8 @@ class VariantPlan(_GpuTotals):
     goodput_rps: float | None = None
     goodput_gpus: int | None = None  # GPUs of the layout goodput was measured on: the plan's own
     goodput_decode_gpus: int | None = None
+    decode_tp: int = 1  # GPUs per decode worker: the counts above are workers
+    prefill_tp: int = 1
 
 
 def on_fleet(variant: VariantSpec, decode_counts: dict[str, int]) -> VariantSpec:
@@ -122,17 +126,19 @@ class Planner:
 
     # -- searches ------------------------------------------------------------------------
     def _search(self, counts: dict[str, int], judge: Callable[[dict[str, int]], dict[str, float]],
-                what: str) -> dict[str, int]:
-        """Per key, the least count whose attainment meets the target: doubling (capped at
-        ``max_gpus``) until it passes, then bisection, so at most about 2 log2(max_gpus) probes.
+                what: str, tp: int = 1) -> dict[str, int]:
+        """Per key, the least count of workers whose attainment meets the target: doubling (capped at
+        ``max_gpus`` GPUs: ``max_gpus // tp`` workers of ``tp`` GPUs) until it passes, then bisection, so at
+        most about 2 log2(max_gpus) probes.
 
         ``judge`` runs one probe with all counts and returns each key's attainment; keys are
         searched together because their pools do not share workers.
         """
+        cap = max(1, self.max_gpus // tp)
         lo = {k: 0 for k in counts}  # highest count known to fail
         hi: dict[str, int | None] = {k: None for k in counts}  # least count known to pass
         best = {k: 0.0 for k in counts}
-        cur = {k: min(c, self.max_gpus) for k, c in counts.items()}
+        cur = {k: min(c, cap) for k, c in counts.items()}
         while True:
             verdict = judge(cur)
             for k, att in verdict.items():
@@ -146,12 +152,12 @@ class Planner:
                 return {k: hi[k] for k in counts}  # type: ignore[misc]
             for k in counts:
                 if hi[k] is None:
-                    if lo[k] >= self.max_gpus:
+                    if lo[k] >= cap:
                         raise ScenarioError(
                             f"SLO unmet at --max-gpus {self.max_gpus}: {what} {k!r} reaches at best "
-                            f"{best[k]:.1%} SLO attainment (target {self.attainment:.0%}) with {self.max_gpus} "
+                            f"{best[k]:.1%} SLO attainment (target {self.attainment:.0%}) with {cap * tp} "
                             f"GPUs; raise --max-gpus or relax the SLO")
-                    cur[k] = min(max(1, cur[k] * 2), self.max_gpus)
+                    cur[k] = min(max(1, cur[k] * 2), cap)
                 elif hi[k] - lo[k] > 1:
                     cur[k] = (lo[k] + hi[k]) // 2
                 else:
@@ -167,7 +173,8 @@ class Planner:
             summary, _ = self.probe(variant, {t: counts.get(t, 0) for t in tasks})
             return {t: summary["per_model"][t]["slo"]["ttft_attainment"] for t in counts}
 
-        return {t: 0 for t in tasks} | self._search({t: 1 for t in busy}, judge, "prefill of model")
+        return {t: 0 for t in tasks} | self._search({t: 1 for t in busy}, judge, "prefill of model",
+                                                    self.sc.prefill.tp)
 
     def plan_decode(self, variant: VariantSpec, prefill: dict[str, int]) -> dict[str, int]:
         tasks = self.sc.model.tasks
@@ -179,13 +186,13 @@ class Planner:
                     return {"shared": 0.0}  # too few GPUs to host every model
                 _, row = self.probe(variant.model_copy(update={"workers": counts["shared"]}), prefill)
                 return {"shared": row["min_model_attainment"]}
-            return self._search({"shared": 1}, judge, "shared pool of variant")
+            return self._search({"shared": 1}, judge, "shared pool of variant", variant.tp)
 
         def judge(counts):
             workers = {t: counts.get(t, 0) for t in tasks}
             summary, _ = self.probe(variant.model_copy(update={"workers": workers}), prefill)
             return {t: summary["per_model"][t]["slo"]["attainment"] for t in counts}
-        found = self._search({t: 1 for t in busy}, judge, "decode pool of model")
+        found = self._search({t: 1 for t in busy}, judge, "decode pool of model", variant.tp)
         return {t: found.get(t, 0) for t in tasks}
 
     def goodput(self, variant: VariantSpec, prefill: dict[str, int], precision: float = 0.02) -> float:
@@ -235,7 +242,7 @@ def plan(sc: Scenario, attainment: float, variants: list[str] | None = None, siz
         else:
             prefill = planner.plan_prefill(v) if size_prefill else sc.counts(sc.prefill.workers)
         decode = planner.plan_decode(v, prefill)
-        vp = VariantPlan(v.name, decode, prefill)
+        vp = VariantPlan(v.name, decode, prefill, decode_tp=v.tp, prefill_tp=sc.prefill.tp)
         if goodput:
             measure_goodput(planner, v, vp)
         plans.append(vp)

@@ -54,6 +54,14 @@ class SeededPlan(_GpuTotals):
     def prefill_counts(self) -> dict[str, int]:
         return {k: max(p.prefill_counts[k] for p in self.per_seed) for k in self.per_seed[0].prefill_counts}
 
+    @property
+    def decode_tp(self) -> int:
+        return self.per_seed[0].decode_tp
+
+    @property
+    def prefill_tp(self) -> int:
+        return self.per_seed[0].prefill_tp
+
 
     @property
     def decode_gpus_by_seed(self) -> list[int]:
