@@ -138,3 +138,14 @@ def test_the_public_file_is_read_when_installed():
         pytest.skip("no silicon_sample.csv in this aiconfigurator-core")
     df = read_measurements(path)
     assert len(df) > 0 and set(df["mode"]) <= {"agg", "disagg"}
+
+
+def test_model_config_gives_an_unknown_name_a_shape(tmp_path):
+    config = Path(__file__).parent / "data" / "hf" / "qwen3-8b" / "config.json"
+    src = tmp_path / "silicon.csv"
+    write_csv(src, [{**DISAGG, "model_path": "acme/Custom-8B"}])
+    assert main(["validate", "--measurements", str(src), "--out", str(tmp_path / "a")]) == 0
+    assert list(pd.read_csv(tmp_path / "a" / "not_expressible.csv")["reason"]) == ["model not known to sunsim"]
+    assert main(["validate", "--measurements", str(src), "--model-config", f"acme/Custom-8B={config}",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert len(pd.read_csv(tmp_path / "b" / "per_row.csv")) == 1
