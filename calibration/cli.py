@@ -84,12 +84,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cost.set_defaults(func=cmd_cost)
 
     val = subparsers.add_parser(
-        "validate", help="real continuous-batching decode loop vs the simulator",
+        "validate", help="real continuous-batching decode loop vs the simulator; or replay measurements",
         description="Serve a Poisson trace with the real kernels (continuous batching, one token per running "
                     "request per iteration) and with the simulator using the profile; report per-request TPOT "
                     "and per-step errors and the calibration targets in validation.md. Exit 1 when a target "
-                    "enforced on this device (GPU only) is missed.")
-    val.add_argument("--profile", required=True, help="profile directory or JSON")
+                    "enforced on this device (GPU only) is missed. With --measurements instead: replay published "
+                    "end-to-end benchmarks (aiconfigurator-core's silicon_sample.csv layout) in the simulator, "
+                    "closed-loop clients at each row's concurrency, and report measured vs simulated TTFT/TPOT.")
+    val.add_argument("--profile", help="profile directory or JSON")
+    val.add_argument("--measurements", type=Path, metavar="FILE.csv",
+                     help="replay these end-to-end measurements instead (no device, no profile needed)")
+    val.add_argument("--columns", metavar="JSON",
+                     help="--measurements: {field: column} for a file in another layout (JSON text or a file)")
+    val.add_argument("--model-config", action="append", default=[], metavar="MODEL=CONFIG.json",
+                     help="--measurements: the shape of a model name from a Hugging Face config.json (repeatable)")
+    val.add_argument("--out", type=Path, help="--measurements: output folder (per_row.csv, groups.csv, "
+                                              "not_expressible.csv; default results/validate-measurements)")
+    val.add_argument("--limit", type=positive_int, metavar="K", help="--measurements: replay the first K "
+                                                                     "expressible rows only")
     val.add_argument("--against", metavar="NAME",
                      help="compare the profile with a shipped table profile (vllm-h100, ...) instead: both cost "
                           "models over a grid of decode steps and prefills, no device needed")
@@ -120,7 +132,17 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """``sunsim validate``: see :func:`calibration.commands.cmd_validate`."""
+    """``sunsim validate``: see :func:`calibration.commands.cmd_validate`, or with --measurements
+    :func:`sunsim.cli.measurements.cmd_validate_measurements` (which loads no torch)."""
+    from sunsim.errors import InputError
+
+    if (args.measurements is None) == (args.profile is None):
+        raise InputError("validate: give --profile (a profile against the kernels or --against tables) or "
+                         "--measurements FILE.csv (end-to-end measurements), not both")
+    if args.measurements is not None:
+        from sunsim.cli.measurements import cmd_validate_measurements
+
+        return cmd_validate_measurements(args)
     from calibration.commands import cmd_validate as run
 
     return run(args)

@@ -11,6 +11,12 @@ steady-state window (from ``sim.warmup_fraction`` of the arrival span to the las
 the first token at its time and the decode tokens spread evenly over each request's decode;
 the drain (last arrival -> last finish) is reported on its own.
 
+Closed-loop clients (``workload.arrivals.kind: closed``) measure the window in which all N clients
+are active: from ``warmup_s`` (default: the last of the clients' first requests finished, leaving
+out the synchronised start) to the first client stop (the drain begins). Throughput counts the
+tokens and finishes inside it; latencies and SLO attainment count the requests that arrived and
+finished inside it (each saw N clients for its whole life), ``window.requests`` of them.
+
 Per-model figures divide by the GPUs that serve the model: its own prefill GPUs and every
 decode GPU of the pool that serves it (``per_model[m]["gpus"]``). A dedicated pool is the
 model's alone; a shared (SUN, multi-LoRA) pool serves every model, so each model counts all
@@ -92,6 +98,21 @@ def tokens_in_window(df: pd.DataFrame, start: float, end: float) -> float:
     return total + float((rest * share).sum())
 
 
+def closed_window(res: VariantResult, df: pd.DataFrame) -> tuple[float, float, np.ndarray]:
+    """A closed-loop run's window (start, end) and which rows of ``df`` it measures (see above)."""
+    arrivals = res.scenario.workload.arrivals
+    arrival = df["arrival_s"].to_numpy(dtype=float)
+    fin = df["finish_s"].to_numpy(dtype=float)
+    start = arrivals.warmup_s  # type: ignore[union-attr]  # only closed arrivals have clients
+    if start is None:  # the clients' first requests: 0..N-1, all sent at time 0
+        first = fin[: arrivals.concurrency]  # type: ignore[union-attr]
+        start = float(np.max(first)) if np.isfinite(first).all() else res.end_s
+    end = res.clients_stop_s if res.clients_stop_s is not None else res.end_s
+    with np.errstate(invalid="ignore"):
+        measured = (arrival >= start) & (fin <= end)
+    return float(start), float(end), measured
+
+
 def _stats(x: np.ndarray) -> dict[str, float | None]:
     x = x[~np.isnan(x)]
     if len(x) == 0:
@@ -106,15 +127,19 @@ def slo_met(ttft: np.ndarray, tpot: np.ndarray, finished: np.ndarray, slo_ttft: 
 
 
 def _figures(df: pd.DataFrame, window: tuple[float, float], gpus: dict[str, int], slo_ttft: float,
-             slo_tpot: float) -> dict:
-    finished = df["finish_s"].notna().to_numpy()
+             slo_tpot: float, measured: np.ndarray | None = None) -> dict:
+    """Counts and throughput over ``df``; latencies and SLO over its ``measured`` rows (default: all)."""
+    all_finished = df["finish_s"].notna().to_numpy()
     fin = df["finish_s"].to_numpy(dtype=float)
-    ttft, tpot, e2e = (df[c].to_numpy(dtype=float) for c in ("ttft_s", "tpot_s", "e2e_s"))
+    lat = df if measured is None else df[measured]
+    finished = lat["finish_s"].notna().to_numpy()
+    ttft, tpot, e2e = (lat[c].to_numpy(dtype=float) for c in ("ttft_s", "tpot_s", "e2e_s"))
     met = slo_met(ttft, tpot, finished, slo_ttft, slo_tpot)
     span = max(window[1] - window[0], 1e-12)
     tps = tokens_in_window(df, *window) / span
     return {
-        "requests": {"arrived": int(len(df)), "finished": int(finished.sum()), "unfinished": int((~finished).sum())},
+        "requests": {"arrived": int(len(df)), "finished": int(all_finished.sum()),
+                     "unfinished": int((~all_finished).sum())},
         "throughput": {
             "requests_per_s": float(((fin >= window[0]) & (fin <= window[1])).sum() / span),
             "output_tokens_per_s": tps,
@@ -125,8 +150,8 @@ def _figures(df: pd.DataFrame, window: tuple[float, float], gpus: dict[str, int]
         "tpot_s": _stats(tpot),
         "e2e_s": _stats(e2e),
         # First token -> KV in decode memory: waiting for memory, the link, and the transfer itself.
-        "kv_wait_s": _stats(df["kv_ready_s"].to_numpy(dtype=float) - df["first_token_s"].to_numpy(dtype=float)),
-        "parked_s": _stats(df["parked_s"].to_numpy(dtype=float)),
+        "kv_wait_s": _stats(lat["kv_ready_s"].to_numpy(dtype=float) - lat["first_token_s"].to_numpy(dtype=float)),
+        "parked_s": _stats(lat["parked_s"].to_numpy(dtype=float)),
         "preemptions": int(df["preemptions"].sum()),
         "slo": {"ttft_s": slo_ttft, "tpot_s": slo_tpot,
                 "attainment": float(met.mean()) if len(met) else None,
@@ -150,7 +175,15 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
     df = request_table(res) if df is None else df
     gpus = gpu_counts(len(res.prefill_stats), len(res.decode_stats), sc.prefill.tp, v.tp)
     arrival = df["arrival_s"].to_numpy(dtype=float)
-    window = throughput_window(arrival, sc.sim.warmup_fraction)
+    measured = None
+    if res.stream.closed:
+        start, end, measured = closed_window(res, df)
+        window = (start, end)
+        window_info = {"start_s": window[0], "end_s": window[1], "requests": int(measured.sum()),
+                       "kind": "closed"}
+    else:
+        window = throughput_window(arrival, sc.sim.warmup_fraction)
+        window_info = {"start_s": window[0], "end_s": window[1], "warmup_fraction": sc.sim.warmup_fraction}
     last_finish = float(np.nanmax(df["finish_s"].to_numpy(dtype=float))) if df["finish_s"].notna().any() else None
     all_done = bool(df["finish_s"].notna().all())
     slo = sc.slo
@@ -166,15 +199,16 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
         "profile": res.profile.as_dict(),
         "gpus": gpus,
         "duration_s": res.end_s,
-        "window": {"start_s": window[0], "end_s": window[1], "warmup_fraction": sc.sim.warmup_fraction},
-        # Last arrival -> last finish (-> the stop, if requests were left unfinished).
+        "window": window_info,
+        # Window end (last arrival; closed: first client stop) -> last finish (-> the stop, if unfinished).
         "drain_s": (last_finish if all_done and last_finish is not None else res.end_s) - window[1],
-        **_figures(df, window, gpus, slo.ttft_s, slo.tpot_s),
+        **_figures(df, window, gpus, slo.ttft_s, slo.tpot_s, measured),
     }
     per_model = {}
     for name, part in df.groupby("model", sort=False):
         pm_gpus = model_gpus(res, str(name))
-        per_model[str(name)] = {"gpus": pm_gpus, **_figures(part, window, pm_gpus, slo.ttft_s, slo.tpot_s)}
+        own = None if measured is None else measured[part.index.to_numpy()]
+        per_model[str(name)] = {"gpus": pm_gpus, **_figures(part, window, pm_gpus, slo.ttft_s, slo.tpot_s, own)}
     summary["per_model"] = dict(sorted(per_model.items(), key=lambda kv: sc.model.tasks.index(kv[0])))
     summary["decode_workers"] = [
         {

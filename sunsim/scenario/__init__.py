@@ -46,6 +46,7 @@ from sunsim.scenario.shape import CustomShape
 from sunsim.scenario.trace_layout import DEFAULT_LAYOUT, TraceColumns, TraceLayout, TraceSource
 from sunsim.scenario.workload import (
     Arrivals,
+    ClosedArrivals,
     Fixed,
     FromTrace,
     Gamma,
@@ -73,7 +74,7 @@ __all__ = [
     "PrefillSpec", "DecodeDefaults", "VariantSpec", "Rebalance", "Split", "WorkerCount", "Routing", "POOL_MODES",
     "AGGREGATED_MODES", "PER_MODEL_MODES", "DEFAULT_MAX_NUM_BATCHED_TOKENS",
     "split_by_share",
-    "WorkloadSpec", "Arrivals", "Poisson", "Gamma", "TraceArrivals", "Popularity", "Zipf", "Weights",
+    "WorkloadSpec", "Arrivals", "Poisson", "Gamma", "TraceArrivals", "ClosedArrivals", "Popularity", "Zipf", "Weights",
     "PopularityShift", "Lengths", "LengthDist", "Fixed", "Uniform", "LogNormal", "Geometric", "FromTrace",
     "TraceSource", "TraceColumns", "TraceLayout", "DEFAULT_LAYOUT",
     "SLOSpec", "SimSpec",

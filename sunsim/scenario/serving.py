@@ -155,7 +155,7 @@ class VariantSpec(StrictModel):
     #: ``--max-num-batched-tokens``; default :data:`DEFAULT_MAX_NUM_BATCHED_TOKENS`).
     max_num_batched_tokens: Int | None = Field(None, gt=0, le=MAX_TOKENS)
     #: GPUs per decode worker (tensor parallel); ``workers`` counts workers, so the variant runs on
-    #: ``workers x tp`` decode GPUs. Not modelled for the adapter modes (sharded adapters) nor aggregated ones.
+    #: ``workers x tp`` decode GPUs. Not modelled for the adapter modes (sharded adapters).
     tp: TensorParallel = 1
 
     @field_validator("name")
@@ -181,7 +181,7 @@ class VariantSpec(StrictModel):
             if getattr(self, field) is not None and self.mode not in modes:
                 raise ValueError(f"{field} applies only to mode: {' or '.join(modes)} "
                                  f"(this variant is mode: {self.mode})")
-        if self.tp != 1 and self.mode in ("multi_lora", *AGGREGATED_MODES):
+        if self.tp != 1 and self.mode in ("multi_lora", "aggregated_lora"):
             raise ValueError(f"tp: tensor parallelism is not modelled for mode: {self.mode}; use tp: 1")
         return self
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from sunsim.scenario.limits import (
+    MAX_CLIENTS,
     MAX_CV,
     MAX_DURATION_S,
     MAX_RATE,
@@ -126,7 +127,34 @@ class TraceArrivals(TraceSource):
         return self
 
 
-Arrivals = Annotated[Poisson | Gamma | TraceArrivals, Field(discriminator="kind")]
+class ClosedArrivals(StrictModel):
+    """Closed-loop clients, as ``vllm bench serve --max-concurrency N`` and genai-perf's ``--concurrency N``
+    run a benchmark: ``concurrency`` clients each send a request at time 0, then their next one when the
+    previous finished (its last token) and a think time passed.
+
+    The requests' models and lengths are drawn up front (popularity, per-model lengths), as for open
+    arrivals; only their arrival times are decided by the run, so the load follows the served speed.
+    The run sends ``workload.num_requests`` requests (no client sends at or after
+    ``workload.duration_s``, if given); then the clients stop one by one and the rest drains.
+
+    Summaries measure the window in which every client is active: from ``warmup_s`` (default: when the
+    last of the clients' first requests finished, so the synchronised start is left out) to the first
+    client stop (its request finished with nothing left to send). Latencies count the requests that
+    arrived and finished inside it (see :mod:`sunsim.analysis.metrics`).
+    """
+
+    kind: Literal["closed"]
+    #: Clients, each with at most one request in flight (vllm's --max-concurrency).
+    concurrency: Int = Field(ge=1, le=MAX_CLIENTS)
+    #: Seconds between a request's last token and the client's next request (0: back to back).
+    think_time_s: Float = Field(0.0, ge=0, le=MAX_TIME_S)
+    #: ``fixed``: exactly think_time_s; ``exponential``: drawn with that mean (seeded per run).
+    think: Literal["fixed", "exponential"] = "fixed"
+    #: Start of the measured window (simulated seconds); default: the clients' first requests all finished.
+    warmup_s: Float | None = Field(None, ge=0, le=MAX_TIME_S)
+
+
+Arrivals = Annotated[Poisson | Gamma | TraceArrivals | ClosedArrivals, Field(discriminator="kind")]
 
 
 # --- popularity ------------------------------------------------------------------------------
@@ -177,6 +205,19 @@ class WorkloadSpec(StrictModel):
     def _bounded(self) -> WorkloadSpec:
         if self.duration_s is None and self.num_requests is None:
             raise ValueError("give workload.duration_s or workload.num_requests")
-        if self.rate is None and not isinstance(self.arrivals, TraceArrivals):
+        if isinstance(self.arrivals, ClosedArrivals):
+            if self.rate is not None:
+                raise ValueError("workload.rate: not with closed arrivals (the clients' concurrency and the served "
+                                 "speed set the load); drop workload.rate, or use poisson/gamma arrivals")
+            if self.num_requests is None:
+                raise ValueError("workload.num_requests is required with closed arrivals (the requests' models and "
+                                 "lengths are drawn up front; duration_s may stop the clients earlier)")
+            if self.arrivals.concurrency > self.num_requests:
+                raise ValueError(f"workload.arrivals.concurrency {self.arrivals.concurrency} is more than "
+                                 f"workload.num_requests {self.num_requests}: some clients would send nothing")
+            if self.shift is not None:
+                raise ValueError("workload.shift: not with closed arrivals (the shift is by arrival time, which "
+                                 "closed-loop clients decide during the run); drop workload.shift")
+        elif self.rate is None and not isinstance(self.arrivals, TraceArrivals):
             raise ValueError("workload.rate is required for poisson and gamma arrivals")
         return self

@@ -9,6 +9,7 @@ decode alike (one copy of the weights per GPU) and count only the pool's GPUs.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import simpy
@@ -18,11 +19,13 @@ from sunsim.costs.hardware import gpu as gpu_spec
 from sunsim.costs.lora import DEFAULT_BAND, DEFAULT_RANK, AdapterCache, LoraCost
 from sunsim.scenario import DEFAULT_MAX_NUM_BATCHED_TOKENS, Scenario, ScenarioError, VariantSpec
 from sunsim.sim.aggregated import AggregatedState, AggregatedWorker
+from sunsim.sim.clients import ClosedLoopClients, closed_loop_clients
 from sunsim.sim.interconnect import Interconnect
 from sunsim.sim.kv_policy import KVPolicy
 from sunsim.sim.layout import VariantResult, cost_model, kv_capacity_tokens
 from sunsim.sim.records import Records
 from sunsim.sim.routing import Router
+from sunsim.sim.tensor_parallel import gpu_counts, shard
 from sunsim.workload.stream import RequestStream
 
 
@@ -31,16 +34,21 @@ class AggregatedPlan:
 
     def __init__(self, sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile) -> None:
         horizon = sc.sim.horizon_s
-        if horizon is not None and len(stream) and horizon <= float(stream.arrival_s[0]):
+        first = 0.0 if stream.closed or not len(stream) else float(stream.arrival_s[0])
+        if horizon is not None and len(stream) and horizon <= first:
             raise ScenarioError(f"sim.horizon_s: the run would stop at {horizon:g} s, before the first request "
-                                f"arrives ({float(stream.arrival_s[0]):.6g} s); give a later horizon or none")
-        d, shape, tasks = sc.decode, sc.shape, sc.model.tasks
+                                f"arrives ({first:.6g} s); give a later horizon or none")
+        d, tasks = sc.decode, sc.model.tasks
+        shape = shard(sc, "decode", variant)  # what one GPU of a worker holds (the whole model at tp 1)
+        self.tp = variant.tp
         if d.kv_policy == "paged" and d.preemption != "recompute":
             raise ScenarioError(f"decode.preemption: variant {variant.name!r} is mode: {variant.mode}, whose "
                                 f"preempted requests are recomputed (vLLM V1 has no swap); set decode.preemption: "
                                 f"recompute or leave the variant out")
         try:
-            self.cost = cost_model(sc, profile, variant.dtype)
+            self.cost = cost_model(sc, profile, variant.dtype, variant=variant)
+        except ScenarioError:
+            raise
         except ValueError as exc:
             raise ScenarioError(f"variants.{variant.name}.dtype: {exc}") from None
         self.lora: LoraCost | None = None
@@ -77,13 +85,13 @@ class AggregatedPlan:
                 f"hardware.memory_utilization, decode.watermark)")
         self.budget = variant.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS
         self.max_batch = variant.max_batch or d.max_batch
+        self.kv_bytes = shape.kv_bytes(d.kv_dtype)
         self.kv_policy = KVPolicy(policy=d.kv_policy, preemption="recompute", watermark=d.watermark,
-                                  swap_Bps=d.swap_GBps * 1e9, kv_bytes_per_token=shape.kv_bytes(d.kv_dtype))
+                                  swap_Bps=d.swap_GBps * 1e9, kv_bytes_per_token=self.kv_bytes)
 
     @property
     def gpus(self) -> dict[str, int]:
-        n = sum(self.counts.values())
-        return {"prefill": 0, "decode": n, "total": n}
+        return gpu_counts(0, sum(self.counts.values()), 1, self.tp)
 
 
 def check_aggregated(sc: Scenario, variant: VariantSpec, stream: RequestStream,
@@ -96,6 +104,9 @@ def simulate_aggregated(sc: Scenario, variant: VariantSpec, stream: RequestStrea
                         keep_timeline: bool = False) -> VariantResult:
     """Run an aggregated variant over the whole stream until every request finished or the horizon."""
     plan = AggregatedPlan(sc, variant, stream, profile)
+    if stream.closed:  # the clients fill in this run's own arrival times
+        stream = replace(stream, arrival_s=np.full(len(stream), np.inf))
+    clients: ClosedLoopClients | None = None
     wall0 = time.perf_counter()
     env = simpy.Environment()
     n, tasks = len(stream), sc.model.tasks
@@ -107,7 +118,9 @@ def simulate_aggregated(sc: Scenario, variant: VariantSpec, stream: RequestStrea
 
     def count_finished(k: int) -> None:
         finished[0] += k
-        if finished[0] == n:
+        if clients is not None:
+            clients.finished(k)  # frees k clients
+        elif finished[0] == n:
             all_done.succeed()
 
     state = AggregatedState(n)
@@ -132,25 +145,33 @@ def simulate_aggregated(sc: Scenario, variant: VariantSpec, stream: RequestStrea
     pool_for_model = [0] * len(tasks) if lora is not None else list(range(len(tasks)))
     arrival = stream.arrival_s
 
+    def send(rid: int) -> None:
+        p = pool_for_model[int(model[rid])]
+        router.pick(pools[p], p).submit(rid)
+
     def arrivals():
         timeout = env.timeout
         for rid in range(n):
             delay = arrival[rid] - env.now
             if delay > 0:
                 yield timeout(delay)
-            p = pool_for_model[int(model[rid])]
-            router.pick(pools[p], p).submit(rid)
+            send(rid)
 
-    env.process(arrivals())
-    horizon = sc.sim.horizon_s or (float(arrival[-1]) + sc.sim.drain_s)
-    env.run(until=env.any_of([all_done, env.timeout(horizon)]))
+    if stream.closed:
+        clients = closed_loop_clients(env, sc, arrival, send)
+        clients.start()
+        env.run(until=clients.until(sc.sim.horizon_s))
+    else:
+        env.process(arrivals())
+        horizon = sc.sim.horizon_s or (float(arrival[-1]) + sc.sim.drain_s)
+        env.run(until=env.any_of([all_done, env.timeout(horizon)]))
     ic = sc.interconnect  # carries nothing: kept so every result has the same fields
-    link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, sc.shape.kv_bytes(sc.decode.kv_dtype))
+    link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, plan.kv_bytes)
     return VariantResult(
         scenario=sc, variant=variant, stream=stream, records=rec, profile=plan.cost.info,
         prefill_workers=[], decode_workers=workers, decode_pool_of=pool_of, prefill_pool_of=[],
         kv_capacity_tokens=plan.kv_capacity, prefill_kv_capacity_tokens=None, end_s=env.now,
         wall_s=time.perf_counter() - wall0, events=n + sum(w.events for w in workers), interconnect=link,
         decode_serves=serves, prefill_stats=[], decode_stats=[w.stats() for w in workers],
-        interconnect_stats=link.stats(),
+        interconnect_stats=link.stats(), clients_stop_s=clients.first_stop_s if clients else None,
     )

@@ -53,6 +53,8 @@ class VariantResult:
     #: per decode worker: the models its pool serves (at the start; a rebalanced worker moves, see ``moves``).
     #: Per-model figures read this, never the pool names, which a model may share ("shared").
     decode_serves: list[tuple[str, ...]] = field(default_factory=list)
+    #: closed-loop arrivals: when the first client stopped (the end of the window with all clients active).
+    clients_stop_s: float | None = None
 
 
 def kv_dtype(sc: Scenario, role: str) -> str:

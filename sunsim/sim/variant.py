@@ -7,6 +7,7 @@ hand-offs between prefill, interconnect and decode.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import simpy
@@ -19,6 +20,7 @@ from sunsim.costs.lora import step_coeffs as lora_step_coeffs
 from sunsim.costs.model import CostModel
 from sunsim.scenario import AGGREGATED_MODES, Scenario, ScenarioError, VariantSpec
 from sunsim.sim.aggregated_variant import check_aggregated, simulate_aggregated
+from sunsim.sim.clients import ClosedLoopClients, closed_loop_clients
 from sunsim.sim.decode import DecodeWorker
 from sunsim.sim.interconnect import Interconnect
 from sunsim.sim.kv_policy import KVPolicy, PagedState
@@ -44,9 +46,10 @@ class _Plan:
 
     def __init__(self, sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile) -> None:
         horizon = sc.sim.horizon_s
-        if horizon is not None and len(stream) and horizon <= float(stream.arrival_s[0]):
+        first = 0.0 if stream.closed else float(stream.arrival_s[0]) if len(stream) else 0.0
+        if horizon is not None and len(stream) and horizon <= first:
             raise ScenarioError(f"sim.horizon_s: the run would stop at {horizon:g} s, before the first request "
-                                f"arrives ({float(stream.arrival_s[0]):.6g} s); give a later horizon or none")
+                                f"arrives ({first:.6g} s); give a later horizon or none")
         shape = shard(sc, "decode", variant)  # what one decode GPU holds (the whole model at tp 1)
         self.tp = {"prefill": sc.prefill.tp, "decode": variant.tp}
         gpu = gpu_spec(sc.hardware.gpu)
@@ -140,6 +143,9 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     if variant.mode in AGGREGATED_MODES:
         return simulate_aggregated(sc, variant, stream, profile, keep_timeline)
     plan = _Plan(sc, variant, stream, profile)
+    if stream.closed:  # the clients fill in this run's own arrival times
+        stream = replace(stream, arrival_s=np.full(len(stream), np.inf))
+    clients: ClosedLoopClients | None = None
     wall0 = time.perf_counter()
     env = simpy.Environment()
     n = len(stream)
@@ -156,7 +162,9 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
 
     def count_finished(k: int) -> None:
         finished[0] += k
-        if finished[0] == n:
+        if clients is not None:
+            clients.finished(k)  # frees k clients
+        elif finished[0] == n:
             all_done.succeed()
 
     # Decode pools.
@@ -249,18 +257,26 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
 
     arrival = stream.arrival_s
 
+    def send(rid: int) -> None:
+        m = int(model[rid])
+        prefill_router.pick(prefill_pools[m], m).submit(rid)
+
     def arrivals():
         timeout = env.timeout
         for rid in range(n):
             delay = arrival[rid] - env.now
             if delay > 0:
                 yield timeout(delay)
-            m = int(model[rid])
-            prefill_router.pick(prefill_pools[m], m).submit(rid)
+            send(rid)
 
-    env.process(arrivals())
-    horizon = sc.sim.horizon_s or (float(arrival[-1]) + sc.sim.drain_s)
-    env.run(until=env.any_of([all_done, env.timeout(horizon)]))
+    if stream.closed:
+        clients = closed_loop_clients(env, sc, arrival, send)
+        clients.start()
+        env.run(until=clients.until(sc.sim.horizon_s))
+    else:
+        env.process(arrivals())
+        horizon = sc.sim.horizon_s or (float(arrival[-1]) + sc.sim.drain_s)
+        env.run(until=env.any_of([all_done, env.timeout(horizon)]))
     end = env.now
     wall = time.perf_counter() - wall0
     events = n + sum(w.batches for w in prefill_workers) + sum(w.events for w in decode_workers)
@@ -271,5 +287,5 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         kv_capacity_tokens=plan.kv_capacity, prefill_kv_capacity_tokens=plan.prefill_kv_capacity, end_s=end, wall_s=wall, events=events, interconnect=link,
         moves=rebalancer[0].moves if rebalancer else [], decode_serves=serves,
         prefill_stats=[w.stats() for w in prefill_workers], decode_stats=[w.stats() for w in decode_workers],
-        interconnect_stats=link.stats(),
+        interconnect_stats=link.stats(), clients_stop_s=clients.first_stop_s if clients else None,
     )

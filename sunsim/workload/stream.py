@@ -13,6 +13,7 @@ import pandas as pd
 
 from sunsim.scenario import (
     MAX_REQUESTS,
+    ClosedArrivals,
     FromTrace,
     Gamma,
     Geometric,
@@ -42,13 +43,19 @@ VARIANT_BYTES_PER_REQUEST = 800
 
 @dataclass(frozen=True)
 class RequestStream:
-    """Columnar description of every request, sorted by arrival."""
+    """Columnar description of every request, sorted by arrival.
+
+    Closed-loop arrivals (``closed``) are decided by the run: the stream drawn up front holds +inf
+    ("not sent yet"), and each variant's run fills a copy of its own (``VariantResult.stream``), which
+    every consumer after the run reads (request tables, summaries, rebalancing during it).
+    """
 
     arrival_s: np.ndarray  # float64
     model: np.ndarray  # int32, index into ``models``
     prompt_tokens: np.ndarray  # int64
     output_tokens: np.ndarray  # int64
     models: tuple[str, ...]
+    closed: bool = False  # arrival times are filled in by the run (closed-loop clients)
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -68,6 +75,9 @@ def estimate_requests(sc: Scenario) -> tuple[int, str]:
         if wl.num_requests is not None and wl.num_requests < n:
             n, why = wl.num_requests, f"workload.num_requests {wl.num_requests:,}"
         return n, why
+    if isinstance(wl.arrivals, ClosedArrivals):
+        assert wl.num_requests is not None  # the schema requires it for closed arrivals
+        return wl.num_requests, f"workload.num_requests {wl.num_requests:,}"
     assert wl.rate is not None  # the schema requires a rate for renewal arrivals
     n, why = None, ""
     if wl.duration_s is not None:
@@ -113,6 +123,9 @@ def _lengths(dist: LengthDist, n: int, rng: np.random.Generator, column: str) ->
 def _arrivals(sc: Scenario, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame | None]:
     wl = sc.workload
     arr = wl.arrivals
+    if isinstance(arr, ClosedArrivals):  # sent during the run: +inf until then
+        assert wl.num_requests is not None  # the schema requires it for closed arrivals
+        return np.full(wl.num_requests, np.inf), None
     if isinstance(arr, TraceArrivals):
         df = read_trace(arr.path, arr.layout())
         t = df["arrived_at"].to_numpy(dtype=float)
@@ -185,4 +198,5 @@ def build_workload(sc: Scenario) -> RequestStream:
             prompt[sel] = _lengths(pd_, len(sel), rng_p, "num_prefill_tokens")
             output[sel] = _lengths(od_, len(sel), rng_o, "num_decode_tokens")
     return RequestStream(arrival_s=np.asarray(t, dtype=float), model=model, prompt_tokens=prompt,
-                         output_tokens=output, models=tuple(tasks))
+                         output_tokens=output, models=tuple(tasks),
+                         closed=isinstance(wl.arrivals, ClosedArrivals))

@@ -95,6 +95,10 @@ class Planner:
     def __init__(self, sc: Scenario, attainment: float, max_gpus: int,
                  on_probe: Callable[[Probe], None] | None = None) -> None:
         check_max_gpus(max_gpus)
+        if sc.workload.arrivals.kind == "closed":
+            raise ScenarioError("workload.arrivals: planning sizes pools for a request rate, and closed-loop "
+                                "clients have none (their load follows the served speed); use poisson, gamma or "
+                                "trace arrivals")
         self.sc = sc
         self.attainment = attainment
         self.max_gpus = max_gpus
