@@ -149,6 +149,12 @@ PRESETS: dict[str, ModelShape] = {
         name="llama-3.1-70b", hidden=8192, layers=80, heads=64, kv_heads=8, head_dim=128,
         intermediate=28672, vocab=128256,
     ),
+    # Qwen/Qwen3-32B config.json: hidden_size 5120, num_hidden_layers 64, num_attention_heads 64,
+    # num_key_value_heads 8, head_dim 128, intermediate_size 25600, vocab_size 151936, tie_word_embeddings false.
+    "qwen3-32b": ModelShape(
+        name="qwen3-32b", hidden=5120, layers=64, heads=64, kv_heads=8, head_dim=128,
+        intermediate=25600, vocab=151936,
+    ),
     # Qwen/Qwen2.5-72B config.json: hidden_size 8192, num_hidden_layers 80, num_attention_heads 64,
     # num_key_value_heads 8, intermediate_size 29568, vocab_size 152064, tie_word_embeddings false.
     # Its QKV biases (80 x 10240 numbers, 0.001% of the weights) are not counted.

@@ -16,6 +16,7 @@ import pandas as pd
 from sunsim.analysis.runner import run_scenario, write_run
 from sunsim.analysis.sweep import Sweep, expand_points, load_sweep, run_sweep
 from sunsim.errors import InputError
+from sunsim.experiments.aggregated import AGGREGATED_RUNS, AGGREGATED_SWEEPS
 from sunsim.experiments.beyond import BEYOND_RUNS, BEYOND_SWEEPS
 from sunsim.experiments.outputs import Outputs
 from sunsim.experiments.paper import PAPER_RUNS, PAPER_SWEEPS
@@ -28,13 +29,13 @@ from sunsim.scenario import load_scenario
 #: The committed experiment scenarios and sweeps (the repository's ``scenarios/experiments/``).
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "scenarios" / "experiments"
 #: Every run, the paper's family first: the order they run in and the page lists them in.
-RUNS = PAPER_RUNS + PAPER_SETTING_RUNS + BEYOND_RUNS
+RUNS = PAPER_RUNS + PAPER_SETTING_RUNS + AGGREGATED_RUNS + BEYOND_RUNS
 #: Runs a page from older results may lack (their findings are left out).
-OPTIONAL_RUNS = ("baselines", *PAPER_SETTING_RUNS)
+OPTIONAL_RUNS = ("baselines", *PAPER_SETTING_RUNS, *AGGREGATED_RUNS)
 #: Every sweep, the paper's family first.
-SWEEPS = PAPER_SWEEPS + PAPER_SETTING_SWEEPS + BEYOND_SWEEPS
+SWEEPS = PAPER_SWEEPS + PAPER_SETTING_SWEEPS + AGGREGATED_SWEEPS + BEYOND_SWEEPS
 #: Sweeps a page from older results may lack (their findings are left out).
-OPTIONAL = ("short-outputs", *PAPER_SETTING_SWEEPS)
+OPTIONAL = ("short-outputs", *PAPER_SETTING_SWEEPS, *AGGREGATED_SWEEPS)
 #: Scaled-down settings for a quick check of the whole pipeline (tests, smoke runs).
 QUICK = ["workload.duration_s=15"]
 

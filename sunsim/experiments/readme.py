@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sunsim.experiments.aggregated import aggregated_section
 from sunsim.experiments.beyond import (
     beyond_figures,
     interconnect_finding,
@@ -147,7 +148,8 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
              routing_finding(outputs.sweeps["routing"], st["target"])]
     if "short-outputs" in outputs.sweeps:
         found.append(short_outputs_finding(outputs.sweeps["short-outputs"]))
-    lines += [*paper_setting_section(outputs.runs, outputs.sweeps), quality_table(), ""]
+    lines += [*paper_setting_section(outputs.runs, outputs.sweeps), *aggregated_section(outputs.runs, outputs.sweeps),
+              quality_table(), ""]
     lines += [
         "## Beyond the paper", "",
         runs_table(outputs.runs), "",
