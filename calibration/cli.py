@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sunsim.cli.argtypes import non_negative_int, positive_float, positive_int
+from sunsim.cli.argtypes import non_negative_int, overhead_ms, positive_float, positive_int
 from sunsim.costs.architecture import DTYPES, KV_DTYPES
 
 #: :data:`sunsim.costs.lora.BANDS` and its ``DEFAULT_BAND``, spelled out because that module loads numpy;
@@ -100,6 +100,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="--measurements: the shape of a model name from a Hugging Face config.json (repeatable)")
     val.add_argument("--out", type=Path, help="--measurements: output folder (per_row.csv, groups.csv, "
                                               "not_expressible.csv; default results/validate-measurements)")
+    val.add_argument("--overhead-ms", type=overhead_ms, metavar="MS", help="--measurements: replay at this engine "
+                     "overhead per iteration (default: the profile's assumed 0.5 ms)")
+    val.add_argument("--fit-on", metavar="FIELD=VALUE[,...]", help="--measurements: fit the per-iteration "
+                     "overhead on the rows matching these fields (model, system, backend, mode, ...), then replay "
+                     "every row at it and report the held-out rows apart")
     val.add_argument("--limit", type=positive_int, metavar="K", help="--measurements: replay the first K "
                                                                      "expressible rows only")
     val.add_argument("--against", metavar="NAME",

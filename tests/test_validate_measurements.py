@@ -128,7 +128,8 @@ def test_names_and_concurrency_by_hand():
     assert model_preset("meta-llama/Llama-3.1-8B-Instruct") == "llama-3.1-8b"
     assert model_preset("nvidia/Llama-3.1-8B-Instruct-FP8") == "llama-3.1-8b"
     assert model_preset("Qwen/Qwen3-8B") == "qwen3-8b"
-    assert model_preset("Qwen/Qwen3-32B") is None and model_preset("tiny") is None
+    assert model_preset("Qwen/Qwen3-32B") == "qwen3-32b" and model_preset("nvidia/Qwen3-32B-NVFP4") == "qwen3-32b"
+    assert model_preset("Qwen/Qwen3-30B-A3B") is None and model_preset("tiny") is None
     assert gpu_name("h100_sxm") == "h100" and gpu_name("b200_sxm") == "b200" and gpu_name("gb200") is None
     row = pd.Series({f: "" for f in FIELDS})
     assert concurrency_of({**row, "source": "a; silicon_concurrency=64; b", "id": "x_c8_y"}) == 64
@@ -155,3 +156,38 @@ def test_model_config_gives_an_unknown_name_a_shape(tmp_path):
     assert main(["validate", "--measurements", str(src), "--model-config", f"acme/Custom-8B={config}",
                  "--out", str(tmp_path / "b")]) == 0
     assert len(pd.read_csv(tmp_path / "b" / "per_row.csv")) == 1
+
+
+def test_overhead_fit_on_a_subset_and_held_out_rows(tmp_path):
+    """The overhead is fitted on the rows --fit-on names; every row is then replayed at it, the held-out ones apart.
+    The fitted value is the grid point whose linearised median error is least, and replaying at it moves each
+    row's TPOT by the overhead's change (one iteration per output token)."""
+    from sunsim.analysis.e2e_validate import validate_measurements
+
+    fit = {**DISAGG, "id": "fit_c4", "silicon_tpot_ms": "9.0"}
+    held = {**DISAGG, "id": "held_c4", "system": "h200_sxm", "silicon_tpot_ms": "8.0"}
+    src = tmp_path / "m.csv"
+    write_csv(src, [fit, held])
+    base, _, _ = validate_measurements(src)
+    per_row, groups, _ = validate_measurements(src, fit_on={"system": "h100_sxm"})
+    b = base.set_index("id")
+    fitted = per_row["overhead_ms"].iloc[0]
+    assert abs((b.loc["fit_c4", "simulated_tpot_ms"] - 0.5 + fitted) - 9.0) < 0.02  # the subset's own error ~0
+    p = per_row.set_index("id")
+    assert p.loc["fit_c4", "subset"] == "fit" and p.loc["held_c4", "subset"] == "held out"
+    moved = p.loc["held_c4", "simulated_tpot_ms"] - b.loc["held_c4", "simulated_tpot_ms"]
+    assert moved == pytest.approx(fitted - 0.5, rel=0.05)
+    assert set(groups["subset"]) == {"fit", "held out"}
+    with pytest.raises(Exception, match="--fit-on"):
+        validate_measurements(src, fit_on={"system": "b200_sxm"})
+
+
+def test_overhead_flag_is_checked(tmp_path, capsys):
+    src = tmp_path / "m.csv"
+    write_csv(src, [DISAGG])
+    with pytest.raises(SystemExit) as exit_:
+        main(["validate", "--measurements", str(src), "--out", str(tmp_path / "o"), "--overhead-ms", "nan"])
+    assert exit_.value.code == 2 and "--overhead-ms" in capsys.readouterr().err
+    assert main(["validate", "--measurements", str(src), "--out", str(tmp_path / "o"), "--fit-on", "colour=red"]) == 2
+    assert "--fit-on 'colour=red'" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "per_row.csv").exists()

@@ -22,6 +22,7 @@ import pandas as pd
 
 from sunsim.analysis.measurements import Verdict, judge, read_measurements
 from sunsim.analysis.metrics import summarize
+from sunsim.costs.model import DECODE_STEP_OVERHEAD_S
 from sunsim.errors import InputError
 from sunsim.output import Output, claim_outputs, mark, publish, staging, write_table
 from sunsim.scenario import scenario_from_dict
@@ -35,13 +36,14 @@ ROUNDS = 8
 GROUP_KEYS = ["model", "system", "backend", "mode"]
 PER_ROW = ["id", *GROUP_KEYS, "precision", "dtype", "gpu", "profile", "isl", "osl", "concurrency",
            "prefill_workers", "decode_workers", "prefill_tp", "decode_tp", "measured_ttft_ms", "simulated_ttft_ms", "ttft_rel_error",
-           "measured_tpot_ms", "simulated_tpot_ms", "tpot_rel_error", "window_requests", "note"]
+           "measured_tpot_ms", "simulated_tpot_ms", "tpot_rel_error", "window_requests", "overhead_ms", "subset", "note"]
 NOT_EXPRESSIBLE = ["id", *GROUP_KEYS, "reason", "detail"]
 OUTPUTS = ("per_row.csv", "groups.csv", "not_expressible.csv")
 
 
-def row_scenario(row: pd.Series, v: Verdict, rounds: int = ROUNDS) -> dict:
-    """The scenario (as a mapping) replaying one expressible row."""
+def row_scenario(row: pd.Series, v: Verdict, rounds: int = ROUNDS, overhead_ms: float | None = None) -> dict:
+    """The scenario (as a mapping) replaying one expressible row (``overhead_ms``: the engine's per-iteration
+    overhead, else the profile's assumed one)."""
     model = {"hf_config": v.model} if v.model and v.model.endswith(".json") else {"preset": v.model}
     isl, osl = int(float(row["isl"])), int(float(row["osl"]))
     c = int(v.concurrency or 1)
@@ -49,7 +51,7 @@ def row_scenario(row: pd.Series, v: Verdict, rounds: int = ROUNDS) -> dict:
     return {
         "name": "replay", "seed": 0,
         "model": {**model, "tasks": ["m"]},
-        "hardware": {"gpu": v.gpu},
+        "hardware": {"gpu": v.gpu, **({} if overhead_ms is None else {"iteration_overhead_ms": overhead_ms})},
         "prefill": {"workers": v.prefill_workers, "max_batch_tokens": max(8192, isl), "tp": v.prefill_tp},
         "workload": {"num_requests": c * rounds, "arrivals": {"kind": "closed", "concurrency": c},
                      "prompt_tokens": {"kind": "fixed", "value": isl},
@@ -58,9 +60,9 @@ def row_scenario(row: pd.Series, v: Verdict, rounds: int = ROUNDS) -> dict:
     }
 
 
-def replay_row(row: pd.Series, v: Verdict, rounds: int = ROUNDS) -> dict:
+def replay_row(row: pd.Series, v: Verdict, rounds: int = ROUNDS, overhead_ms: float | None = None) -> dict:
     """Simulate one row; its per-row record (simulated figures in ms)."""
-    sc = scenario_from_dict(row_scenario(row, v, rounds))
+    sc = scenario_from_dict(row_scenario(row, v, rounds, overhead_ms))
     summary = summarize(simulate_variant(sc, sc.variants[0], build_workload(sc), load_profile(sc)))
     measured_ttft, measured_tpot = float(row["ttft_ms"]), float(row["tpot_ms"])
     ttft = _ms(summary["ttft_s"]["mean"])
@@ -72,7 +74,7 @@ def replay_row(row: pd.Series, v: Verdict, rounds: int = ROUNDS) -> dict:
         "decode_workers": v.decode_workers, "prefill_tp": v.prefill_tp, "decode_tp": v.decode_tp, "measured_ttft_ms": measured_ttft, "simulated_ttft_ms": ttft,
         "ttft_rel_error": ttft / measured_ttft - 1, "measured_tpot_ms": measured_tpot, "simulated_tpot_ms": tpot,
         "tpot_rel_error": tpot / measured_tpot - 1, "window_requests": summary["window"]["requests"],
-        "note": v.detail,
+        "overhead_ms": DECODE_STEP_OVERHEAD_S * 1e3 if overhead_ms is None else overhead_ms, "note": v.detail,
     }
 
 
@@ -81,11 +83,13 @@ def _ms(seconds: float | None) -> float:
 
 
 def group_errors(per_row: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, system, backend, mode): rows, median and p90 absolute relative error of TTFT and TPOT."""
-    cols = [*GROUP_KEYS, "rows", "ttft_median_abs_rel_error", "ttft_p90_abs_rel_error",
+    """Per (model, system, backend, mode) and subset (the rows a constant was fitted on, or held out): rows,
+    median and p90 absolute relative error of TTFT and TPOT."""
+    keys = [*GROUP_KEYS, "subset"]
+    cols = [*keys, "rows", "ttft_median_abs_rel_error", "ttft_p90_abs_rel_error",
             "tpot_median_abs_rel_error", "tpot_p90_abs_rel_error"]
     rows = []
-    for key, part in per_row.groupby(GROUP_KEYS, sort=True):
+    for key, part in per_row.groupby(keys, sort=True):
         ttft, tpot = part["ttft_rel_error"].abs().dropna(), part["tpot_rel_error"].abs().dropna()
         rows.append([*key, len(part), *_med_p90(ttft), *_med_p90(tpot)])
     return pd.DataFrame(rows, columns=cols)
@@ -95,12 +99,60 @@ def _med_p90(x: pd.Series) -> tuple[float, float]:
     return (float(np.median(x)), float(np.percentile(x, 90))) if len(x) else (math.nan, math.nan)
 
 
+def parse_fit_on(text: str | None) -> dict[str, str]:
+    """``--fit-on``: ``field=value[,field=value...]`` over the measurement fields (model, system, backend, mode, ...)."""
+    from sunsim.analysis.measurements import FIELDS
+
+    out: dict[str, str] = {}
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        field, sep, value = item.partition("=")
+        if not sep or field not in FIELDS or not value:
+            raise InputError(f"--fit-on {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(FIELDS)}")
+        out[field] = value
+    return out
+
+
+def fit_overhead(per_row: pd.DataFrame, subset: pd.Series) -> float:
+    """The per-iteration engine overhead (ms) that minimises the median absolute TPOT error over ``subset``.
+
+    Linearised around the replay: a closed-loop replay runs one iteration per output token, so its TPOT moves
+    one for one with the overhead; the value found is then checked by replaying every row at it."""
+    part = per_row[subset]
+    if not len(part):
+        raise InputError("--fit-on: no replayed row matches; check the values against the file's columns")
+    t0 = part["simulated_tpot_ms"].to_numpy() - part["overhead_ms"].to_numpy()
+    m = part["measured_tpot_ms"].to_numpy()
+    grid = np.round(np.arange(0.0, 20.0 + 1e-9, 0.01), 2)
+    errors = [float(np.median(np.abs((t0 + g) / m - 1))) for g in grid]
+    return float(grid[int(np.argmin(errors))])
+
+
+def _replay_all(df: pd.DataFrame, verdicts: list[Verdict], todo: list[int], rounds: int, overhead_ms: float | None,
+                progress: Callable[[int, int, str], None] | None, what: str) -> tuple[list[dict], list[tuple]]:
+    rows, refused = [], []
+    for k, i in enumerate(todo):
+        row = df.iloc[i]
+        if progress:
+            progress(k, len(todo), f"{what}{row['id'] or f'row {i + 1}'}")
+        try:
+            rows.append(replay_row(row, verdicts[i], rounds, overhead_ms))
+        except InputError as exc:
+            refused.append((i, "scenario refused", str(exc)))
+    if progress:
+        progress(len(todo), len(todo), "")
+    return rows, refused
+
+
 def validate_measurements(path: Path, columns: dict[str, str] | None = None, limit: int | None = None,
                           model_configs: dict[str, str] | None = None, rounds: int = ROUNDS,
                           progress: Callable[[int, int, str], None] | None = None,
+                          overhead_ms: float | None = None, fit_on: dict[str, str] | None = None,
                           ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(per_row, groups, not_expressible) for a measurements file; ``limit``: replay the first K expressible rows.
 
+    ``overhead_ms`` replays at that per-iteration engine overhead. ``fit_on`` (field -> value) fits the overhead
+    on the rows matching it (:func:`fit_overhead`), then replays every row at the fitted value; the groups then
+    state the fitted rows and the held-out ones apart, the held-out error being the one that tests the fit.
     A row whose scenario sunsim refuses (e.g. its lengths leave no KV memory) joins the inexpressible
     ones, reason "scenario refused", with the refusal as its detail."""
     df = read_measurements(Path(path), columns)
@@ -108,22 +160,21 @@ def validate_measurements(path: Path, columns: dict[str, str] | None = None, lim
     todo = [i for i, v in enumerate(verdicts) if v.reason is None]
     if limit is not None:
         todo = todo[:limit]
-    rows, refused = [], []
-    for k, i in enumerate(todo):
-        row = df.iloc[i]
-        if progress:
-            progress(k, len(todo), str(row["id"] or f"row {i + 1}"))
-        try:
-            rows.append(replay_row(row, verdicts[i], rounds))
-        except InputError as exc:
-            refused.append((i, "scenario refused", str(exc)))
-    if progress:
-        progress(len(todo), len(todo), "")
+    rows, refused = _replay_all(df, verdicts, todo, rounds, overhead_ms, progress, "")
+    fit_ids: set[str] = set()
+    if fit_on:
+        first = pd.DataFrame(rows, columns=PER_ROW)
+        ids = {str(df.iloc[i]["id"]) for i in todo if all(str(df.iloc[i][f]) == v for f, v in fit_on.items())}
+        in_fit = first["id"].astype(str).isin(ids)
+        fitted = fit_overhead(first, in_fit)
+        fit_ids = set(first["id"].astype(str)[in_fit])
+        rows, refused = _replay_all(df, verdicts, todo, rounds, fitted, progress, f"at {fitted:g} ms: ")
     skipped = [(i, v.reason, v.detail) for i, v in enumerate(verdicts) if v.reason is not None] + refused
     not_expr = pd.DataFrame(
         [[df.iloc[i]["id"], *(df.iloc[i][k] for k in GROUP_KEYS), reason, detail]
          for i, reason, detail in sorted(skipped, key=lambda t: t[0])], columns=NOT_EXPRESSIBLE)
     per_row = pd.DataFrame(rows, columns=PER_ROW)
+    per_row["subset"] = np.where(per_row["id"].astype(str).isin(fit_ids), "fit", "held out" if fit_on else "all")
     return per_row, group_errors(per_row), not_expr
 
 

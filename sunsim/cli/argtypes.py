@@ -28,3 +28,5 @@ non_negative_int = _number(int, lambda n: n >= 0, "a non-negative integer")
 positive_float = _number(float, lambda x: 0 < x < float("inf"), "a positive number")
 #: Local worker processes: 1 to 1,024 (each is a whole Python process).
 worker_count = _number(int, lambda n: 1 <= n <= 1024, "an integer from 1 to 1024")
+#: An engine overhead per iteration, ms: 0 to 100 (as ``hardware.iteration_overhead_ms``).
+overhead_ms = _number(float, lambda x: 0 <= x <= 100, "a number of milliseconds from 0 to 100")

@@ -31,6 +31,7 @@ def cmd_validate_measurements(args: argparse.Namespace) -> int:
 
     from sunsim.analysis.e2e_validate import (
         claim_validate_output,
+        parse_fit_on,
         reason_counts,
         validate_measurements,
         write_validation,
@@ -38,9 +39,10 @@ def cmd_validate_measurements(args: argparse.Namespace) -> int:
     from sunsim.analysis.measurements import parse_columns
 
     out = args.out or Path("results") / "validate-measurements"
-    claim_validate_output(out, args.measurements)
     columns = parse_columns(args.columns)
     configs = _model_configs(args.model_config)
+    fit_on = parse_fit_on(args.fit_on)
+    claim_validate_output(out, args.measurements)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("replaying", total=None)
@@ -49,14 +51,18 @@ def cmd_validate_measurements(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, total=total, description=f"replaying {what}" if what else "done")
 
         per_row, groups, not_expr = validate_measurements(args.measurements, columns, args.limit, configs,
-                                                          progress=progress)
+                                                          progress=progress, overhead_ms=args.overhead_ms,
+                                                          fit_on=fit_on)
     written = write_validation(out, per_row, groups, not_expr)
-    table = Table(title=f"{args.measurements}: {len(per_row)} rows replayed, {len(not_expr)} not expressible",
-                  title_justify="left")
-    for col in ("model", "system", "backend", "mode", "rows", "TTFT |err| median / p90", "TPOT |err| median / p90"):
-        table.add_column(col, justify="right" if col not in ("model", "system", "backend", "mode") else "left")
+    overhead = f"; engine overhead {per_row['overhead_ms'].iloc[0]:g} ms per iteration" if len(per_row) else ""
+    fitted = f" (fitted on {', '.join(f'{k}={v}' for k, v in fit_on.items())})" if fit_on else ""
+    table = Table(title=f"{args.measurements}: {len(per_row)} rows replayed, {len(not_expr)} not expressible"
+                        f"{overhead}{fitted}", title_justify="left")
+    for col in ("model", "system", "backend", "mode", "subset", "rows", "TTFT |err| median / p90",
+                "TPOT |err| median / p90"):
+        table.add_column(col, justify="right" if col not in ("model", "system", "backend", "mode", "subset") else "left")
     for g in groups.itertuples():
-        table.add_row(str(g.model), str(g.system), str(g.backend), str(g.mode), str(g.rows),
+        table.add_row(str(g.model), str(g.system), str(g.backend), str(g.mode), str(g.subset), str(g.rows),
                       f"{g.ttft_median_abs_rel_error:.1%} / {g.ttft_p90_abs_rel_error:.1%}",
                       f"{g.tpot_median_abs_rel_error:.1%} / {g.tpot_p90_abs_rel_error:.1%}")
     console.print(table)

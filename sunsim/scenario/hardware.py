@@ -35,6 +35,9 @@ class HardwareSpec(StrictModel):
     memory_utilization: Float = Field(0.9, gt=0, le=1)
     #: Memory kept free for activations and the runtime, GiB (at most 10,000).
     reserve_gib: Float = Field(4.0, ge=0, le=MAX_RESERVE_GIB)
+    #: Engine overhead per decode iteration, ms (0 to 100); left out, the profile's assumed 0.5 ms
+    #: (see sunsim/costs/overhead.py; ``sunsim validate --measurements --fit-on`` fits one).
+    iteration_overhead_ms: Float | None = Field(None, ge=0, le=100)
 
     @field_validator("gpu")
     @classmethod

@@ -13,6 +13,7 @@ from sunsim.costs.architecture import ModelShape
 from sunsim.costs.hardware import GIB
 from sunsim.costs.hardware import gpu as gpu_spec
 from sunsim.costs.model import CostModel, ProfileInfo
+from sunsim.costs.overhead import with_overhead
 from sunsim.scenario import Scenario, ScenarioError, VariantSpec
 from sunsim.sim.decode import DecodeWorker
 from sunsim.sim.interconnect import Interconnect
@@ -67,8 +68,9 @@ def cost_model(sc: Scenario, profile: catalog.Profile, dtype: str, role: str = "
     """The cost model of a role's workers in a weight format, under the scenario's loaded profile (decode: of
     ``variant``'s workers, whose ``tp`` it takes; none: one GPU each)."""
     shard(sc, role, variant)  # a split the shape refuses names its field here
-    return catalog.make_cost_model(gpu_spec(sc.hardware.gpu), sc.shape, dtype, profile, kv_dtype(sc, role),
+    cost = catalog.make_cost_model(gpu_spec(sc.hardware.gpu), sc.shape, dtype, profile, kv_dtype(sc, role),
                                    worker_tp(sc, role, variant)[0])
+    return with_overhead(cost, sc.hardware.iteration_overhead_ms)
 
 
 def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = "decode",
