@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ import yaml
 from sunsim.analysis.planning import SeededPlan, plan_seeds, seeded_rows
 from sunsim.analysis.runner import ScenarioRun, run_scenario, write_run
 from sunsim.analysis.sweep import load_sweep, run_sweep
+from sunsim.analysis.vllm_metrics import parse_percentiles
 from sunsim.errors import InputError
 from sunsim.output import Output, claim_outputs
 from sunsim.scenario import (
@@ -190,12 +191,14 @@ class Run:
 
 
 def run(scenario: ScenarioSource, overrides: Overrides = None, *, variants: list[str] | None = None,
-        timeline: bool = True) -> Run:
+        timeline: bool = True, percentiles: Sequence[float] = (99,)) -> Run:
     """Simulate every variant (or the named ``variants``) of a scenario on the same request stream, in memory.
 
-    ``timeline=False`` skips the per-worker batch/KV timeline, as ``sunsim run --no-timeline`` does."""
+    ``timeline=False`` skips the per-worker batch/KV timeline, as ``sunsim run --no-timeline`` does;
+    ``percentiles`` choose the ``p{q}_*_ms`` keys of each summary's ``vllm`` block (``--percentiles``)."""
     sc, source = resolve_scenario(scenario, overrides)
-    return Run(run_scenario(sc, variants, keep_timeline=timeline), source)
+    qs = parse_percentiles(",".join(map(str, percentiles)), "percentiles")
+    return Run(run_scenario(sc, variants, keep_timeline=timeline, percentiles=qs), source)
 
 
 # -- plan --------------------------------------------------------------------------------------------------

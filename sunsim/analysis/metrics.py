@@ -31,7 +31,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sunsim.analysis.schema import FIELDS
+from sunsim.analysis.schema import FIELDS, percentile_fields
+from sunsim.analysis.vllm_metrics import DEFAULT_PERCENTILES, benchmark_span, vllm_metrics
 from sunsim.sim.tensor_parallel import gpu_counts
 from sunsim.sim.variant import VariantResult
 
@@ -169,8 +170,10 @@ def model_gpus(res: VariantResult, model: str) -> dict[str, int]:
                       res.variant.tp)
 
 
-def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
-    """The ``summary.json`` of one variant."""
+def summarize(res: VariantResult, df: pd.DataFrame | None = None,
+              percentiles: tuple[float, ...] = DEFAULT_PERCENTILES) -> dict:
+    """The ``summary.json`` of one variant; its ``vllm`` block (and each model's) holds ``vllm bench serve``'s
+    metrics (:mod:`sunsim.analysis.vllm_metrics`), ``percentiles`` choosing its ``p{q}_*`` keys."""
     sc, v = res.scenario, res.variant
     df = request_table(res) if df is None else df
     gpus = gpu_counts(len(res.prefill_stats), len(res.decode_stats), sc.prefill.tp, v.tp)
@@ -204,11 +207,14 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
         "drain_s": (last_finish if all_done and last_finish is not None else res.end_s) - window[1],
         **_figures(df, window, gpus, slo.ttft_s, slo.tpot_s, measured),
     }
+    span = benchmark_span(df, res.end_s)
+    summary["vllm"] = vllm_metrics(df, span, slo.ttft_s, slo.tpot_s, percentiles)
     per_model = {}
     for name, part in df.groupby("model", sort=False):
         pm_gpus = model_gpus(res, str(name))
         own = None if measured is None else measured[part.index.to_numpy()]
-        per_model[str(name)] = {"gpus": pm_gpus, **_figures(part, window, pm_gpus, slo.ttft_s, slo.tpot_s, own)}
+        per_model[str(name)] = {"gpus": pm_gpus, **_figures(part, window, pm_gpus, slo.ttft_s, slo.tpot_s, own),
+                                "vllm": vllm_metrics(part, span, slo.ttft_s, slo.tpot_s, percentiles)}
     summary["per_model"] = dict(sorted(per_model.items(), key=lambda kv: sc.model.tasks.index(kv[0])))
     summary["decode_workers"] = [
         {
@@ -250,5 +256,9 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None) -> dict:
 
 
 def comparison_row(summary: dict) -> dict:
-    """One flat row of the variant comparison table: the schema's summary-backed columns, in order."""
-    return {f.column: f.get(summary) for f in FIELDS if f.source is not None}
+    """One flat row of the variant comparison table: the schema's summary-backed columns, in order, then a
+    ``p{q}_*_ms`` column per chosen percentile the schema does not list (``sunsim run --percentiles``)."""
+    row = {f.column: f.get(summary) for f in FIELDS if f.source is not None}
+    for f in percentile_fields(summary.get("vllm", {}).get("percentiles", ())):
+        row.setdefault(f.column, f.get(summary))
+    return row

@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 
 from sunsim.analysis.metrics import comparison_row, request_table, summarize
+from sunsim.analysis.vllm_metrics import DEFAULT_PERCENTILES
 from sunsim.errors import InputError
 from sunsim.names import check_name
 from sunsim.output import MARKER, check_replaceable, mark, publish, staging, write_json, write_table, write_text
@@ -46,8 +47,10 @@ def select_variants(sc: Scenario, names: list[str] | None) -> list[VariantSpec]:
 
 
 def run_scenario(sc: Scenario, variants: list[str] | None = None, keep_timeline: bool = False,
-                 on_variant: Callable[[VariantSpec, int, int], None] | None = None) -> ScenarioRun:
-    """Simulate the chosen variants of a scenario (in memory; see :func:`write_run`)."""
+                 on_variant: Callable[[VariantSpec, int, int], None] | None = None,
+                 percentiles: tuple[float, ...] = DEFAULT_PERCENTILES) -> ScenarioRun:
+    """Simulate the chosen variants of a scenario (in memory; see :func:`write_run`); ``percentiles`` are the
+    ``p{q}_*_ms`` keys of each summary's ``vllm`` block."""
     chosen = select_variants(sc, variants)
     stream = build_workload(sc)
     profile = load_profile(sc)
@@ -61,7 +64,7 @@ def run_scenario(sc: Scenario, variants: list[str] | None = None, keep_timeline:
         df = request_table(res)
         results.append(res)
         tables.append(df)
-        summaries.append(summarize(res, df))
+        summaries.append(summarize(res, df, percentiles))
     return ScenarioRun(sc, stream, results, summaries, tables)
 
 

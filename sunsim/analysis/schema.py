@@ -19,17 +19,40 @@ class Field:
     scale: float = 1.0  # stored value x scale = the value in the label's unit
     metric: bool = True  # a measured number a report can plot (not a name or a setting)
     text: bool = False  # a name (variant, mode, profile); every other column holds numbers
+    optional: bool = False  # may be absent from a summary (a percentile not chosen): then None
 
     def get(self, summary: dict):
         """This field's value in a ``summary.json`` dict."""
         value = summary
         for key in self.source or ():
+            if self.optional and (not isinstance(value, dict) or key not in value):
+                return None
             value = value[key]
         return value
 
 
 def _name(column: str, *source: str) -> Field:
     return Field(column, column.replace("_", " "), source, metric=False, text=True)
+
+
+#: vLLM's latency metrics (``{stat}_{metric}_ms``), in ``vllm bench serve``'s order, and their labels.
+LATENCIES: dict[str, str] = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2EL"}
+_STATS = {"mean": "mean", "median": "median", "std": "std"}
+
+
+def percentile_word(q: float) -> str:
+    """vLLM's spelling of a percentile in a key: ``99`` -> ``"99"``, ``99.9`` -> ``"99.9"``."""
+    return str(int(q)) if int(q) == q else str(q)
+
+
+def _vllm(column: str, label: str) -> Field:
+    return Field(column, f"vLLM {label}", ("vllm", column), optional=column.startswith("p"))
+
+
+def percentile_fields(percentiles) -> list[Field]:
+    """The ``p{q}_{metric}_ms`` columns of the chosen percentiles (vLLM's keys, e.g. ``p99_ttft_ms``)."""
+    return [_vllm(f"p{percentile_word(q)}_{m}_ms", f"{label} p{percentile_word(q)} (ms)")
+            for m, label in LATENCIES.items() for q in percentiles]
 
 
 #: Every results column, in comparison-table order; planner-only columns (no summary source) last.
@@ -67,6 +90,13 @@ FIELDS: tuple[Field, ...] = (
     Field("parked_mean_s", "KV parked on prefill, mean (s)", ("parked_s", "mean")),
     Field("sim_wall_s", "simulation wall time (s)", ("sim", "wall_s"), metric=False),
     Field("sim_requests_per_wall_s", "simulated requests per wall-clock second", ("sim", "requests_per_wall_s"), metric=False),
+    # vllm bench serve's metrics, its names and units (summary.json's ``vllm`` block; vllm_metrics.py).
+    _vllm("request_throughput", "completed requests/s over the whole run"),
+    _vllm("request_goodput", "requests/s meeting the SLO over the whole run"),
+    _vllm("output_throughput", "output tokens/s over the whole run"),
+    *(_vllm(f"{stat}_{m}_ms", f"{label} {word} (ms)") for m, label in LATENCIES.items()
+      for stat, word in _STATS.items()),
+    *percentile_fields([99]),
     # Planner columns (plan.csv / plan_summary.csv), not in summary.json.
     Field("min_decode_gpus", "decode GPUs needed"),
     Field("goodput_rps", "goodput (requests/s)"),
@@ -100,5 +130,7 @@ COMPARISON_ROWS: tuple[tuple[str, tuple[str, ...], str, float], ...] = (
     ("preemptions", ("preemptions",), "{:,.0f}", 1),
     ("KV parked on prefill, mean (s)", ("parked_mean_s",), "{:.3f}", 1),
     ("drain after last arrival (s)", ("drain_s",), "{:.1f}", 1),
+    ("vLLM: request goodput (req/s)", ("request_goodput",), "{:.2f}", 1),
+    ("vLLM: ITL median / p99 (ms)", ("median_itl_ms", "p99_itl_ms"), "{:.1f}", 1),
     ("sim requests / wall-s", ("sim_requests_per_wall_s",), "{:,.0f}", 1),
 )

@@ -48,27 +48,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: the schema and the simulator (pydantic, numpy, pandas) would make every
     # ``sunsim --help`` and ``sunsim --version`` pay for them.
     from sunsim.analysis.runner import check_run_output, run_scenario, select_variants, write_run
+    from sunsim.analysis.vllm_metrics import parse_percentiles
     from sunsim.scenario import load_scenario, scenario_inputs
 
+    percentiles = parse_percentiles(args.percentiles)
     sc = load_scenario(args.scenario, args.set)
-    out = Path(args.out) if args.out else Path("results") / check_name(sc.name, "name")
+    # --json alone writes nothing: the JSON on stdout is the result. Otherwise the default folder applies.
+    out = Path(args.out) if args.out else None if args.json else Path("results") / check_name(sc.name, "name")
     # Every output is checked before simulating: a bad path costs nothing and clobbers nothing.
-    outputs = [Output(out, "--out")]
+    outputs = [Output(out, "--out")] if out is not None else []
     if args.trace_out:
         outputs.append(Output(Path(args.trace_out), "--trace-out", "file"))
     claim_outputs("run", outputs, scenario_inputs(args.scenario, sc))
-    check_run_output(out, [v.name for v in select_variants(sc, args.variant)])
-    with console.status("simulating...") as status:
+    if out is not None:
+        check_run_output(out, [v.name for v in select_variants(sc, args.variant)])
+    show = err_console if args.json else console  # with --json, stdout carries one JSON document only
+    with show.status("simulating...") as status:
         def progress(v, i, n):
             status.update(f"simulating variant {v.name} ({i + 1}/{n})")
 
         run = run_scenario(sc, args.variant, keep_timeline=not args.no_timeline or bool(args.trace_out),
-                           on_variant=progress)
+                           on_variant=progress, percentiles=percentiles)
     if args.trace_out:  # before the results are published: a failure leaves neither half
         from sunsim.report.trace import write_chrome_trace
 
         write_chrome_trace(run, Path(args.trace_out))
-    written = write_run(run, out, args.format)
+    written = write_run(run, out, args.format) if out is not None else []
+    if args.json:
+        from sunsim.analysis.run_document import run_document
+
+        print(run_document(run, percentiles, out))
+        if out is not None:
+            err_console.print(f"results in {out}/ ({', '.join(p.name for p in written)})", highlight=False)
+        return 0
     prof = run.summaries[0]["profile"]
     title = (f"{sc.name}: {len(run.stream)} requests, {len(sc.model.tasks)} models on {sc.shape.name}, "
              f"{sc.hardware.gpu}; profile {prof['name']} ({prof['kind']}, {prof['device']}); "
@@ -97,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-timeline", action="store_true",
                      help="skip the per-worker batch/KV timeline (saves memory on very large runs)")
     run.add_argument("--trace-out", metavar="FILE", help="also write a Chrome/Perfetto trace (JSON) of the run")
+    run.add_argument("--percentiles", default="99", metavar="Q,Q,...",
+                     help="percentiles of the vLLM-named latency metrics (p{q}_ttft_ms...), each 0 < q < 100; "
+                          "default 99, as vllm bench serve")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object (per variant the vLLM-named metrics and GPU counts) on stdout; "
+                          "writes no files unless --out is given")
     run.set_defaults(func=cmd_run)
 
     for register in _extensions():
