@@ -23,10 +23,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_report_folder(source)
     claim_outputs("report", [Output(out, "--out")], [(source, "results")])
     with console.status("reading results...") as status:
-        report = write_report(source, out, on_progress=status.update,
+        report = write_report(source, out, on_progress=status.update, html=args.html,
                               on_note=lambda msg: console.print(f"[yellow]note:[/] {msg}", highlight=False))
     figures = sorted((report.parent / "figures").glob("*.png"))
     console.print(f"report: {report} ({len(figures)} figures, PNG + SVG in {report.parent / 'figures'})")
+    if args.html:
+        console.print(f"HTML report (self-contained, figures inline): {report.with_name('report.html')}")
     return 0
 
 
@@ -37,4 +39,7 @@ def register(subparsers) -> None:
                                           "a run folder, a sweep table, a plan table or a folder holding several.")
     p.add_argument("source", metavar="RESULTS_DIR_OR_TABLE", help="run folder, sweep/plan table, or a folder of them")
     p.add_argument("-o", "--out", metavar="DIR", help="report folder (default: <source folder>/report)")
+    p.add_argument("--html", action="store_true",
+                   help="also write report.html: one self-contained file (tables, inline figures, profile and "
+                        "scenario; no external URLs)")
     p.set_defaults(func=cmd_report)

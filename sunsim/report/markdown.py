@@ -20,6 +20,7 @@ import pandas as pd
 
 from sunsim.errors import InputError
 from sunsim.output import check_replaceable, mark, publish, staging, write_text
+from sunsim.report.html import render_html
 from sunsim.report.load import PlanData, RunData, SweepData, load_run, load_sources, run_name
 from sunsim.report.run_plots import plot_latency_cdfs, plot_timeline
 from sunsim.report.style import KEY_METRICS, METRICS, RATE, SKEW, param_label, profile_label, short
@@ -41,6 +42,7 @@ __all__ = [
 
 MAX_RUNS = 12  # run folders drawn from one folder scan; more are listed but not plotted
 MAX_TABLE_ROWS = 60
+HTML = "report.html"
 
 
 # --------------------------------------------------------------------------------------
@@ -50,6 +52,7 @@ class _Section:
     title: str
     intro: list[str] = field(default_factory=list)
     figures: list[tuple[str, str]] = field(default_factory=list)  # (file stem, caption)
+    scenario: dict | None = None  # shown whole in the HTML report
 
 
 class _Drawer:
@@ -117,7 +120,7 @@ def _numbers(df: pd.DataFrame, col: str, scale: float = 1.0) -> pd.Series | None
 def _run_section(run: RunData, drawer: _Drawer, base: Path) -> _Section:
     name = run_name(run)
     where = _rel(run.path, base)
-    sec = _Section(f"Run `{name}`" + (f" ({where})" if where != "." else ""))
+    sec = _Section(f"Run `{name}`" + (f" ({where})" if where != "." else ""), scenario=run.scenario or None)
     slo_ttft, slo_tpot = run.slo
     slo = f"; SLO TTFT <= {slo_ttft:g} s, TPOT <= {slo_tpot * 1e3:g} ms" if slo_ttft and slo_tpot else ""
     sec.intro += [f"Profile: **{run.profile}**{slo}.", ""]
@@ -131,6 +134,7 @@ def _run_section(run: RunData, drawer: _Drawer, base: Path) -> _Section:
         "TTFT p90 (s)": _numbers(c, "ttft_p90_s"),
         "TPOT p90 (ms)": _numbers(c, "tpot_p90_s", 1e3),
         "SLO attainment (%)": _numbers(c, "slo_attainment", 100.0),
+        "request goodput (req/s, vLLM)": _numbers(c, "request_goodput"),  # absent from older results
         "profile": c.get("profile"),
     }).dropna(axis=1, how="all")
     sec.intro += _md_table(table)
@@ -211,7 +215,7 @@ def _sweep_table(ok: pd.DataFrame, params: list[str]) -> list[str]:
 def _plan_section(plan: PlanData, drawer: _Drawer, base: Path) -> _Section:
     needed = plan.needed()
     prof = profile_label(needed if "profile" in needed.columns else plan.probes)
-    sec = _Section(f"Plan `{_rel(plan.path, base)}`")
+    sec = _Section(f"Plan `{_rel(plan.path, base)}`", scenario=plan.scenario or None)
     sec.intro.append(f"Profile: **{prof}**. {len(plan.probes)} simulated probes.")
     sec.intro += [""] + _md_table(needed)
     stem = plan.path.parent.name or "plan"
@@ -257,13 +261,15 @@ def _render(sections: list[_Section], source: Path, skipped: list[Path]) -> str:
 
 def write_report(source: Path | str, out_dir: Path | str | None = None,
                  on_progress: Callable[[str], None] | None = None,
-                 on_note: Callable[[str], None] | None = None, source_label: str | None = None) -> Path:
+                 on_note: Callable[[str], None] | None = None, source_label: str | None = None,
+                 html: bool = False) -> Path:
     """Draw every figure that fits ``source`` (a run folder, a sweep/plan table or a folder of them) and
     write ``report.md`` with figures under ``figures/``. Inputs are loaded and checked first and output is
     staged then moved into place, so a bad input raises ValueError and writes nothing. A figure skipped
     for want of data gets a line in the report and a call of ``on_note`` (default: printed to stderr).
     ``source_label`` is what the report names as its source (default: ``source``; results built in a
-    staging folder name where they are published). Returns report.md."""
+    staging folder name where they are published). With ``html``, ``report.html`` is written beside it: the
+    same report in one self-contained file (:mod:`sunsim.report.html`). Returns report.md."""
     source = Path(source)
     found = load_sources(source)
     runs = [f for f in found if isinstance(f, (RunData, Path))]
@@ -282,9 +288,14 @@ def write_report(source: Path | str, out_dir: Path | str | None = None,
         if len(plans) > 1 and (across := _plans_vs_skew(plans, drawer)) is not None:
             sections.append(across)
         (stage / "figures").mkdir(exist_ok=True)
-        return _render(sections, Path(source_label) if source_label else source, skipped)
+        label = Path(source_label) if source_label else source
+        if html:
+            write_text(stage / HTML, render_html(sections, label, skipped, stage / "figures"))
+        return _render(sections, label, skipped)
 
     _write_staged(out_dir, build)
+    if not html:  # an earlier --html report's page would describe figures no longer there
+        (out_dir / HTML).unlink(missing_ok=True)
     return out_dir / "report.md"
 
 
@@ -300,7 +311,7 @@ def _write_staged(out_dir: Path, build: Callable[[Path], str]) -> None:
     ``out_dir`` is a report folder (new, empty, or marked by an earlier report; the project's one output
     rule); the report replaces its own entries (``report.md`` and its marked ``figures/``).
     """
-    check_replaceable(out_dir, ("figures",), ("report.md",), "--out", command="report")
+    check_replaceable(out_dir, ("figures",), ("report.md", HTML), "--out", command="report")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
