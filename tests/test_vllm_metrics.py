@@ -176,3 +176,12 @@ def test_api_run_takes_percentiles() -> None:
     assert "p75_ttft_ms" in run.scenario_run.summaries[0]["vllm"]
     with pytest.raises(InputError, match="percentiles"):
         sunsim.run(sc, percentiles=[150])
+
+
+def test_per_model_blocks_share_the_run_duration_and_add_up(run_dir) -> None:
+    """Each model's block is over the same benchmark duration, so counts and rates add up to the run's."""
+    s = json.loads((run_dir / "sun" / "summary.json").read_text())
+    parts = [m["vllm"] for m in s["per_model"].values()]
+    assert all(p["duration"] == s["vllm"]["duration"] for p in parts)
+    for key in ("completed", "total_output_tokens", "request_goodput", "request_throughput", "output_throughput"):
+        assert sum(p[key] for p in parts) == pytest.approx(s["vllm"][key])
