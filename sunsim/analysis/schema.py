@@ -37,7 +37,7 @@ def _name(column: str, *source: str) -> Field:
 
 #: vLLM's latency metrics (``{stat}_{metric}_ms``), in ``vllm bench serve``'s order, and their labels.
 LATENCIES: dict[str, str] = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2EL"}
-_STATS = {"mean": "mean", "median": "median", "std": "std"}
+_STATS = ("mean", "median", "std")
 
 
 def percentile_word(q: float) -> str:
@@ -94,8 +94,7 @@ FIELDS: tuple[Field, ...] = (
     _vllm("request_throughput", "completed requests/s over the whole run"),
     _vllm("request_goodput", "requests/s meeting the SLO over the whole run"),
     _vllm("output_throughput", "output tokens/s over the whole run"),
-    *(_vllm(f"{stat}_{m}_ms", f"{label} {word} (ms)") for m, label in LATENCIES.items()
-      for stat, word in _STATS.items()),
+    *(_vllm(f"{stat}_{m}_ms", f"{label} {stat} (ms)") for m, label in LATENCIES.items() for stat in _STATS),
     *percentile_fields([99]),
     # Planner columns (plan.csv / plan_summary.csv), not in summary.json.
     Field("min_decode_gpus", "decode GPUs needed"),
