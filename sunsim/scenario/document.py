@@ -8,8 +8,10 @@ A section is validated on its own in its module; what needs two sections (the ta
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from sunsim.costs.architecture import ModelShape
 from sunsim.costs.hardware import GPUS
@@ -17,14 +19,15 @@ from sunsim.costs.prices import default_prices
 from sunsim.scenario.hardware import HardwareSpec, InterconnectSpec, pool_hardware
 from sunsim.scenario.limits import (
     MAX_DURATION_S,
-    MAX_USD_PER_GPU_HOUR,
     MAX_SEED,
     MAX_SLO_S,
     MAX_TIME_S,
+    MAX_USD_PER_GPU_HOUR,
     MAX_VARIANTS,
     Float,
     Int,
     StrictModel,
+    no_bool,
     safe_name,
 )
 from sunsim.scenario.model import ModelSpec
@@ -37,6 +40,9 @@ from sunsim.scenario.serving import (
     split_by_share,
 )
 from sunsim.scenario.workload import TraceArrivals, Weights, WorkloadSpec, Zipf
+
+#: USD per GPU-hour: from 0 (owned GPUs) to a bound far above any listed price.
+Price = Annotated[float, BeforeValidator(no_bool), Field(ge=0, le=MAX_USD_PER_GPU_HOUR)]
 
 
 class SLOSpec(StrictModel):
@@ -70,7 +76,7 @@ class Scenario(StrictModel):
     variants: list[VariantSpec] = Field(min_length=1, max_length=MAX_VARIANTS)
     #: USD per GPU-hour by GPU name (0 to 1e6; null: no price). What it names replaces the example defaults of
     #: sunsim/costs/data/gpu_prices.csv (public on-demand list prices, dated and sourced there); the rest stay.
-    prices: dict[str, Float | None] = Field(default_factory=default_prices)
+    prices: dict[str, Price | None] = Field(default_factory=default_prices)
 
     @field_validator("name")
     @classmethod
@@ -85,12 +91,9 @@ class Scenario(StrictModel):
     @field_validator("prices")
     @classmethod
     def _known_prices(cls, v: dict[str, float | None]) -> dict[str, float | None]:
-        for gpu, price in v.items():
-            if gpu not in GPUS:
-                raise ValueError(f"prices.{gpu}: unknown gpu {gpu!r}; allowed: {', '.join(GPUS)}")
-            if price is not None and not 0 <= price <= MAX_USD_PER_GPU_HOUR:
-                raise ValueError(f"prices.{gpu}: USD per GPU-hour must be from 0 to {MAX_USD_PER_GPU_HOUR:g} "
-                                 f"(or null for no price), got {price!r}")
+        unknown = [gpu for gpu in v if gpu not in GPUS]
+        if unknown:
+            raise ValueError(f"unknown gpu {unknown[0]!r} (prices.{unknown[0]}); allowed: {', '.join(GPUS)}")
         return v
 
     @model_validator(mode="after")
@@ -110,8 +113,8 @@ class Scenario(StrictModel):
             gpu = self.hardware_for("decode", v).gpu
             if v.dtype.startswith("fp8") and GPUS[gpu].fp8_flops is None:
                 where = f"variants.{v.name}.hardware.gpu" if v.hardware is not None else "hardware.gpu"
-                raise ValueError(f"variants.{v.name}.dtype: {v.dtype} needs fp8 tensor cores, which a {gpu} "
-                                 f"({where}) lacks; give another dtype (bf16, int8, int4) or a GPU with fp8 "
+                raise ValueError(f"variants.{v.name}.dtype: {v.dtype} needs fp8 tensor cores, which the {gpu} "
+                                 f"GPUs of {where} lack; give another dtype (bf16, int8, int4) or a GPU with fp8 "
                                  f"({', '.join(g for g, spec in GPUS.items() if spec.fp8_flops)})")
         return self
 
