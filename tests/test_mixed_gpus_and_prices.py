@@ -194,3 +194,22 @@ def test_mixed_gpus_scenario_loads_with_a_gpu_per_role():
     assert sc.hardware_for("prefill").gpu == "h100" and len(sc.model.tasks) == 4
     assert sorted(gpus.values()) == ["h100", "h200", "l40s", "l40s"]
     assert np.isfinite([sc.prices[g] for g in gpus.values()]).all()
+
+
+def test_plan_cli_prices_the_planned_fleet_and_notes_a_missing_price(tmp_path, capsys):
+    data = merge(BASE, {"prefill": {"workers": 1}, "prices": {"h100": 1.5, "l40s": None},
+                        "variants": [{"name": "sun", "mode": "shared", "workers": 1, "hardware": {"gpu": "h200"}},
+                                     {"name": "cheap", "mode": "shared", "workers": 1, "hardware": {"gpu": "l40s"}}]})
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "plan"
+    assert main(["plan", str(path), "--seeds", "1", "--duration", "5", "--no-goodput", "--max-gpus", "64",
+                 "--out", str(out)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "prices.l40s" in text
+    rows = pd.read_csv(out / "plan_summary.csv").set_index("variant")
+    sun = rows.loc["sun"]
+    assert sun["usd_per_hour"] == pytest.approx(4 * 1.5 + sun["min_decode_gpus"] * default_prices()["h200"])
+    assert f"{sun['usd_per_hour']:,.2f}" in text
+    assert math.isnan(rows.loc["cheap", "usd_per_hour"])
+    assert rows.loc["sun", "profile"] == "vllm-h200" and rows.loc["cheap", "profile"] == "vllm-l40s"

@@ -87,7 +87,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                      f"{r.decode_gpus_seed_min}/{r.decode_gpus_seed_median:g}/{r.decode_gpus_seed_max}",
                      r.vs_baseline, str(r.prefill_gpus), _number(r.usd_per_hour, "{:,.2f}"), *goodput))
     result = narrow_table(f"plan for {sc.name} at {sc.workload.rate} req/s over seeds {summary['seeds'].iloc[0]} "
-                          f"(profile {summary['profile'].iloc[0]}); GPUs = the most any seed needs; seeds: decode GPUs "
+                          f"(profile {', '.join(dict.fromkeys(map(str, summary['profile'])))}); GPUs = the most any seed needs; seeds: decode GPUs "
                           "min/median/max over seeds"
                           + "; USD/h: every GPU of the fleet at its role's price"
                           + ("" if args.no_goodput else "; goodput on the planned fleet, worst seed; USD/M tok: USD/h "

@@ -134,8 +134,9 @@ def plan_seeds(sc: Scenario, attainment: float, seeds: int = 3, variants: list[s
     return out
 
 
-def seeded_rows(sc: Scenario, plans: list[SeededPlan], profile: str | None) -> list[dict]:
-    """One row per variant: the plan over seeds, its spread and the comparison with the baseline."""
+def seeded_rows(sc: Scenario, plans: list[SeededPlan], profile: str | dict[str, str] | None) -> list[dict]:
+    """One row per variant: the plan over seeds, its spread and the comparison with the baseline. ``profile``:
+    one for every row, or by variant name."""
     rows = []
     spreads = {p.variant: p.spread() for p in plans}
     for p in plans:
@@ -170,6 +171,6 @@ def seeded_rows(sc: Scenario, plans: list[SeededPlan], profile: str | None) -> l
             "goodput_rps_per_decode_gpu": g / dgpus if g is not None and dgpus else None,
             **plan_dollars(sc, p.variant, p.prefill_gpus, p.decode_gpus,
                            worst.goodput_tokens_per_s if worst is not None else None),
-            "profile": profile,
+            "profile": profile.get(p.variant) if isinstance(profile, dict) else profile,
         })
     return rows
