@@ -250,7 +250,8 @@ def plan(scenario: ScenarioSource, overrides: Overrides = None, *, seeds: int = 
 
     plans = plan_seeds(sc, target, seeds, variants, size_prefill=prefill, goodput=goodput, max_gpus=max_gpus,
                        on_probe=probed, on_warning=warned)
-    summary = pd.DataFrame(seeded_rows(sc, plans, probes[-1]["profile"] if probes else None))
+    # each variant's decode profile, as its probes reported it (pools may run on GPUs of their own)
+    summary = pd.DataFrame(seeded_rows(sc, plans, {r["variant"]: r["profile"] for r in probes}))
     return Plan(sc, float(target), summary, pd.DataFrame(probes), plans, notes)
 
 

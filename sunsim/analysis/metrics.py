@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sunsim.analysis.dollars import fleet_cost, role_gpus
 from sunsim.analysis.schema import FIELDS, percentile_fields
 from sunsim.analysis.vllm_metrics import DEFAULT_PERCENTILES, benchmark_span, vllm_metrics
 from sunsim.sim.tensor_parallel import gpu_counts
@@ -199,6 +200,8 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None,
         "seed": sc.seed,
         "model": sc.shape.name,
         "gpu": sc.hardware.gpu,
+        "prefill_gpu": role_gpus(sc, v)[0],
+        "decode_gpu": role_gpus(sc, v)[1],
         "profile": res.profile.as_dict(),
         "gpus": gpus,
         "duration_s": res.end_s,
@@ -215,6 +218,9 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None,
         own = None if measured is None else measured[part.index.to_numpy()]
         per_model[str(name)] = {"gpus": pm_gpus, **_figures(part, window, pm_gpus, slo.ttft_s, slo.tpot_s, own),
                                 "vllm": vllm_metrics(part, span, slo.ttft_s, slo.tpot_s, percentiles)}
+    # every GPU of the variant at its role's price, over the steady window's output tokens (see analysis/dollars)
+    summary["cost"] = fleet_cost(sc, v, gpus["prefill"], gpus["decode"],
+                                 summary["throughput"]["output_tokens_per_s"])
     summary["per_model"] = dict(sorted(per_model.items(), key=lambda kv: sc.model.tasks.index(kv[0])))
     summary["decode_workers"] = [
         {

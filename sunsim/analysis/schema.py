@@ -59,9 +59,13 @@ def percentile_fields(percentiles) -> list[Field]:
 FIELDS: tuple[Field, ...] = (
     _name("variant", "variant"), _name("mode", "mode"), _name("dtype", "dtype"), _name("routing", "routing"),
     _name("profile", "profile", "name"), _name("profile_kind", "profile", "kind"),
+    _name("prefill_gpu", "prefill_gpu"), _name("decode_gpu", "decode_gpu"),
     Field("prefill_gpus", "prefill GPUs", ("gpus", "prefill"), metric=False),
     Field("decode_gpus", "decode GPUs", ("gpus", "decode"), metric=False),
     Field("total_gpus", "GPUs", ("gpus", "total"), metric=False),
+    # Every GPU of the variant at its role's GPU-hour price; per million output tokens of the steady window.
+    Field("usd_per_hour", "USD per hour (every GPU)", ("cost", "usd_per_hour")),
+    Field("usd_per_million_output_tokens", "USD per million output tokens", ("cost", "usd_per_million_output_tokens")),
     Field("arrived", "arrived requests", ("requests", "arrived")),
     Field("finished", "finished requests", ("requests", "finished")),
     Field("unfinished", "unfinished requests", ("requests", "unfinished")),
@@ -117,6 +121,7 @@ COMPARISON_ROWS: tuple[tuple[str, tuple[str, ...], str, float], ...] = (
     ("decode dtype", ("dtype",), "{}", 1),
     ("routing", ("routing",), "{}", 1),
     ("GPUs prefill / decode", ("prefill_gpus", "decode_gpus"), "{}", 1),
+    ("GPU type prefill / decode", ("prefill_gpu", "decode_gpu"), "{}", 1),
     ("finished / arrived", ("finished", "arrived"), "{}", 1),
     ("output tok/s", ("output_tokens_per_s",), "{:,.0f}", 1),
     ("tok/s per GPU (steady window)", ("tokens_per_s_per_gpu",), "{:,.0f}", 1),
@@ -131,5 +136,7 @@ COMPARISON_ROWS: tuple[tuple[str, tuple[str, ...], str, float], ...] = (
     ("drain after last arrival (s)", ("drain_s",), "{:.1f}", 1),
     ("vLLM: request goodput (req/s)", ("request_goodput",), "{:.2f}", 1),
     ("vLLM: ITL median / p99 (ms)", ("median_itl_ms", "p99_itl_ms"), "{:.1f}", 1),
+    ("USD per hour (every GPU)", ("usd_per_hour",), "{:,.2f}", 1),
+    ("USD per million output tokens", ("usd_per_million_output_tokens",), "{:,.3f}", 1),
     ("sim requests / wall-s", ("sim_requests_per_wall_s",), "{:,.0f}", 1),
 )

@@ -86,6 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
              f"{sc.hardware.gpu}; profile {prof['name']} ({prof['kind']}, {prof['device']}); "
              f"SLO TTFT<={sc.slo.ttft_s}s TPOT<={sc.slo.tpot_s * 1e3:g}ms")
     console.print(comparison_table(run.comparison, title))
+    for note in dict.fromkeys(s["cost"]["note"] for s in run.summaries if s["cost"]["note"]):
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     console.print(f"results in {out}/ ({', '.join(p.name for p in written)})")
     return 0
 

@@ -76,20 +76,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
     show.print(frontier)
     base = next((b for b in summary["baseline"] if isinstance(b, str)), None)
     # per seed in plan_summary.csv (decode_gpus_by_seed); here the spread, so the table reads at 80 columns
-    cols = ("variant", "decode", "per model", "seeds", f"vs {base or 'baseline'}", "prefill",
-            *(() if args.no_goodput else ("goodput req/s", "req/s per GPU")))
+    cols = ("variant", "decode", "per model", "seeds", f"vs {base or 'baseline'}", "prefill", "USD/h",
+            *(() if args.no_goodput else ("goodput req/s", "req/s per GPU", "USD/M tok")))
     rows = []
     for r in summary.itertuples():
         goodput = () if args.no_goodput else (
-            _number(r.goodput_rps, "{:.1f}"), _number(r.goodput_rps_per_gpu, "{:.2f}"))
+            _number(r.goodput_rps, "{:.1f}"), _number(r.goodput_rps_per_gpu, "{:.2f}"),
+            _number(r.usd_per_million_output_tokens, "{:.3f}"))
         rows.append((r.variant, str(r.min_decode_gpus), r.decode_counts,
                      f"{r.decode_gpus_seed_min}/{r.decode_gpus_seed_median:g}/{r.decode_gpus_seed_max}",
-                     r.vs_baseline, str(r.prefill_gpus), *goodput))
+                     r.vs_baseline, str(r.prefill_gpus), _number(r.usd_per_hour, "{:,.2f}"), *goodput))
     result = narrow_table(f"plan for {sc.name} at {sc.workload.rate} req/s over seeds {summary['seeds'].iloc[0]} "
-                          f"(profile {summary['profile'].iloc[0]}); GPUs = the most any seed needs; seeds: decode GPUs "
+                          f"(profile {', '.join(dict.fromkeys(map(str, summary['profile'])))}); GPUs = the most any seed needs; seeds: decode GPUs "
                           "min/median/max over seeds"
-                          + ("" if args.no_goodput else "; goodput on the planned fleet, worst seed"), cols, rows)
+                          + "; USD/h: every GPU of the fleet at its role's price"
+                          + ("" if args.no_goodput else "; goodput on the planned fleet, worst seed; USD/M tok: USD/h "
+                             "over the output tokens/s simulated at that goodput"), cols, rows)
     show.print(result)
+    for note in sorted({n for n in summary["price_note"] if isinstance(n, str)}):
+        on_warning(note)
     _write(out, {"plan.csv": planned.probes, "plan_summary.csv": summary},
            scenario=yaml.safe_dump(sc.model_dump(mode="json"), sort_keys=False))
     show.print(f"plan tables in {out}/")

@@ -8,20 +8,26 @@ A section is validated on its own in its module; what needs two sections (the ta
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from sunsim.costs.architecture import ModelShape
-from sunsim.scenario.hardware import HardwareSpec, InterconnectSpec
+from sunsim.costs.hardware import GPUS
+from sunsim.costs.prices import default_prices
+from sunsim.scenario.hardware import HardwareSpec, InterconnectSpec, pool_hardware
 from sunsim.scenario.limits import (
     MAX_DURATION_S,
     MAX_SEED,
     MAX_SLO_S,
     MAX_TIME_S,
+    MAX_USD_PER_GPU_HOUR,
     MAX_VARIANTS,
     Float,
     Int,
     StrictModel,
+    no_bool,
     safe_name,
 )
 from sunsim.scenario.model import ModelSpec
@@ -34,6 +40,9 @@ from sunsim.scenario.serving import (
     split_by_share,
 )
 from sunsim.scenario.workload import TraceArrivals, Weights, WorkloadSpec, Zipf
+
+#: USD per GPU-hour: from 0 (owned GPUs) to a bound far above any listed price.
+Price = Annotated[float, BeforeValidator(no_bool), Field(ge=0, le=MAX_USD_PER_GPU_HOUR)]
 
 
 class SLOSpec(StrictModel):
@@ -65,11 +74,55 @@ class Scenario(StrictModel):
     slo: SLOSpec = Field(default_factory=SLOSpec)
     sim: SimSpec = Field(default_factory=SimSpec)
     variants: list[VariantSpec] = Field(min_length=1, max_length=MAX_VARIANTS)
+    #: USD per GPU-hour by GPU name (0 to 1e6; null: no price). What it names replaces the example defaults of
+    #: sunsim/costs/data/gpu_prices.csv (public on-demand list prices, dated and sourced there); the rest stay.
+    prices: dict[str, Price | None] = Field(default_factory=default_prices)
 
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
         return safe_name(v)
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _over_defaults(cls, v):
+        return {**default_prices(), **v} if isinstance(v, dict) else v
+
+    @field_validator("prices")
+    @classmethod
+    def _known_prices(cls, v: dict[str, float | None]) -> dict[str, float | None]:
+        unknown = [gpu for gpu in v if gpu not in GPUS]
+        if unknown:
+            raise ValueError(f"unknown gpu {unknown[0]!r} (prices.{unknown[0]}); allowed: {', '.join(GPUS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _pool_hardware(self) -> Scenario:
+        """Resolve each pool's own hardware against the top-level one, once (frozen: set here), and refuse an
+        fp8 decode format on a GPU without fp8 tensor cores, naming the variant and the GPU's field."""
+        pools = [("prefill.hardware", self.prefill)] + [(f"variants[{i}].hardware", v)
+                                                         for i, v in enumerate(self.variants)]
+        for field, owner in pools:
+            if owner.hardware is not None:
+                try:
+                    object.__setattr__(owner, "hardware", pool_hardware(self.hardware, owner.hardware))
+                except ValidationError as err:
+                    msg = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+                    raise ValueError(f"{field}: {msg}") from None
+        for v in self.variants:
+            gpu = self.hardware_for("decode", v).gpu
+            if v.dtype.startswith("fp8") and GPUS[gpu].fp8_flops is None:
+                where = f"variants.{v.name}.hardware.gpu" if v.hardware is not None else "hardware.gpu"
+                raise ValueError(f"variants.{v.name}.dtype: {v.dtype} needs fp8 tensor cores, which the {gpu} "
+                                 f"GPUs of {where} lack; give another dtype (bf16, int8, int4) or a GPU with fp8 "
+                                 f"({', '.join(g for g, spec in GPUS.items() if spec.fp8_flops)})")
+        return self
+
+    def hardware_for(self, role: str, variant: VariantSpec | None = None) -> HardwareSpec:
+        """The hardware of a role's GPUs: ``prefill``'s own or the top-level; ``decode``, the variant's own or
+        the top-level (an aggregated variant's GPUs prefill too: theirs is the variant's)."""
+        own = self.prefill.hardware if role == "prefill" else variant.hardware if variant is not None else None
+        return own or self.hardware
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:

@@ -62,6 +62,27 @@ class HardwareSpec(StrictModel):
         return self
 
 
+#: Fields a pool's own ``hardware`` takes from the top-level one when it leaves them out.
+INHERITED = ("memory_utilization", "reserve_gib", "iteration_overhead_ms")
+
+
+def pool_hardware(top: HardwareSpec, given: HardwareSpec) -> HardwareSpec:
+    """A pool's hardware (``prefill.hardware``, ``variants[].hardware``) with what it leaves out filled in.
+
+    Memory and overhead fields come from the top-level ``hardware``. GPU and profile: neither given, the
+    top-level pair; ``gpu`` alone, that GPU's shipped table profile; a profile alone, the GPU it names (else
+    the top-level GPU). Every field of the result is explicit, so resolving it again changes nothing.
+    """
+    fields = given.model_fields_set
+    data = {k: getattr(top, k) for k in INHERITED} | {k: getattr(given, k) for k in fields}
+    if "gpu" not in fields and "profile" not in fields:
+        data |= {"gpu": top.gpu, "profile": top.profile}
+    elif "gpu" not in fields and (catalog.shipped().get(given.profile) or catalog.analytic_gpu(given.profile)) is None:
+        data["gpu"] = top.gpu
+    spec = HardwareSpec.model_validate(data)
+    return HardwareSpec.model_validate(spec.model_dump())
+
+
 class InterconnectSpec(StrictModel):
     """KV-cache transfer from prefill to decode GPUs."""
 

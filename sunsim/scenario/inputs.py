@@ -23,8 +23,11 @@ def scenario_inputs(path: Path | str, sc: Scenario) -> list[tuple[Path, str]]:
     for where, dist in dists:
         if dist is not None and getattr(dist, "kind", None) == "trace":
             found.append((Path(dist.path), f"{where}.path trace"))
-    if catalog.is_path(sc.hardware.profile):
-        found.append((Path(sc.hardware.profile), "hardware.profile"))
+    pools = [("hardware", sc.hardware), ("prefill.hardware", sc.prefill.hardware),
+             *((f"variants.{v.name}.hardware", v.hardware) for v in sc.variants)]
+    for where, hw in pools:
+        if hw is not None and catalog.is_path(hw.profile):
+            found.append((Path(hw.profile), f"{where}.profile"))
     if sc.model.hf_config is not None:
         found.append((Path(sc.model.hf_config), "model.hf_config"))
     return found

@@ -38,6 +38,7 @@ MIN_TIME_SCALE, MAX_TIME_SCALE = 1e-6, 1e6
 MAX_SIGMA = 10.0  #: lognormal log-space sigma; exp(10 x 6 sigma) is still finite.
 MAX_SLO_S = 1e6
 MAX_PATH_CHARS = 4096
+MAX_USD_PER_GPU_HOUR = 1e6  #: a price far above any listed one, still finite in a fleet's sum.
 
 
 class ScenarioError(InputError):

@@ -78,8 +78,10 @@ def _resolve_paths(sc: Scenario, base: Path) -> Scenario:
     ]:
         if dist["kind"] == "trace":
             dist["path"] = fix(dist["path"])
-    if catalog.is_path(data["hardware"]["profile"]):
-        data["hardware"]["profile"] = fix(data["hardware"]["profile"])
+    pools = [data["hardware"], data["prefill"]["hardware"], *(v["hardware"] for v in data["variants"])]
+    for hw in pools:
+        if hw is not None and catalog.is_path(hw["profile"]):
+            hw["profile"] = fix(hw["profile"])
     if data["model"]["hf_config"] is not None:
         data["model"]["hf_config"] = fix(data["model"]["hf_config"])
     return Scenario.model_validate(data)

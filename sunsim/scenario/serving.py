@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from sunsim.costs.architecture import DTYPES
+from sunsim.scenario.hardware import HardwareSpec
 from sunsim.scenario.limits import (
     MAX_BANDWIDTH_GBPS,
     MAX_BATCH,
@@ -84,6 +85,9 @@ class PrefillSpec(StrictModel):
     kv_dtype: Literal["bf16", "fp8"] = "bf16"
     #: GPUs per prefill worker (tensor parallel): a worker is a group of ``tp`` GPUs holding one shard each.
     tp: TensorParallel = 1
+    #: The prefill GPUs' own GPU and profile (the fields of the top-level ``hardware``; what it leaves out comes
+    #: from there, see :func:`~sunsim.scenario.hardware.pool_hardware`). Left out: the top-level ``hardware``.
+    hardware: HardwareSpec | None = None
 
 
 class DecodeDefaults(StrictModel):
@@ -157,6 +161,9 @@ class VariantSpec(StrictModel):
     #: GPUs per decode worker (tensor parallel); ``workers`` counts workers, so the variant runs on
     #: ``workers x tp`` decode GPUs. Not modelled for the adapter modes (sharded adapters).
     tp: TensorParallel = 1
+    #: This variant's decode GPUs (aggregated modes: its only GPUs), as ``prefill.hardware``: prefill on one GPU
+    #: type, decode on another. Left out: the top-level ``hardware``.
+    hardware: HardwareSpec | None = None
 
     @field_validator("name")
     @classmethod

@@ -22,7 +22,7 @@ from sunsim.sim.aggregated import AggregatedState, AggregatedWorker
 from sunsim.sim.clients import ClosedLoopClients, closed_loop_clients
 from sunsim.sim.interconnect import Interconnect
 from sunsim.sim.kv_policy import KVPolicy
-from sunsim.sim.layout import VariantResult, cost_model, kv_capacity_tokens
+from sunsim.sim.layout import VariantResult, cost_model, kv_capacity_tokens, role_hardware
 from sunsim.sim.records import Records
 from sunsim.sim.routing import Router
 from sunsim.sim.tensor_parallel import gpu_counts, shard
@@ -60,16 +60,16 @@ class AggregatedPlan:
                 if i in busy and self.counts[t] == 0:
                     raise ScenarioError(f"variants.{variant.name}.workers: model {t!r} gets traffic but has 0 "
                                         f"aggregated workers")
-            self.kv_capacity = kv_capacity_tokens(sc, shape, variant.dtype)
+            self.kv_capacity = kv_capacity_tokens(sc, shape, variant.dtype, variant=variant)
         else:
             self.counts = {"shared": int(variant.workers)}
-            self.lora = LoraCost(shape, gpu_spec(sc.hardware.gpu), DEFAULT_RANK if variant.rank is None
+            self.lora = LoraCost(shape, gpu_spec(role_hardware(sc, "decode", variant).gpu), DEFAULT_RANK if variant.rank is None
                                  else variant.rank, variant.lora_band or DEFAULT_BAND)
             self.max_adapters = variant.max_adapters or len(tasks)
             self.kv_capacity = kv_capacity_tokens(
                 sc, shape, variant.dtype, extra_bytes=self.max_adapters * self.lora.adapter_bytes,
                 extra_what=f"variants.{variant.name}.max_adapters: {self.max_adapters} resident "
-                           f"rank-{self.lora.rank} adapters")
+                           f"rank-{self.lora.rank} adapters", variant=variant)
         block = d.block_tokens
         need = -(-(stream.prompt_tokens + stream.output_tokens) // block) * block
         room = self.kv_capacity

@@ -6,6 +6,7 @@ Disaggregated variants (:mod:`sunsim.sim.variant`) and aggregated ones
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from sunsim.costs import catalog
@@ -14,7 +15,7 @@ from sunsim.costs.hardware import GIB
 from sunsim.costs.hardware import gpu as gpu_spec
 from sunsim.costs.model import CostModel, ProfileInfo
 from sunsim.costs.overhead import with_overhead
-from sunsim.scenario import Scenario, ScenarioError, VariantSpec
+from sunsim.scenario import HardwareSpec, Scenario, ScenarioError, VariantSpec
 from sunsim.sim.decode import DecodeWorker
 from sunsim.sim.interconnect import Interconnect
 from sunsim.sim.prefill import PrefillWorker
@@ -63,25 +64,35 @@ def kv_dtype(sc: Scenario, role: str) -> str:
     return sc.decode.kv_dtype if role == "decode" else sc.prefill.kv_dtype
 
 
+def role_hardware(sc: Scenario, role: str, variant: VariantSpec | None = None) -> HardwareSpec:
+    """The hardware of a role's GPUs (:meth:`Scenario.hardware_for`): a pool's own, else the top-level one."""
+    return sc.hardware_for(role, variant)
+
+
 def cost_model(sc: Scenario, profile: catalog.Profile, dtype: str, role: str = "decode",
-               variant: VariantSpec | None = None) -> CostModel:
-    """The cost model of a role's workers in a weight format, under the scenario's loaded profile (decode: of
-    ``variant``'s workers, whose ``tp`` it takes; none: one GPU each)."""
+               variant: VariantSpec | None = None, hardware: HardwareSpec | None = None) -> CostModel:
+    """The cost model of a role's workers in a weight format (decode: of ``variant``'s workers, whose ``tp`` it
+    takes; none: one GPU each), on the role's own GPU and profile. ``profile`` is the top-level profile, loaded
+    (:func:`load_profile`); a pool whose own hardware names another has that one loaded here. ``hardware``
+    replaces the role's (a variant's GPU at one GPU per worker)."""
     shard(sc, role, variant)  # a split the shape refuses names its field here
-    cost = catalog.make_cost_model(gpu_spec(sc.hardware.gpu), sc.shape, dtype, profile, kv_dtype(sc, role),
+    hw = hardware or role_hardware(sc, role, variant)
+    own = profile if hw.profile == sc.hardware.profile else pool_profile(hw.profile)
+    cost = catalog.make_cost_model(gpu_spec(hw.gpu), sc.shape, dtype, own, kv_dtype(sc, role),
                                    worker_tp(sc, role, variant)[0])
-    return with_overhead(cost, sc.hardware.iteration_overhead_ms)
+    return with_overhead(cost, hw.iteration_overhead_ms)
 
 
 def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = "decode",
-                       extra_bytes: float = 0.0, extra_what: str = "") -> int:
+                       extra_bytes: float = 0.0, extra_what: str = "", variant: VariantSpec | None = None) -> int:
     """KV tokens one GPU holds: usable memory minus its weights (by dtype) minus the reserve, over the
     bytes a token's KV takes in the role's KV dtype. ``shape`` is what one GPU holds (a tensor-parallel
     worker's shard), so this is also the worker's capacity: each of its GPUs holds its share of the same tokens.
 
-    ``extra_bytes``: more resident weights (colocated models, LoRA adapters), named by ``extra_what``.
+    ``extra_bytes``: more resident weights (colocated models, LoRA adapters), named by ``extra_what``. The GPU's
+    memory is the role's own (``variant``'s, for decode).
     """
-    hw = sc.hardware
+    hw = role_hardware(sc, role, variant)
     free = gpu_spec(hw.gpu).memory_bytes * hw.memory_utilization - shape.weight_bytes(dtype) - hw.reserve_gib * GIB
     if extra_bytes:
         free -= extra_bytes
@@ -102,7 +113,28 @@ def kv_capacity_tokens(sc: Scenario, shape: ModelShape, dtype: str, role: str = 
 
 
 def load_profile(sc: Scenario) -> catalog.Profile:
+    """The top-level ``hardware.profile``, loaded (what callers hand to :func:`cost_model`)."""
     return catalog.load(sc.hardware.profile)
+
+
+_POOL_PROFILES: dict[tuple, catalog.Profile] = {}
+
+
+def pool_profile(name: str) -> catalog.Profile:
+    """A pool's own profile, loaded once per process (a file's again when it changed): planning builds the
+    cost models of every probe, and a shipped table profile takes a while to read."""
+    key: tuple = (name,)
+    if catalog.is_path(name):
+        try:
+            st = os.stat(name)
+            key = (os.path.realpath(name), st.st_size, st.st_mtime_ns)
+        except OSError:
+            return catalog.load(name)  # names the field and why it cannot be read
+    if key not in _POOL_PROFILES:
+        if len(_POOL_PROFILES) >= 16:
+            _POOL_PROFILES.clear()
+        _POOL_PROFILES[key] = catalog.load(name)
+    return _POOL_PROFILES[key]
 
 
 def profile_info(sc: Scenario) -> ProfileInfo:

@@ -32,6 +32,7 @@ from sunsim.sim.layout import (  # noqa: F401  (re-exported: callers import them
     kv_dtype,
     load_profile,
     profile_info,
+    role_hardware,
 )
 from sunsim.sim.prefill import PrefillWorker
 from sunsim.sim.rebalance import Rebalancer
@@ -52,7 +53,7 @@ class _Plan:
                                 f"arrives ({first:.6g} s); give a later horizon or none")
         shape = shard(sc, "decode", variant)  # what one decode GPU holds (the whole model at tp 1)
         self.tp = {"prefill": sc.prefill.tp, "decode": variant.tp}
-        gpu = gpu_spec(sc.hardware.gpu)
+        gpu = gpu_spec(role_hardware(sc, "decode", variant).gpu)  # the decode GPUs' own (prefill's may differ)
         self.prefill_cost: CostModel = cost_model(sc, profile, PREFILL_DTYPE, "prefill")
         try:
             self.decode_cost: CostModel = cost_model(sc, profile, variant.dtype, variant=variant)
@@ -60,7 +61,7 @@ class _Plan:
             raise
         except ValueError as exc:
             raise ScenarioError(f"variants.{variant.name}.dtype: {exc}") from None
-        self.kv_capacity = kv_capacity_tokens(sc, shape, variant.dtype)
+        self.kv_capacity = kv_capacity_tokens(sc, shape, variant.dtype, variant=variant)
         self.prefill_kv_capacity = kv_capacity_tokens(sc, shard(sc, "prefill"), PREFILL_DTYPE, "prefill") \
             if sc.prefill.kv_bound else None
         tasks = sc.model.tasks
@@ -85,7 +86,8 @@ class _Plan:
             k = variant.models_per_gpu or min(2, len(tasks))
             self.hosts = place(int(variant.workers), k, sc.popularity())
             self.kv_caps = [kv_capacity_tokens(sc, shape, variant.dtype, extra_bytes=(len(h) - 1) * shape.weight_bytes(variant.dtype),
-                                               extra_what=f"variants.{variant.name}.models_per_gpu: {len(h)} resident models")
+                                               extra_what=f"variants.{variant.name}.models_per_gpu: {len(h)} resident models",
+                                               variant=variant)
                             for h in self.hosts]
             self.kv_capacity = min(self.kv_caps)
         self.lora: LoraCost | None = None
@@ -95,7 +97,8 @@ class _Plan:
             self.max_adapters = variant.max_adapters or len(tasks)
             self.kv_capacity = kv_capacity_tokens(
                 sc, shape, variant.dtype, extra_bytes=self.max_adapters * self.lora.adapter_bytes,
-                extra_what=f"variants.{variant.name}.max_adapters: {self.max_adapters} resident rank-{self.lora.rank} adapters")
+                extra_what=f"variants.{variant.name}.max_adapters: {self.max_adapters} resident rank-{self.lora.rank} adapters",
+                variant=variant)
             self.prefill_cost = LoraPrefillCost(self.prefill_cost, self.lora)
 
         block = sc.decode.block_tokens

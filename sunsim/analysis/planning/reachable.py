@@ -55,7 +55,7 @@ def check_reachable(sc: Scenario, attainment: float, variants: list[VariantSpec]
         link_lb = np.where(multi, link_s / np.maximum(o - 1, 1), 0.0)
         if v.mode in AGGREGATED_MODES:  # no hand-over; the prompt runs on the variant's own weights
             link_lb = np.zeros_like(link_lb)
-            own = cost_model(sc, profile, v.dtype)
+            own = cost_model(sc, profile, v.dtype, hardware=sc.hardware_for("decode", v))
             ttft_lb = np.array([own.prefill_time(int(t), int(t) * int(t)) for t in uniq])[inv]
         else:
             ttft_lb = ttft_bf16

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sunsim.analysis.dollars import fleet_cost, variant_named
 from sunsim.analysis.metrics import summarize
 from sunsim.analysis.options import MAX_GPUS_LIMIT
 from sunsim.analysis.planning.reachable import check_reachable
@@ -79,6 +80,8 @@ class VariantPlan(_GpuTotals):
     goodput_rps: float | None = None
     goodput_gpus: int | None = None  # GPUs of the layout goodput was measured on: the plan's own
     goodput_decode_gpus: int | None = None
+    #: Output tokens/s (steady window) the simulation measured on the plan's fleet at the goodput rate.
+    goodput_tokens_per_s: float | None = None
     decode_tp: int = 1  # GPUs per decode worker: the counts above are workers
     prefill_tp: int = 1
 
@@ -107,6 +110,8 @@ class Planner:
         self.stream = build_workload(sc)
         self.models = sorted(set(self.stream.model.tolist()))
         self.probes = 0
+        #: Output tokens/s at the rate the last :meth:`goodput` returned (None when it returned 0).
+        self.goodput_tokens_per_s: float | None = None
 
     def probe(self, variant: VariantSpec, prefill: dict[str, int], sc: Scenario | None = None,
               stream=None) -> tuple[dict, Probe]:
@@ -205,12 +210,23 @@ class Planner:
         Doubling or halving over at most a factor 1024 each way, then bisection to ``precision``:
         about 20 probes at most."""
         base_rate = self.sc.workload.rate or len(self.stream) / max(float(self.stream.arrival_s[-1]), 1e-9)
+        passed: dict[float, float] = {}  # rate that met the target -> its output tokens/s
 
         def meets(rate: float) -> bool:
             sc = _with(self.sc, **{"workload.rate": rate})
-            _, row = self.probe(variant, prefill, sc=sc, stream=build_workload(sc))
-            return row["slo_attainment"] >= self.attainment
+            summary, row = self.probe(variant, prefill, sc=sc, stream=build_workload(sc))
+            if row["slo_attainment"] >= self.attainment:
+                passed[rate] = summary["throughput"]["output_tokens_per_s"]
+                return True
+            return False
 
+        rate = self._goodput_search(base_rate, meets, precision)
+        self.goodput_tokens_per_s = passed.get(rate)  # every non-zero answer is a rate that passed
+        return rate
+
+    @staticmethod
+    def _goodput_search(base_rate: float, meets: Callable[[float], bool], precision: float) -> float:
+        """Doubling or halving from ``base_rate``, then bisection (see :meth:`goodput`)."""
         lo, hi = 0.0, base_rate
         while meets(hi):
             lo, hi = hi, hi * 2
@@ -259,12 +275,14 @@ def measure_goodput(planner: Planner, variant: VariantSpec, vp: _GpuTotals, into
     (default ``vp``)."""
     into = into or vp  # type: ignore[assignment]
     into.goodput_rps = planner.goodput(on_fleet(variant, vp.decode_counts), vp.prefill_counts)
+    into.goodput_tokens_per_s = planner.goodput_tokens_per_s
     into.goodput_gpus = vp.prefill_gpus + vp.decode_gpus
     into.goodput_decode_gpus = vp.decode_gpus
 
 
 def plan_rows(sc: Scenario, plans: list[VariantPlan], profile: str | None) -> list[dict]:
-    """One row per variant: the plan's GPU counts and goodput (the ``plan_summary`` table)."""
+    """One row per variant: the plan's GPU counts and goodput (the ``plan_summary`` table), and its fleet's
+    dollars: per hour, and per million output tokens at the tokens/s measured at the goodput rate."""
     return [{
         "variant": p.variant, "scenario": sc.name, "rate": sc.workload.rate,
         "min_decode_gpus": p.decode_gpus, "prefill_gpus": p.prefill_gpus,
@@ -274,5 +292,16 @@ def plan_rows(sc: Scenario, plans: list[VariantPlan], profile: str | None) -> li
         "goodput_gpus": p.goodput_gpus,
         "goodput_rps_per_gpu": p.goodput_rps / p.goodput_gpus if p.goodput_rps is not None else None,
         "goodput_rps_per_decode_gpu": p.goodput_rps / p.goodput_decode_gpus if p.goodput_rps is not None else None,
+        **plan_dollars(sc, p.variant, p.prefill_gpus, p.decode_gpus, p.goodput_tokens_per_s),
         "profile": profile,
     } for p in plans]
+
+
+def plan_dollars(sc: Scenario, variant: str, prefill_gpus: int, decode_gpus: int,
+                 tokens_per_s: float | None) -> dict:
+    """A planned fleet's ``usd_per_hour``, ``usd_per_million_output_tokens`` (at ``tokens_per_s``: the goodput
+    rate's) and the note of a missing price."""
+    cost = fleet_cost(sc, variant_named(sc, variant), prefill_gpus, decode_gpus, tokens_per_s)
+    return {"usd_per_hour": cost["usd_per_hour"],
+            "usd_per_million_output_tokens": cost["usd_per_million_output_tokens"],
+            "goodput_output_tokens_per_s": tokens_per_s, "price_note": cost["note"]}

@@ -24,6 +24,7 @@ from sunsim.analysis.planning.search import (
     check_max_gpus,
     measure_goodput,
     plan,
+    plan_dollars,
 )
 from sunsim.analysis.runner import select_variants
 from sunsim.scenario import Scenario, ScenarioError
@@ -133,8 +134,9 @@ def plan_seeds(sc: Scenario, attainment: float, seeds: int = 3, variants: list[s
     return out
 
 
-def seeded_rows(sc: Scenario, plans: list[SeededPlan], profile: str | None) -> list[dict]:
-    """One row per variant: the plan over seeds, its spread and the comparison with the baseline."""
+def seeded_rows(sc: Scenario, plans: list[SeededPlan], profile: str | dict[str, str] | None) -> list[dict]:
+    """One row per variant: the plan over seeds, its spread and the comparison with the baseline. ``profile``:
+    one for every row, or by variant name."""
     rows = []
     spreads = {p.variant: p.spread() for p in plans}
     for p in plans:
@@ -149,6 +151,8 @@ def seeded_rows(sc: Scenario, plans: list[SeededPlan], profile: str | None) -> l
         gpus = p.per_seed[0].goodput_gpus
         dgpus = p.per_seed[0].goodput_decode_gpus
         g = min(good) if good else None  # the rate every seed sustains, like the GPU counts
+        # dollars per million tokens at that rate: the tokens/s of the seed whose goodput it is
+        worst = min((q for q in p.per_seed if q.goodput_rps is not None), key=lambda q: q.goodput_rps, default=None)
         rows.append({
             "variant": p.variant, "scenario": sc.name, "rate": sc.workload.rate,
             "seeds": " ".join(map(str, p.seeds)),
@@ -165,6 +169,8 @@ def seeded_rows(sc: Scenario, plans: list[SeededPlan], profile: str | None) -> l
             "goodput_gpus": gpus,
             "goodput_rps_per_gpu": g / gpus if g is not None and gpus else None,
             "goodput_rps_per_decode_gpu": g / dgpus if g is not None and dgpus else None,
-            "profile": profile,
+            **plan_dollars(sc, p.variant, p.prefill_gpus, p.decode_gpus,
+                           worst.goodput_tokens_per_s if worst is not None else None),
+            "profile": profile.get(p.variant) if isinstance(profile, dict) else profile,
         })
     return rows
