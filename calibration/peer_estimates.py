@@ -29,7 +29,9 @@ Usage::
     nice -n 10 python -m calibration.peer_estimates --out calibration/data/peer_estimates.csv
 
 It prints the median and p90 of ``|peer / measured - 1|`` for TTFT and TPOT, overall and per
-(model, system, backend, mode). Needs ``pip install aiconfigurator-core==0.12.0`` (``.[tables]``).
+(model, system, backend, mode). ``--kv-cache-quant fp8`` asks for an fp8 KV cache on rows with quantised
+weights (a sensitivity check: the file does not record the KV format measured). ``--ids`` limits the rows.
+Needs ``pip install aiconfigurator-core==0.12.0`` (``.[tables]``).
 """
 
 from __future__ import annotations
@@ -133,14 +135,16 @@ class Worker:
     pp: int
     attention_dp: int
     gemm_quant: str | None
+    kv_quant: str | None
     context_role: bool  # context attention runs here (agg, prefill): its fmha format is resolved from data
 
 
 class Estimator:
     """aiconfigurator's estimate of rows, with databases, backends and built models reused across rows."""
 
-    def __init__(self, core: dict[str, Any]):
+    def __init__(self, core: dict[str, Any], kv_cache_quant: str | None = None):
         self.core = core
+        self.kv_cache_quant = kv_cache_quant  # for rows with quantised weights; None: the checkpoint's format
         self._databases: dict[tuple[str, str, str | None], tuple[str, Any]] = {}
         self._slots: dict[tuple[str, str], tuple[dict[str, str], str | None]] = {}
         self._models: dict[Worker, tuple[Any, Any]] = {}
@@ -171,7 +175,7 @@ class Estimator:
         if worker not in self._models:
             c = self.core
             mc = c["builders"].build_model_config(worker.tp, worker.pp, worker.attention_dp, None, None,
-                                                  worker.gemm_quant)
+                                                  worker.gemm_quant, worker.kv_quant)
             if worker.context_role:
                 c["models"].resolve_context_fmha_by_data(mc, worker.config_id, db, worker.backend,
                                                          is_context_role=True)
@@ -206,11 +210,13 @@ class Estimator:
         if isl is None or osl is None:
             raise ValueError(f"isl {row['isl']!r} / osl {row['osl']!r} not whole")
         quant = row["gemm_quant_mode"] or None
+        kv = self.kv_cache_quant if quant else None
         runtime = self.core["config"].RuntimeConfig
 
         def worker(role: str, context: bool) -> Worker:
             return Worker(config_id, row["system"], row["backend"], _int(row[role + "tp_size"], 1),
-                          _int(row[role + "pp_size"], 1), _int(row[role + "attention_dp_size"], 1), quant, context)
+                          _int(row[role + "pp_size"], 1), _int(row[role + "attention_dp_size"], 1), quant, kv,
+                          context)
 
         if row["mode"] == "agg":
             batch = _int(row["batch_size"]) or concurrency_of(_fields(row))
@@ -259,9 +265,10 @@ def _check_oom(summary: Any, role: str) -> None:
         raise RuntimeError(f"OOM: the {role} worker does not fit in GPU memory (aiconfigurator's memory model)")
 
 
-def estimate_rows(rows: pd.DataFrame, core: dict[str, Any] | None = None) -> pd.DataFrame:
+def estimate_rows(rows: pd.DataFrame, core: dict[str, Any] | None = None,
+                  kv_cache_quant: str | None = None) -> pd.DataFrame:
     """aiconfigurator's estimate of every row (grouped so each database and model is built once)."""
-    est = Estimator(core or load_core())
+    est = Estimator(core or load_core(), kv_cache_quant)
     order = rows.sort_values(["system", "backend", "model_path", "mode"], kind="stable").index
     results = {i: est.estimate(rows.loc[i].to_dict()) for i in order}
     return pd.DataFrame([results[i] for i in rows.index], columns=list(COLUMNS))
@@ -317,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="CSV to write (one row per measurement)")
     p.add_argument("--measurements", type=Path, help="the measurement file (default: the package's own)")
     p.add_argument("--ids", help="only these row ids (comma-separated)")
+    p.add_argument("--kv-cache-quant", choices=("fp8", "int8", "bfloat16"),
+                   help="KV-cache format for rows with quantised weights (default: the checkpoint's, as "
+                        "aiconfigurator's own estimate; the file does not say which format was measured)")
     args = p.parse_args(argv)
     try:
         core = load_core()
@@ -324,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = read_rows(path, args.ids.split(",") if args.ids else None)
         if rows.empty:
             raise AicImportError(f"{path}: no dense-model rows on {', '.join(SYSTEMS)}")
-        table = estimate_rows(rows, core)
+        table = estimate_rows(rows, core, args.kv_cache_quant)
     except AicImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -103,3 +103,12 @@ def test_real_estimates_follow_batch_and_precision(estimated):
     assert tpot["double-batch"] > tpot[base] and ttft["double-batch"] >= ttft[base]
     assert tpot["bf16"] > tpot[base]
     assert "gemm bfloat16" in t.loc["bf16", "peer_config"]
+
+
+def test_fp8_kv_cache_lowers_decode_time(estimated):
+    """--kv-cache-quant fp8 halves the KV bytes every decode step reads, so the same row's TPOT must fall."""
+    rows, table = estimated
+    fp8 = pe.estimate_rows(rows[rows["id"] == ROWS[0]], kv_cache_quant="fp8").iloc[0]
+    default = table.set_index("id").loc[ROWS[0]]
+    assert fp8["status"] == "ok" and " kv fp8 " in fp8["peer_config"] and " kv bfloat16 " in default["peer_config"]
+    assert float(fp8["peer_tpot_ms"]) < float(default["peer_tpot_ms"])
