@@ -56,6 +56,10 @@ class SharedPrefillWorker(PrefillWorker):
     def resident(self, model: int) -> bool:
         return self._cache is None or model in self._cache
 
+    def holds(self, model: int) -> bool:
+        """Whether ``model`` is resident here or queued here (then loading it is already this GPU's work)."""
+        return self._cache is None or model in self._cache or bool(self._queues.get(model))
+
     def submit(self, rid: int) -> None:
         m = int(self._model[rid])
         queue = self._queues.get(m)
@@ -157,7 +161,7 @@ class ResidencyRouter:
         best, best_cost = self.workers[0], float("inf")
         for w in self.workers:
             cost = w.kv_load * per_token + w.pending_loads * load_s
-            if not (w.resident(model) or w._queues.get(model)):
+            if not w.holds(model):
                 cost += load_s
             if cost < best_cost:
                 best, best_cost = w, cost

@@ -44,8 +44,12 @@ class PrefillLayout:
     load_s: float = 0.0  # on demand: seconds to load one prefill module (one GPU's shard)
 
 
-def prefill_layout(sc: Scenario, busy: set[int]) -> PrefillLayout:
-    """The checked prefill layout; ``busy``: the task models (indices) that get traffic."""
+def prefill_layout(sc: Scenario, busy: set[int], adapter_bytes: float | None = None) -> PrefillLayout:
+    """The checked prefill layout; ``busy``: the task models (indices) that get traffic.
+
+    ``adapter_bytes`` (a multi-LoRA variant, whose tasks are adapters on one base): a shared GPU holds the
+    base once and the tasks' adapters, so a task's module, its memory and its load are one adapter's.
+    """
     spec, tasks = sc.prefill, sc.model.tasks
     shape = shard(sc, "prefill")
     if not spec.shared:
@@ -56,7 +60,8 @@ def prefill_layout(sc: Scenario, busy: set[int]) -> PrefillLayout:
                 raise ScenarioError(f"prefill.workers: model {t!r} gets traffic but has 0 prefill workers")
         return PrefillLayout(counts, cap)
     total = prefill_total(spec.workers)
-    weight = shape.weight_bytes(PREFILL_DTYPE)
+    weight = shape.weight_bytes(PREFILL_DTYPE) if adapter_bytes is None else adapter_bytes
+    extra = 1 if adapter_bytes is None else 0  # modules beyond the GPU's own weights: all of them for adapters
     hosts, load_s = None, 0.0
     if spec.on_demand is not None:
         held = [spec.on_demand.resident] * total
@@ -66,8 +71,9 @@ def prefill_layout(sc: Scenario, busy: set[int]) -> PrefillLayout:
         hosts = place(total, spec.models_per_gpu, sc.prefill_share())
         held = [len(h) for h in hosts]
         what = "prefill.models_per_gpu"
-    by_count = {k: kv_capacity_tokens(sc, shape, PREFILL_DTYPE, "prefill", extra_bytes=(k - 1) * weight,
-                                      extra_what=f"{what}: {k} resident prefill modules") for k in set(held)}
+    by_count = {k: kv_capacity_tokens(sc, shape, PREFILL_DTYPE, "prefill", extra_bytes=(k - extra) * weight,
+                                      extra_what=f"{what}: {k} resident prefill modules")
+                for k in sorted(set(held))}
     caps = [by_count[k] if spec.kv_bound else None for k in held]
     return PrefillLayout({"shared": total}, min(caps) if spec.kv_bound else None, caps, hosts, load_s)
 

@@ -93,6 +93,9 @@ class _Plan:
                 sc, shape, variant.dtype, extra_bytes=self.max_adapters * self.lora.adapter_bytes,
                 extra_what=f"variants.{variant.name}.max_adapters: {self.max_adapters} resident rank-{self.lora.rank} adapters")
             self.prefill_cost = LoraPrefillCost(self.prefill_cost, self.lora)
+            if sc.prefill.shared:  # a shared prefill GPU holds the base once and the tasks as adapters
+                self.prefill = prefill_layout(sc, busy, self.lora.adapter_bytes)
+                self.prefill_kv_capacity = self.prefill.kv_capacity
 
         block = sc.decode.block_tokens
         need = -(-(stream.prompt_tokens + stream.output_tokens) // block) * block
