@@ -29,6 +29,20 @@ from sunsim.sim.records import Records
 from sunsim.sim.stats import PrefillStats
 
 
+class Holders:
+    """The GPUs of an on-demand pool that hold each model (resident there, or queued there): what the router
+    looks at first, so a pick never scans the models and scans the GPUs only for their loads."""
+
+    def __init__(self) -> None:
+        self.of: dict[int, dict[int, SharedPrefillWorker]] = {}  # model -> {wid: worker}, in insertion order
+
+    def hold(self, model: int, worker: SharedPrefillWorker) -> None:
+        self.of.setdefault(model, {})[worker.wid] = worker
+
+    def drop(self, model: int, wid: int) -> None:
+        self.of.get(model, {}).pop(wid, None)
+
+
 class SharedPrefillWorker(PrefillWorker):
     """A prefill GPU serving several models: per-model FCFS queues, one model per batch.
 
@@ -38,7 +52,8 @@ class SharedPrefillWorker(PrefillWorker):
 
     def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, max_batch_tokens: int,
                  prompt: np.ndarray, model: np.ndarray, rec: Records, on_done: Callable[[int, int], None],
-                 kv_capacity_tokens: int | None = None, cache_size: int | None = None, load_s: float = 0.0) -> None:
+                 kv_capacity_tokens: int | None = None, cache_size: int | None = None, load_s: float = 0.0,
+                 holders: Holders | None = None) -> None:
         self._model = model
         self._queues: dict[int, deque[tuple[int, int]]] = {}  # model -> (submit order, request), FCFS
         self._heads: list[tuple[int, int]] = []  # (submit order of the queue's head, model)
@@ -46,6 +61,7 @@ class SharedPrefillWorker(PrefillWorker):
         self._cache: OrderedDict[int, None] | None = None if cache_size is None else OrderedDict()
         self._cache_size = cache_size or 0
         self.load_s = load_s
+        self._holders = holders
         self.loads = 0
         self.loading_s = 0.0
         self._load_end = 0.0  # when the load started last ends (loading_s already counts all of it)
@@ -56,10 +72,6 @@ class SharedPrefillWorker(PrefillWorker):
     def resident(self, model: int) -> bool:
         return self._cache is None or model in self._cache
 
-    def holds(self, model: int) -> bool:
-        """Whether ``model`` is resident here or queued here (then loading it is already this GPU's work)."""
-        return self._cache is None or model in self._cache or bool(self._queues.get(model))
-
     def submit(self, rid: int) -> None:
         m = int(self._model[rid])
         queue = self._queues.get(m)
@@ -69,6 +81,8 @@ class SharedPrefillWorker(PrefillWorker):
             heapq.heappush(self._heads, (self._order, m))
             if not self.resident(m):
                 self.pending_loads += 1
+                if self._holders is not None:
+                    self._holders.hold(m, self)
         queue.append((self._order, rid))
         self._order += 1
         self.load += 1
@@ -89,6 +103,8 @@ class SharedPrefillWorker(PrefillWorker):
             victim, _ = cache.popitem(last=False)
             if self._queues.get(victim):  # still wanted here: it needs loading again
                 self.pending_loads += 1
+            elif self._holders is not None:
+                self._holders.drop(victim, self.wid)
         cache[m] = None
         self.loads += 1
         if self.load_s > 0:
@@ -150,19 +166,24 @@ class ResidencyRouter:
     until its queue is longer than a load takes, when the request goes where loading it is quicker.
 
     Work ahead is the GPU's outstanding prompt tokens x ``s_per_token`` (seconds per prompt token at full
-    batches) plus its pending loads x ``load_s``. One pass over the pool's GPUs per request, never over models.
+    batches) plus its pending loads x ``load_s``. A pick takes the best of the GPUs holding the model at
+    their work, and the best of all GPUs at their work plus a load (an overestimate only for holders, which
+    the first pass priced exactly); a tie goes to a holder, then to the first GPU. No pass over the models.
     """
 
-    def __init__(self, workers: list[SharedPrefillWorker], s_per_token: float, load_s: float) -> None:
-        self.workers, self.s_per_token, self.load_s = workers, s_per_token, load_s
+    def __init__(self, workers: list[SharedPrefillWorker], s_per_token: float, load_s: float,
+                 holders: Holders) -> None:
+        self.workers, self.s_per_token, self.load_s, self.holders = workers, s_per_token, load_s, holders
 
     def pick(self, model: int) -> SharedPrefillWorker:
         per_token, load_s = self.s_per_token, self.load_s
-        best, best_cost = self.workers[0], float("inf")
-        for w in self.workers:
+        best, best_cost = None, float("inf")
+        for w in self.holders.of.get(model, {}).values():
             cost = w.kv_load * per_token + w.pending_loads * load_s
-            if not w.holds(model):
-                cost += load_s
+            if cost < best_cost or (cost == best_cost and w.wid < best.wid):
+                best, best_cost = w, cost
+        for w in self.workers:
+            cost = w.kv_load * per_token + w.pending_loads * load_s + load_s
             if cost < best_cost:
                 best, best_cost = w, cost
         return best

@@ -27,7 +27,7 @@ from sunsim.scenario import Scenario, ScenarioError
 from sunsim.scenario.document import prefill_total
 from sunsim.sim.layout import PREFILL_DTYPE, kv_capacity_tokens
 from sunsim.sim.prefill import PrefillWorker
-from sunsim.sim.prefill_mux import ResidencyRouter, SharedPrefillWorker
+from sunsim.sim.prefill_mux import Holders, ResidencyRouter, SharedPrefillWorker
 from sunsim.sim.records import Records
 from sunsim.sim.routing import Router
 from sunsim.sim.tensor_parallel import shard
@@ -118,8 +118,9 @@ def build_prefill(env: simpy.Environment, sc: Scenario, layout: PrefillLayout, c
     else:
         caps = layout.kv_caps or []
         size = None if spec.on_demand is None else spec.on_demand.resident
+        holders = None if spec.on_demand is None else Holders()
         workers = [SharedPrefillWorker(env, g, cost, budget, prompt, model, rec, on_done, caps[g], size,
-                                       layout.load_s) for g in range(layout.counts["shared"])]
+                                       layout.load_s, holders) for g in range(layout.counts["shared"])]
         if layout.hosts is not None:
             pools = [[] for _ in tasks]
             for g, hosted in enumerate(layout.hosts):
@@ -128,7 +129,8 @@ def build_prefill(env: simpy.Environment, sc: Scenario, layout: PrefillLayout, c
             serves = [tuple(tasks[m] for m in hosted) for hosted in layout.hosts]
             pool_of = ["+".join(s) for s in serves]
         else:
-            shared = ResidencyRouter(workers, seconds_per_prompt_token(cost, budget, prompt), layout.load_s)
+            shared = ResidencyRouter(workers, seconds_per_prompt_token(cost, budget, prompt), layout.load_s,
+                                     holders)
             pool_of = ["on_demand"] * len(workers)
             serves = [tuple(tasks)] * len(workers)
 
