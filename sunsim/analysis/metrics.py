@@ -167,8 +167,8 @@ def _figures(df: pd.DataFrame, window: tuple[float, float], gpus: dict[str, int]
 def model_gpus(res: VariantResult, model: str) -> dict[str, int]:
     """GPUs serving ``model``: its prefill GPUs and the decode GPUs of every pool that serves it (see above)."""
     serves = res.decode_serves or [(pool,) for pool in res.decode_pool_of]
-    return gpu_counts(res.prefill_pool_of.count(model), sum(model in s for s in serves), res.scenario.prefill.tp,
-                      res.variant.tp)
+    prefill = sum(model in s for s in res.prefill_serves) if res.prefill_serves else res.prefill_pool_of.count(model)
+    return gpu_counts(prefill, sum(model in s for s in serves), res.scenario.prefill.tp, res.variant.tp)
 
 
 def summarize(res: VariantResult, df: pd.DataFrame | None = None,
@@ -256,9 +256,27 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None,
         for w in res.prefill_stats
     ]
     summary["prefill_kv_capacity_tokens"] = cap
+    if sc.prefill.shared:  # shared prefill GPUs: what each holds, and on demand its loads
+        _shared_prefill(summary, res)
     summary["sim"] = {"wall_s": res.wall_s, "events": res.events,
                       "requests_per_wall_s": len(df) / res.wall_s if res.wall_s > 0 else None}
     return summary
+
+
+def _shared_prefill(summary: dict, res: VariantResult) -> None:
+    """Shared prefill GPUs' entries: the models each holds and, on demand, its loads (count and seconds)."""
+    on_demand = res.scenario.prefill.on_demand
+    for entry, w, pool in zip(summary["prefill_workers"], res.prefill_stats, res.prefill_pool_of):
+        entry["models"] = pool
+        if on_demand is not None:
+            entry["loads"], entry["load_s"] = int(w.loads), w.load_s
+    if on_demand is not None:
+        summary["prefill_loads"] = {
+            "resident": on_demand.resident, "load_GBps": on_demand.load_GBps,
+            "loads": int(sum(w.loads for w in res.prefill_stats)),
+            "load_s": float(sum(w.load_s for w in res.prefill_stats)),
+            "max_load_s_per_gpu": float(max((w.load_s for w in res.prefill_stats), default=0.0)),
+        }
 
 
 def comparison_row(summary: dict) -> dict:

@@ -145,7 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slo-tpot", type=float, help="TPOT target, s (default: the scenario's)")
     p.add_argument("--attainment", type=float, help="share of requests meeting both targets (default 0.9)")
     p.add_argument("--variant", action="append", metavar="NAME", help="plan only this variant (repeatable)")
-    p.add_argument("--prefill", action="store_true", help="also size prefill GPUs per model (on TTFT)")
+    p.add_argument("--prefill", action="store_true", help="also size prefill GPUs (on TTFT): per model, or one total when prefill GPUs are shared (prefill.models_per_gpu > 1, prefill.on_demand)")
     p.add_argument("--no-goodput", action="store_true", help="skip the goodput search")
     p.add_argument("--json", action="store_true",
                    help="print the plan (one row per variant) as JSON on stdout; progress and tables go to stderr")

@@ -34,6 +34,7 @@ from sunsim.scenario.serving import (
     PER_MODEL_MODES,
     POOL_MODES,
     DecodeDefaults,
+    OnDemand,
     PrefillSpec,
     Rebalance,
     Routing,
@@ -71,7 +72,7 @@ __all__ = [
     # sections
     "ModelSpec", "CustomShape", "read_hf_config", "shape_from_hf",
     "HardwareSpec", "InterconnectSpec",
-    "PrefillSpec", "DecodeDefaults", "VariantSpec", "Rebalance", "Split", "WorkerCount", "Routing", "POOL_MODES",
+    "PrefillSpec", "OnDemand", "DecodeDefaults", "VariantSpec", "Rebalance", "Split", "WorkerCount", "Routing", "POOL_MODES",
     "AGGREGATED_MODES", "PER_MODEL_MODES", "DEFAULT_MAX_NUM_BATCHED_TOKENS",
     "split_by_share",
     "WorkloadSpec", "Arrivals", "Poisson", "Gamma", "TraceArrivals", "ClosedArrivals", "Popularity", "Zipf", "Weights",

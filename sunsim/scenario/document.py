@@ -131,7 +131,9 @@ class Scenario(StrictModel):
         if len(set(names)) != len(names):
             raise ValueError("variants: names must be unique")
         _check_counts("prefill.workers", self.prefill.workers, tasks)
-        if isinstance(self.prefill.workers, Split):
+        if self.prefill.shared:
+            _check_shared_prefill(self.prefill, tasks)
+        elif isinstance(self.prefill.workers, Split):
             try:
                 self.counts(self.prefill.workers)
             except ValueError as exc:
@@ -184,6 +186,19 @@ class Scenario(StrictModel):
             w = np.array([pop.weights.get(t, 0.0) for t in tasks])
         return w / w.sum()
 
+    def prefill_counts(self) -> dict[str, int]:
+        """Prefill workers by pool: per model, or ``{"shared": N}`` when prefill GPUs are shared."""
+        if self.prefill.shared:
+            return {"shared": prefill_total(self.prefill.workers)}
+        return self.counts(self.prefill.workers)
+
+    def prefill_share(self) -> np.ndarray:
+        """The traffic share a shared prefill pool's placement spreads replicas by (``by: even``: equal)."""
+        w = self.prefill.workers
+        if isinstance(w, Split) and w.by == "even":
+            return np.full(len(self.model.tasks), 1 / len(self.model.tasks))
+        return self.popularity()
+
     def counts(self, workers: int | dict[str, int] | Split) -> dict[str, int]:
         """Per-model worker counts from a count-for-all, a per-model mapping or a split."""
         tasks = self.model.tasks
@@ -200,3 +215,24 @@ def _check_counts(field: str, workers: int | dict[str, int] | Split, tasks: list
         unknown = set(workers) - set(tasks)
         if unknown:
             raise ValueError(f"{field}: unknown models {sorted(unknown)}; models are {tasks}")
+
+
+def prefill_total(workers: int | dict[str, int] | Split) -> int:
+    """The GPUs of a shared prefill pool: ``N`` or a split's total (a per-model mapping is refused earlier)."""
+    return workers.total if isinstance(workers, Split) else int(workers)  # type: ignore[arg-type]
+
+
+def _check_shared_prefill(prefill: PrefillSpec, tasks: list[str]) -> None:
+    """A shared prefill pool's total against the task models it must host."""
+    total = prefill_total(prefill.workers)
+    if total < 1:
+        raise ValueError("prefill.workers: a shared prefill pool needs at least 1 GPU")
+    k = prefill.models_per_gpu
+    if k > len(tasks):
+        raise ValueError(f"prefill.models_per_gpu: at most the number of task models ({len(tasks)}), got {k}")
+    if prefill.on_demand is None and total * k < len(tasks):
+        raise ValueError(f"prefill.workers: {total} GPUs x prefill.models_per_gpu {k} cannot host the "
+                         f"{len(tasks)} task models; give at least {-(-len(tasks) // k)} GPUs")
+    if prefill.on_demand is not None and prefill.on_demand.resident > len(tasks):
+        raise ValueError(f"prefill.on_demand.resident: at most the number of task models ({len(tasks)}), "
+                         f"got {prefill.on_demand.resident}")

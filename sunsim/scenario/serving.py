@@ -72,8 +72,26 @@ def split_by_share(total: int, share: np.ndarray) -> list[int]:
     return counts.tolist()
 
 
+#: Host-to-device copy of a prefill module, GB/s: PCIe 5 x16 per direction (as ``decode.swap_GBps`` and the
+#: adapter loads of sunsim/costs/lora.py), i.e. weights kept in host DRAM, the tier ServerlessLLM (Fu et al.,
+#: OSDI 2024, arXiv 2401.14351) loads checkpoints from at the link's bandwidth. Cold loads from a local NVMe
+#: drive are ~7 GB/s (PCIe 4 x4 sequential read): set ``load_GBps: 7`` for those.
+DEFAULT_LOAD_GBPS = 64.0
+
+
+class OnDemand(StrictModel):
+    """One shared prefill pool loading models' prefill modules on demand (ServerlessLLM, Aegaeon style):
+    each GPU holds at most ``resident`` of them (least recently used evicted), and a batch of a model not
+    resident first waits for its load, ``weight bytes / load_GBps``."""
+
+    resident: Int = Field(ge=1, le=MAX_TASKS)
+    load_GBps: Float = Field(DEFAULT_LOAD_GBPS, ge=MIN_BANDWIDTH_GBPS, le=MAX_BANDWIDTH_GBPS)
+
+
 class PrefillSpec(StrictModel):
-    #: Workers per model: one number for every model, or a count per model name.
+    #: Workers per model: one number for every model, or a count per model name. When prefill GPUs are
+    #: shared (``models_per_gpu`` > 1 or ``on_demand``) it is the pool's total instead: ``N`` or
+    #: ``{total: N, by: popularity | even}`` (``by`` is the share the placement spreads replicas by).
     workers: WorkerCount = 1
     max_batch_tokens: Int = Field(8192, gt=0, le=MAX_TOKENS)
     routing: Routing = "least_loaded"
@@ -88,6 +106,27 @@ class PrefillSpec(StrictModel):
     #: The prefill GPUs' own GPU and profile (the fields of the top-level ``hardware``; what it leaves out comes
     #: from there, see :func:`~sunsim.scenario.hardware.pool_hardware`). Left out: the top-level ``hardware``.
     hardware: HardwareSpec | None = None
+    #: Task models whose prefill modules each prefill GPU holds (MuxServe-style packing; 1: a pool per model).
+    #: A GPU batches one model's prompts at a time, taking the models' queues FCFS by their oldest request.
+    models_per_gpu: Int = Field(1, ge=1, le=MAX_TASKS)
+    #: Load prefill modules on demand into one shared pool (see :class:`OnDemand`); excludes ``models_per_gpu``.
+    on_demand: OnDemand | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether prefill GPUs serve several models (then ``workers`` is the pool's total)."""
+        return self.models_per_gpu > 1 or self.on_demand is not None
+
+    @model_validator(mode="after")
+    def _shared_total(self) -> PrefillSpec:
+        if self.on_demand is not None and self.models_per_gpu > 1:
+            raise ValueError("prefill.on_demand and prefill.models_per_gpu > 1 exclude each other: on-demand GPUs "
+                             "hold up to on_demand.resident models; leave models_per_gpu at 1")
+        if self.shared and isinstance(self.workers, dict):
+            what = "on_demand" if self.on_demand is not None else f"models_per_gpu: {self.models_per_gpu}"
+            raise ValueError(f"prefill.workers: with prefill.{what} the prefill GPUs are shared, so workers is "
+                             f"their total (N or {{total: N, by: popularity}}), not a count per model")
+        return self
 
 
 class DecodeDefaults(StrictModel):

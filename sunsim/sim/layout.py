@@ -39,7 +39,7 @@ class VariantResult:
     prefill_workers: list[PrefillWorker]
     decode_workers: list[DecodeWorker]
     decode_pool_of: list[str]  # per decode worker: its pool's name (a model, "shared", or "a+b" colocated)
-    prefill_pool_of: list[str]  # per prefill worker: its model
+    prefill_pool_of: list[str]  # per prefill worker: its model, "a+b" (packed) or "on_demand"
     kv_capacity_tokens: int
     prefill_kv_capacity_tokens: int | None
     end_s: float
@@ -55,6 +55,8 @@ class VariantResult:
     #: per decode worker: the models its pool serves (at the start; a rebalanced worker moves, see ``moves``).
     #: Per-model figures read this, never the pool names, which a model may share ("shared").
     decode_serves: list[tuple[str, ...]] = field(default_factory=list)
+    #: per prefill worker: the models it may prefill (empty: its one model, ``prefill_pool_of``).
+    prefill_serves: list[tuple[str, ...]] = field(default_factory=list)
     #: closed-loop arrivals: when the first client stopped (the end of the window with all clients active).
     clients_stop_s: float | None = None
 

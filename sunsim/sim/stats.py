@@ -18,6 +18,8 @@ class PrefillStats:
     batches: int
     peak_held_tokens: int  # KV of prefilled requests waiting for decode, at its highest
     stalled_s: float  # a batch was ready but waited for KV memory
+    loads: int = 0  # on-demand prefill: prefill modules loaded
+    load_s: float = 0.0  # on-demand prefill: seconds spent loading them (up to the stop)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from sunsim.sim.layout import (  # noqa: F401  (re-exported: callers import them
     profile_info,
     role_hardware,
 )
-from sunsim.sim.prefill import PrefillWorker
+from sunsim.sim.prefill_pools import build_prefill, prefill_layout
 from sunsim.sim.rebalance import Rebalancer
 from sunsim.sim.records import Records
 from sunsim.sim.routing import Router
@@ -62,15 +62,11 @@ class _Plan:
         except ValueError as exc:
             raise ScenarioError(f"variants.{variant.name}.dtype: {exc}") from None
         self.kv_capacity = kv_capacity_tokens(sc, shape, variant.dtype, variant=variant)
-        self.prefill_kv_capacity = kv_capacity_tokens(sc, shard(sc, "prefill"), PREFILL_DTYPE, "prefill") \
-            if sc.prefill.kv_bound else None
         tasks = sc.model.tasks
         busy = set(np.unique(stream.model).tolist())
-
-        self.prefill_counts = sc.counts(sc.prefill.workers)
-        for i, t in enumerate(tasks):
-            if i in busy and self.prefill_counts[t] == 0:
-                raise ScenarioError(f"prefill.workers: model {t!r} gets traffic but has 0 prefill workers")
+        self.prefill = prefill_layout(sc, busy)
+        self.prefill_kv_capacity = self.prefill.kv_capacity
+        self.prefill_counts = self.prefill.counts
         if variant.mode == "dedicated":
             self.decode_counts = sc.counts(variant.workers)
             for i, t in enumerate(tasks):
@@ -100,6 +96,9 @@ class _Plan:
                 extra_what=f"variants.{variant.name}.max_adapters: {self.max_adapters} resident rank-{self.lora.rank} adapters",
                 variant=variant)
             self.prefill_cost = LoraPrefillCost(self.prefill_cost, self.lora)
+            if sc.prefill.shared:  # a shared prefill GPU holds the base once and the tasks as adapters
+                self.prefill = prefill_layout(sc, busy, self.lora.adapter_bytes)
+                self.prefill_kv_capacity = self.prefill.kv_capacity
 
         block = sc.decode.block_tokens
         need = -(-(stream.prompt_tokens + stream.output_tokens) // block) * block
@@ -158,7 +157,6 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     ic = sc.interconnect
     # the prompt's KV travels in the prefill GPUs' cache format, each GPU's shard over its own link
     link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, link_kv_bytes(sc, variant))
-    prefill_router = Router(sc.prefill.routing, np.random.default_rng([sc.seed, 11]))
     decode_router = Router(variant.routing, np.random.default_rng([sc.seed, 12]))
     finished = [0]
     all_done = env.event()
@@ -247,22 +245,10 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         p = decode_pool_for_model[model[rid]]
         decode_router.pick(pools[p], p).submit(rid)
 
-    prefill_workers: list[PrefillWorker] = []
-    prefill_pools: list[list[PrefillWorker]] = []
-    for t in tasks:
-        pool = []
-        for _ in range(plan.prefill_counts[t]):
-            w = PrefillWorker(env, len(prefill_workers), plan.prefill_cost, sc.prefill.max_batch_tokens,
-                              prompt, rec, prefill_done, plan.prefill_kv_capacity)
-            prefill_workers.append(w)
-            pool.append(w)
-        prefill_pools.append(pool)
-
+    fleet = build_prefill(env, sc, plan.prefill, plan.prefill_cost, prompt, model, rec, prefill_done)
+    prefill_workers = fleet.workers
+    send = fleet.submit
     arrival = stream.arrival_s
-
-    def send(rid: int) -> None:
-        m = int(model[rid])
-        prefill_router.pick(prefill_pools[m], m).submit(rid)
 
     def arrivals():
         timeout = env.timeout
@@ -286,7 +272,7 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     return VariantResult(
         scenario=sc, variant=variant, stream=stream, records=rec, profile=plan.decode_cost.info,
         prefill_workers=prefill_workers, decode_workers=decode_workers, decode_pool_of=pool_of,
-        prefill_pool_of=[t for t in tasks for _ in range(plan.prefill_counts[t])],
+        prefill_pool_of=fleet.pool_of, prefill_serves=fleet.serves,
         kv_capacity_tokens=plan.kv_capacity, prefill_kv_capacity_tokens=plan.prefill_kv_capacity, end_s=end, wall_s=wall, events=events, interconnect=link,
         moves=rebalancer[0].moves if rebalancer else [], decode_serves=serves,
         prefill_stats=[w.stats() for w in prefill_workers], decode_stats=[w.stats() for w in decode_workers],

@@ -26,7 +26,7 @@ from sunsim.analysis.metrics import summarize
 from sunsim.analysis.options import MAX_GPUS_LIMIT
 from sunsim.analysis.planning.reachable import check_reachable
 from sunsim.analysis.runner import select_variants
-from sunsim.scenario import AGGREGATED_MODES, POOL_MODES, Scenario, ScenarioError, VariantSpec
+from sunsim.scenario import AGGREGATED_MODES, POOL_MODES, Scenario, ScenarioError, Split, VariantSpec
 from sunsim.sim.variant import load_profile, simulate_variant
 from sunsim.workload.stream import build_workload
 
@@ -86,6 +86,15 @@ class VariantPlan(_GpuTotals):
     prefill_tp: int = 1
 
 
+def prefill_workers(sc: Scenario, counts: dict[str, int]):
+    """The ``prefill.workers`` value of a plan's prefill counts: per model, or a shared pool's total (a split
+    keeps its ``by``, the share its placement spreads replicas by)."""
+    if not sc.prefill.shared:
+        return counts
+    workers = sc.prefill.workers
+    return {"total": counts["shared"], "by": workers.by} if isinstance(workers, Split) else counts["shared"]
+
+
 def on_fleet(variant: VariantSpec, decode_counts: dict[str, int]) -> VariantSpec:
     """The variant laid out on a plan's decode counts (one pool: its ``shared`` count)."""
     workers = decode_counts["shared"] if variant.mode in POOL_MODES else dict(decode_counts)
@@ -115,7 +124,8 @@ class Planner:
 
     def probe(self, variant: VariantSpec, prefill: dict[str, int], sc: Scenario | None = None,
               stream=None) -> tuple[dict, Probe]:
-        sc = _with(sc or self.sc, **{"prefill.workers": prefill})
+        sc = sc or self.sc
+        sc = _with(sc, **{"prefill.workers": prefill_workers(sc, prefill)})
         stream = stream if stream is not None else self.stream
         self.probes += 1
         summary = summarize(simulate_variant(sc, variant, stream, self.profile))
@@ -174,9 +184,22 @@ class Planner:
 
     def plan_prefill(self, variant: VariantSpec) -> dict[str, int]:
         """Prefill workers per model: TTFT attainment alone (TTFT ends before decode starts,
-        so the variant's own decode layout serves, whatever its size)."""
+        so the variant's own decode layout serves, whatever its size). Shared prefill GPUs
+        (``prefill.models_per_gpu`` > 1, ``prefill.on_demand``): one total, the least at which every
+        model's TTFT attainment meets the target (``{"shared": N}``)."""
         tasks = self.sc.model.tasks
         busy = {tasks[i] for i in self.models}
+        if self.sc.prefill.shared:
+            k = self.sc.prefill.models_per_gpu
+            least = 1 if self.sc.prefill.on_demand is not None else -(-len(tasks) // k)
+
+            def judge_total(counts: dict[str, int]) -> dict[str, float]:
+                if counts["shared"] < least:  # too few GPUs to host every model's prefill module
+                    return {"shared": 0.0}
+                summary, _ = self.probe(variant, counts)
+                return {"shared": min(summary["per_model"][t]["slo"]["ttft_attainment"] for t in busy)}
+
+            return self._search({"shared": least}, judge_total, "shared prefill pool", self.sc.prefill.tp)
 
         def judge(counts: dict[str, int]) -> dict[str, float]:
             summary, _ = self.probe(variant, {t: counts.get(t, 0) for t in tasks})
@@ -260,7 +283,7 @@ def plan(sc: Scenario, attainment: float, variants: list[str] | None = None, siz
         if v.mode in AGGREGATED_MODES:  # its pool prefills too: no prefill GPUs to size
             prefill = {t: 0 for t in sc.model.tasks}
         else:
-            prefill = planner.plan_prefill(v) if size_prefill else sc.counts(sc.prefill.workers)
+            prefill = planner.plan_prefill(v) if size_prefill else sc.prefill_counts()
         decode = planner.plan_decode(v, prefill)
         vp = VariantPlan(v.name, decode, prefill, decode_tp=v.tp, prefill_tp=sc.prefill.tp)
         if goodput:
