@@ -22,7 +22,9 @@ decode GPU of the pool that serves it (``per_model[m]["gpus"]``). A dedicated po
 model's alone; a shared (SUN, multi-LoRA) pool serves every model, so each model counts all
 its GPUs, and its tok/s per decode GPU is its share of the pool's per-GPU throughput (the
 models' figures add up to the pool's); a colocated model counts the GPUs hosting it. The GPU
-counts are the layout at the start (a rebalanced pool's moves are not spread over time). A worker is a
+counts are the layout at the start (a rebalanced pool's moves are not spread over time, an autoscaled pool counts
+the GPUs it started with; ``gpu_hours``, ``peak_gpus`` and ``mean_gpus`` follow its size over time, see
+:mod:`sunsim.analysis.gpu_hours`). A worker is a
 tensor-parallel group of ``prefill.tp`` / the variant's ``tp`` GPUs, and every count is of GPUs (workers x tp).
 """
 
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from sunsim.analysis.dollars import fleet_cost, role_gpus
+from sunsim.analysis.gpu_hours import gpu_hours_block
 from sunsim.analysis.schema import FIELDS, percentile_fields
 from sunsim.analysis.vllm_metrics import DEFAULT_PERCENTILES, benchmark_span, vllm_metrics
 from sunsim.sim.tensor_parallel import gpu_counts
@@ -166,7 +169,7 @@ def _figures(df: pd.DataFrame, window: tuple[float, float], gpus: dict[str, int]
 
 def model_gpus(res: VariantResult, model: str) -> dict[str, int]:
     """GPUs serving ``model``: its prefill GPUs and the decode GPUs of every pool that serves it (see above)."""
-    serves = res.decode_serves or [(pool,) for pool in res.decode_pool_of]
+    serves = (res.decode_serves or [(pool,) for pool in res.decode_pool_of])[:res.start_decode_workers]
     prefill = sum(model in s for s in res.prefill_serves) if res.prefill_serves else res.prefill_pool_of.count(model)
     return gpu_counts(prefill, sum(model in s for s in serves), res.scenario.prefill.tp, res.variant.tp)
 
@@ -177,7 +180,8 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None,
     metrics (:mod:`sunsim.analysis.vllm_metrics`), ``percentiles`` choosing its ``p{q}_*`` keys."""
     sc, v = res.scenario, res.variant
     df = request_table(res) if df is None else df
-    gpus = gpu_counts(len(res.prefill_stats), len(res.decode_stats), sc.prefill.tp, v.tp)
+    decode_workers = len(res.decode_stats) if res.start_decode_workers is None else res.start_decode_workers
+    gpus = gpu_counts(len(res.prefill_stats), decode_workers, sc.prefill.tp, v.tp)
     arrival = df["arrival_s"].to_numpy(dtype=float)
     measured = None
     if res.stream.closed:
@@ -205,6 +209,7 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None,
         "profile": res.profile.as_dict(),
         "gpus": gpus,
         "duration_s": res.end_s,
+        **gpu_hours_block(res, gpus["prefill"], gpus["decode"]),
         "window": window_info,
         # Window end (last arrival; closed: first client stop) -> last finish (-> the stop, if unfinished).
         "drain_s": (last_finish if all_done and last_finish is not None else res.end_s) - window[1],
@@ -219,7 +224,9 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None,
         per_model[str(name)] = {"gpus": pm_gpus, **_figures(part, window, pm_gpus, slo.ttft_s, slo.tpot_s, own),
                                 "vllm": vllm_metrics(part, span, slo.ttft_s, slo.tpot_s, percentiles)}
     # every GPU of the variant at its role's price, over the steady window's output tokens (see analysis/dollars)
-    summary["cost"] = fleet_cost(sc, v, gpus["prefill"], gpus["decode"],
+    # (an autoscaled pool at its mean GPUs in service over the run)
+    decode_held = summary["mean_gpus"] - gpus["prefill"] if res.decode_gpu_timeline else gpus["decode"]
+    summary["cost"] = fleet_cost(sc, v, gpus["prefill"], decode_held,  # type: ignore[arg-type]
                                  summary["throughput"]["output_tokens_per_s"])
     summary["per_model"] = dict(sorted(per_model.items(), key=lambda kv: sc.model.tasks.index(kv[0])))
     summary["decode_workers"] = [

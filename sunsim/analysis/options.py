@@ -10,6 +10,8 @@ from __future__ import annotations
 
 #: Where sweep points run: local worker processes or a Ray cluster.
 EXECUTORS = ("local", "ray")
+#: Where a run's (cell, variant) tasks run: this process one after another, local worker processes, or Ray.
+RUN_EXECUTORS = ("inline", "local", "ray")
 #: Table formats a sweep can write, by extension.
 TABLE_SUFFIXES = (".csv", ".parquet")
 #: Largest --max-gpus accepted: beyond it a single probe would simulate an absurd cluster.

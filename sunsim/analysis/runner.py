@@ -48,11 +48,22 @@ def select_variants(sc: Scenario, names: list[str] | None) -> list[VariantSpec]:
 
 def run_scenario(sc: Scenario, variants: list[str] | None = None, keep_timeline: bool = False,
                  on_variant: Callable[[VariantSpec, int, int], None] | None = None,
-                 percentiles: tuple[float, ...] = DEFAULT_PERCENTILES) -> ScenarioRun:
+                 percentiles: tuple[float, ...] = DEFAULT_PERCENTILES, executor: str = "inline",
+                 workers: int | None = None, address: str | None = None) -> ScenarioRun:
     """Simulate the chosen variants of a scenario (in memory; see :func:`write_run`); ``percentiles`` are the
-    ``p{q}_*_ms`` keys of each summary's ``vllm`` block."""
+    ``p{q}_*_ms`` keys of each summary's ``vllm`` block.
+
+    A scenario with ``cells``, or any ``executor`` but ``inline``, runs each (cell, variant) as a task there
+    (:mod:`sunsim.analysis.cells`; ``workers`` local processes, a Ray ``address``) and merges the cells."""
     chosen = select_variants(sc, variants)
     stream = build_workload(sc)
+    if sc.cells is not None or executor != "inline":
+        from sunsim.analysis.cells import run_cells
+
+        results = run_cells(sc, chosen, stream, keep_timeline, executor, workers, address)
+        tables = [request_table(res) for res in results]
+        return ScenarioRun(sc, stream, results, [summarize(res, df, percentiles) for res, df in zip(results, tables)],
+                           tables)
     profile = load_profile(sc)
     for v in chosen:  # fail before any work if a layout is impossible
         check_variant(sc, v, stream, profile)
@@ -111,7 +122,7 @@ def write_run(run: ScenarioRun, out_dir: Path, fmt: str = "csv") -> list[Path]:
             vdir = stage / res.variant.name
             vdir.mkdir()
             write_table(df, vdir / f"requests.{'parquet' if fmt == 'parquet' else 'csv'}")
-            if any(w.timeline for w in res.decode_workers):
+            if any(w.timeline for w in res.decode_stats):
                 write_table(worker_timeline(res), vdir / "timeline.csv")
             write_json(vdir / "summary.json", summary)
             mark(vdir, {**info, "variant": res.variant.name})

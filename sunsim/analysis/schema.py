@@ -63,6 +63,9 @@ FIELDS: tuple[Field, ...] = (
     Field("prefill_gpus", "prefill GPUs", ("gpus", "prefill"), metric=False),
     Field("decode_gpus", "decode GPUs", ("gpus", "decode"), metric=False),
     Field("total_gpus", "GPUs", ("gpus", "total"), metric=False),
+    # GPUs held over the run (prefill included; an autoscaled pool's loading and draining GPUs too).
+    Field("gpu_hours", "GPU-hours", ("gpu_hours",)),
+    Field("peak_gpus", "peak GPUs", ("peak_gpus",)),
     # Every GPU of the variant at its role's GPU-hour price; per million output tokens of the steady window.
     Field("usd_per_hour", "USD per hour (every GPU)", ("cost", "usd_per_hour")),
     Field("usd_per_million_output_tokens", "USD per million output tokens", ("cost", "usd_per_million_output_tokens")),
@@ -122,6 +125,8 @@ COMPARISON_ROWS: tuple[tuple[str, tuple[str, ...], str, float], ...] = (
     ("routing", ("routing",), "{}", 1),
     ("GPUs prefill / decode", ("prefill_gpus", "decode_gpus"), "{}", 1),
     ("GPU type prefill / decode", ("prefill_gpu", "decode_gpu"), "{}", 1),
+    ("GPU-hours", ("gpu_hours",), "{:,.2f}", 1),
+    ("peak GPUs", ("peak_gpus",), "{}", 1),
     ("finished / arrived", ("finished", "arrived"), "{}", 1),
     ("output tok/s", ("output_tokens_per_s",), "{:,.0f}", 1),
     ("tok/s per GPU (steady window)", ("tokens_per_s_per_gpu",), "{:,.0f}", 1),

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from sunsim.analysis.executors import probe_address
 from sunsim.analysis.options import EXECUTORS, TABLE_SUFFIXES
-from sunsim.analysis.sweep_points import _local, _ray, probe_address
+from sunsim.analysis.sweep_points import _local, _ray
 from sunsim.analysis.sweep_spec import Point, Sweep, SweepSpec, expand_points, load_sweep
 from sunsim.errors import InputError
 from sunsim.output import Output, check_file_target, claim_outputs, mark, record_file, write_json, write_table

@@ -3,13 +3,8 @@ outright) or Ray tasks on a Ray cluster (an existing distributed engine, probed 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
-import socket
-import sys
-import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -17,10 +12,10 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from sunsim.analysis.executors import ray_connection, worker_init
 from sunsim.analysis.metrics import comparison_row
 from sunsim.analysis.runner import run_scenario
-from sunsim.analysis.sweep_spec import RAY_PROBE_TIMEOUT_S, Point, Sweep, SweepSpec
-from sunsim.errors import InputError
+from sunsim.analysis.sweep_spec import Point, Sweep, SweepSpec
 from sunsim.scenario import Scenario, ScenarioError
 
 
@@ -73,7 +68,7 @@ def _local(sweep: Sweep, points: list[Point], workers: int) -> Iterator[tuple[Po
         for p in points:
             yield p, run_point(payload, p.__dict__)
         return
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=worker_init, initargs=(os.getpid(),))
     finished = False
     try:
         pending = {pool.submit(run_point, payload, p.__dict__): p for p in points}
@@ -89,67 +84,8 @@ def _local(sweep: Sweep, points: list[Point], workers: int) -> Iterator[tuple[Po
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _worker_init(parent: int) -> None:
-    """Make a worker process die with the sweep, however the sweep ends.
-
-    On Linux the kernel kills the worker when its parent dies (``PR_SET_PDEATHSIG``); everywhere a
-    watchdog thread exits when the parent id changes (the worker was re-parented). SIGTERM gets its
-    default action back (the parent's handler turns it into an exception, which a worker must not catch).
-    """
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # the parent died before the death signal was armed
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="sunsim-parent-watch").start()
-
-
-def _watch_parent(parent: int, every_s: float = 1.0) -> None:
-    while os.getppid() == parent:
-        time.sleep(every_s)
-    os._exit(1)
-
-
-def probe_address(address: str, timeout_s: float = RAY_PROBE_TIMEOUT_S) -> None:
-    """Fail within seconds, naming the address, when nothing answers at a Ray cluster address.
-
-    ``ray.init`` would otherwise retry for minutes. ``auto``/``local`` (Ray finds or starts a cluster)
-    are left to Ray.
-    """
-    if address in ("auto", "local"):
-        return
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise InputError(f"--address: {address!r} is not HOST:PORT (or ray://HOST:PORT, auto, local)")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise InputError(f"--address: no Ray cluster answers at {address!r} ({reason} within "
-                         f"{timeout_s:g} s)") from None
-
-
 def _ray(sweep: Sweep, points: list[Point], address: str | None) -> Iterator[tuple[Point, list[dict]]]:
-    if address:
-        probe_address(address)
-    try:
-        import ray
-    except ImportError:
-        raise ScenarioError("--executor ray needs Ray: pip install 'sunsim[ray]'") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-        except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
-            raise InputError(f"--address: Ray could not connect to {address or 'a local cluster'!r}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    try:
+    with ray_connection(address) as ray:
         remote = ray.remote(run_point)
         payload = ray.put(_payload(sweep))
         pending = {remote.remote(payload, p.__dict__): p for p in points}
@@ -157,8 +93,3 @@ def _ray(sweep: Sweep, points: list[Point], address: str | None) -> Iterator[tup
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 yield pending.pop(ref), ray.get(ref)
-    finally:
-        if started_here:
-            ray.shutdown()
-
-

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 
 from sunsim import __version__
+from sunsim.analysis.options import RUN_EXECUTORS
 from sunsim.analysis.schema import COMPARISON_ROWS
+from sunsim.cli.argtypes import worker_count
 from sunsim.cli.console import console, err_console
 from sunsim.errors import InputError, Terminated
 from sunsim.names import check_name
@@ -68,7 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             status.update(f"simulating variant {v.name} ({i + 1}/{n})")
 
         run = run_scenario(sc, args.variant, keep_timeline=not args.no_timeline or bool(args.trace_out),
-                           on_variant=progress, percentiles=percentiles)
+                           on_variant=progress, percentiles=percentiles, executor=args.executor,
+                           workers=args.workers, address=args.address)
     if args.trace_out:  # before the results are published: a failure leaves neither half
         from sunsim.report.trace import write_chrome_trace
 
@@ -117,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true",
                      help="print one JSON object (per variant the vLLM-named metrics and GPU counts) on stdout; "
                           "writes no files unless --out is given")
+    run.add_argument("--executor", choices=RUN_EXECUTORS, default="inline",
+                     help="where each (cell, variant) runs: this process, one after another (default), local "
+                          "worker processes, or a Ray cluster; the results are the same")
+    run.add_argument("--workers", type=worker_count, help="local worker processes (default: all cores)")
+    run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     run.set_defaults(func=cmd_run)
 
     for register in _extensions():

@@ -27,12 +27,14 @@ from sunsim.scenario.limits import MAX_BATCH, MAX_REQUESTS, MAX_TOKENS, Scenario
 from sunsim.scenario.load import load_scenario, scenario_from_dict
 from sunsim.scenario.model import ModelSpec
 from sunsim.scenario.overrides import apply_override, parse_override
+from sunsim.scenario.rate_curve import Diurnal, Piecewise, RateCurve
 from sunsim.scenario.safe_yaml import read_yaml_mapping, safe_load_unique
 from sunsim.scenario.serving import (
     AGGREGATED_MODES,
     DEFAULT_MAX_NUM_BATCHED_TOKENS,
     PER_MODEL_MODES,
     POOL_MODES,
+    Autoscale,
     DecodeDefaults,
     OnDemand,
     PrefillSpec,
@@ -72,11 +74,11 @@ __all__ = [
     # sections
     "ModelSpec", "CustomShape", "read_hf_config", "shape_from_hf",
     "HardwareSpec", "InterconnectSpec",
-    "PrefillSpec", "OnDemand", "DecodeDefaults", "VariantSpec", "Rebalance", "Split", "WorkerCount", "Routing", "POOL_MODES",
+    "PrefillSpec", "OnDemand", "DecodeDefaults", "VariantSpec", "Rebalance", "Autoscale", "Split", "WorkerCount", "Routing", "POOL_MODES",
     "AGGREGATED_MODES", "PER_MODEL_MODES", "DEFAULT_MAX_NUM_BATCHED_TOKENS",
     "split_by_share",
     "WorkloadSpec", "Arrivals", "Poisson", "Gamma", "TraceArrivals", "ClosedArrivals", "Popularity", "Zipf", "Weights",
-    "PopularityShift", "Lengths", "LengthDist", "Fixed", "Uniform", "LogNormal", "Geometric", "FromTrace",
+    "PopularityShift", "RateCurve", "Diurnal", "Piecewise", "Lengths", "LengthDist", "Fixed", "Uniform", "LogNormal", "Geometric", "FromTrace",
     "TraceSource", "TraceColumns", "TraceLayout", "DEFAULT_LAYOUT",
     "SLOSpec", "SimSpec",
     # bounds other code relies on

@@ -16,6 +16,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 from sunsim.costs.architecture import ModelShape
 from sunsim.costs.hardware import GPUS
 from sunsim.costs.prices import default_prices
+from sunsim.scenario.cells import Cells, cell_models
 from sunsim.scenario.hardware import HardwareSpec, InterconnectSpec, pool_hardware
 from sunsim.scenario.limits import (
     MAX_DURATION_S,
@@ -77,6 +78,8 @@ class Scenario(StrictModel):
     #: USD per GPU-hour by GPU name (0 to 1e6; null: no price). What it names replaces the example defaults of
     #: sunsim/costs/data/gpu_prices.csv (public on-demand list prices, dated and sourced there); the rest stay.
     prices: dict[str, Price | None] = Field(default_factory=default_prices)
+    #: Split the fleet into independent cells (see :mod:`sunsim.scenario.cells`); left out: one fleet.
+    cells: Cells | None = None
 
     @field_validator("name")
     @classmethod
@@ -165,6 +168,11 @@ class Scenario(StrictModel):
         if unknown:
             raise ValueError(f"workload.per_model: unknown models {sorted(unknown)}; models are {tasks}")
         arrivals = self.workload.arrivals
+        if self.cells is not None:
+            if arrivals.kind == "closed":
+                raise ValueError("cells: not with closed arrivals (the clients send on the whole fleet's "
+                                 "speed, which independent cells do not share); drop cells")
+            cell_models(self.cells, tasks, self.popularity())
         if isinstance(arrivals, TraceArrivals):
             for trace_name, task in arrivals.models.items():
                 if task not in tasks:
@@ -185,6 +193,12 @@ class Scenario(StrictModel):
         else:
             w = np.array([pop.weights.get(t, 0.0) for t in tasks])
         return w / w.sum()
+
+    def cell_models(self) -> dict[str, list[str]]:
+        """Each cell's task models by cell name (no ``cells``: one cell, ``fleet``, of every model)."""
+        if self.cells is None:
+            return {"fleet": list(self.model.tasks)}
+        return cell_models(self.cells, list(self.model.tasks), self.popularity())
 
     def prefill_counts(self) -> dict[str, int]:
         """Prefill workers by pool: per model, or ``{"shared": N}`` when prefill GPUs are shared."""

@@ -16,6 +16,8 @@ def scenario_inputs(path: Path | str, sc: Scenario) -> list[tuple[Path, str]]:
     wl = sc.workload
     if wl.arrivals.kind == "trace":
         found.append((Path(wl.arrivals.path), "workload.arrivals.path trace"))
+    if wl.rate_curve is not None and wl.rate_curve.kind == "piecewise":
+        found.append((Path(wl.rate_curve.path), "workload.rate_curve.path"))
     dists = [("workload.prompt_tokens", wl.prompt_tokens), ("workload.output_tokens", wl.output_tokens)]
     for model, lengths in wl.per_model.items():
         for key in ("prompt_tokens", "output_tokens"):

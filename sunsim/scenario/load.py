@@ -73,6 +73,8 @@ def _resolve_paths(sc: Scenario, base: Path) -> Scenario:
     wl = data["workload"]
     if wl["arrivals"]["kind"] == "trace":
         wl["arrivals"]["path"] = fix(wl["arrivals"]["path"])
+    if wl["rate_curve"] is not None and wl["rate_curve"]["kind"] == "piecewise":
+        wl["rate_curve"]["path"] = fix(wl["rate_curve"]["path"])
     for dist in [wl["prompt_tokens"], wl["output_tokens"]] + [
         d for lengths in wl["per_model"].values() for d in lengths.values() if d
     ]:
@@ -97,7 +99,7 @@ def _format_error(err: ValidationError) -> str:
     return "invalid scenario:\n  " + "\n  ".join(lines)
 
 
-_UNION_TAGS = {"fixed", "uniform", "lognormal", "geometric", "trace", "poisson", "gamma", "zipf", "weights",
+_UNION_TAGS = {"fixed", "uniform", "lognormal", "geometric", "trace", "poisson", "gamma", "zipf", "weights", "diurnal", "piecewise",
                "int", "dict[str,int]", "constrained-int", "dict[str,constrained-int]", "Split"}
 
 

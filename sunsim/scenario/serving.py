@@ -168,6 +168,27 @@ class Rebalance(StrictModel):
     load_s: Float = Field(0.0, ge=0, le=MAX_DURATION_S)
 
 
+class Autoscale(StrictModel):
+    """A shared pool sized to its load (see :mod:`sunsim.sim.autoscale`): every ``every_s`` seconds the pool
+    becomes ``ceil(load / target_load)`` GPUs, ``load`` being the GPUs' worth of KV memory (and, with a
+    ``max_batch``, of batch slots) its requests held on average over the interval, within
+    ``[min_workers, max_workers]``. ``workers`` is the size it starts with."""
+
+    every_s: Float = Field(gt=0, le=MAX_TIME_S)
+    #: Share of each GPU's KV memory (and batch slots) the pool aims to fill on average, in (0, 1].
+    target_load: Float = Field(gt=0, le=1)
+    #: Seconds a new GPU spends loading the weights before it serves (counted as in service: it is held).
+    load_s: Float = Field(0.0, ge=0, le=MAX_DURATION_S)
+    min_workers: Int = Field(1, ge=1, le=MAX_WORKERS)
+    max_workers: Int = Field(ge=1, le=MAX_WORKERS)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscale:
+        if self.min_workers > self.max_workers:
+            raise ValueError(f"autoscale: min_workers {self.min_workers} is more than max_workers {self.max_workers}")
+        return self
+
+
 class VariantSpec(StrictModel):
     """One decode design to compare: dedicated per-model pools, one shared (SUN) pool, or a baseline:
     ``colocated`` (several models' weights per GPU, per-model batches), ``multi_lora`` (one base model
@@ -194,6 +215,8 @@ class VariantSpec(StrictModel):
     max_adapters: Int | None = Field(None, ge=1, le=MAX_TASKS)
     #: dedicated: move GPUs between the models' pools as traffic changes.
     rebalance: Rebalance | None = None
+    #: shared: size the pool to its load over time (see :class:`Autoscale`).
+    autoscale: Autoscale | None = None
     #: aggregated modes: tokens one iteration may run, decode rows and prefill chunks together (vLLM's
     #: ``--max-num-batched-tokens``; default :data:`DEFAULT_MAX_NUM_BATCHED_TOKENS`).
     max_num_batched_tokens: Int | None = Field(None, gt=0, le=MAX_TOKENS)
@@ -222,11 +245,15 @@ class VariantSpec(StrictModel):
             raise ValueError(f"a {self.mode} pool takes one worker count (workers: N)")
         lora = ("multi_lora", "aggregated_lora")
         only = {"models_per_gpu": ("colocated",), "rank": lora, "max_adapters": lora, "lora_band": lora,
-                "rebalance": ("dedicated",), "max_num_batched_tokens": AGGREGATED_MODES}
+                "rebalance": ("dedicated",), "autoscale": ("shared",), "max_num_batched_tokens": AGGREGATED_MODES}
         for field, modes in only.items():
             if getattr(self, field) is not None and self.mode not in modes:
                 raise ValueError(f"{field} applies only to mode: {' or '.join(modes)} "
                                  f"(this variant is mode: {self.mode})")
+        a = self.autoscale
+        if a is not None and isinstance(self.workers, int) and not a.min_workers <= self.workers <= a.max_workers:
+            raise ValueError(f"workers: the pool starts with {self.workers} GPUs, outside autoscale's "
+                             f"[min_workers, max_workers] = [{a.min_workers}, {a.max_workers}]")
         if self.tp != 1 and self.mode in ("multi_lora", "aggregated_lora"):
             raise ValueError(f"tp: tensor parallelism is not modelled for mode: {self.mode}; use tp: 1")
         return self

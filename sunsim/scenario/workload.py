@@ -28,6 +28,7 @@ from sunsim.scenario.limits import (
     StrictModel,
     no_bool,
 )
+from sunsim.scenario.rate_curve import Diurnal, RateCurve
 from sunsim.scenario.trace_layout import MAX_TRACE_MODELS, ColumnName, TraceLayout, TraceSource
 
 
@@ -195,6 +196,9 @@ class WorkloadSpec(StrictModel):
     #: arrivals to this mean rate).
     rate: Float | None = Field(None, ge=MIN_RATE, le=MAX_RATE)
     arrivals: Arrivals = Field(default_factory=lambda: Poisson(kind="poisson"))
+    #: A rate that changes over time (poisson arrivals only): a ``diurnal`` sinusoid whose mean is ``rate``,
+    #: or a ``piecewise`` constant curve from a CSV file (see :mod:`sunsim.scenario.rate_curve`).
+    rate_curve: RateCurve | None = None
     popularity: Popularity = Field(default_factory=lambda: Zipf(kind="zipf", s=1.0))
     shift: PopularityShift | None = None
     prompt_tokens: LengthDist = Field(default_factory=lambda: LogNormal(kind="lognormal", mean=1024, sigma=0.6))
@@ -218,6 +222,20 @@ class WorkloadSpec(StrictModel):
             if self.shift is not None:
                 raise ValueError("workload.shift: not with closed arrivals (the shift is by arrival time, which "
                                  "closed-loop clients decide during the run); drop workload.shift")
+        elif self.rate_curve is not None:
+            self._check_curve()
         elif self.rate is None and not isinstance(self.arrivals, TraceArrivals):
             raise ValueError("workload.rate is required for poisson and gamma arrivals")
         return self
+
+    def _check_curve(self) -> None:
+        if self.arrivals.kind != "poisson":
+            raise ValueError(f"workload.rate_curve: only with poisson arrivals (a non-homogeneous Poisson process); "
+                             f"these are {self.arrivals.kind}: drop rate_curve or use arrivals: {{kind: poisson}}")
+        if isinstance(self.rate_curve, Diurnal):
+            if self.rate is None:
+                raise ValueError("workload.rate is required with a diurnal rate_curve (it is the curve's mean)")
+        elif self.rate is not None and self.duration_s is None:
+            raise ValueError("workload.rate with a piecewise rate_curve scales the curve to that mean over "
+                             "workload.duration_s, which is missing; give duration_s, or drop rate to use the "
+                             "file's rates as they are")

@@ -57,6 +57,10 @@ class VariantResult:
     decode_serves: list[tuple[str, ...]] = field(default_factory=list)
     #: per prefill worker: the models it may prefill (empty: its one model, ``prefill_pool_of``).
     prefill_serves: list[tuple[str, ...]] = field(default_factory=list)
+    #: autoscaled pools: (time, decode GPUs in service from then), one entry per change (empty: a fixed pool).
+    decode_gpu_timeline: list[tuple[float, int]] = field(default_factory=list)
+    #: decode workers of the layout at the start (None: all of ``decode_stats``; an autoscaled pool adds more).
+    start_decode_workers: int | None = None
     #: closed-loop arrivals: when the first client stopped (the end of the window with all clients active).
     clients_stop_s: float | None = None
 

@@ -20,6 +20,7 @@ from sunsim.costs.lora import step_coeffs as lora_step_coeffs
 from sunsim.costs.model import CostModel
 from sunsim.scenario import AGGREGATED_MODES, Scenario, ScenarioError, VariantSpec
 from sunsim.sim.aggregated_variant import check_aggregated, simulate_aggregated
+from sunsim.sim.autoscale import Autoscaler
 from sunsim.sim.clients import ClosedLoopClients, closed_loop_clients
 from sunsim.sim.decode import DecodeWorker
 from sunsim.sim.interconnect import Interconnect
@@ -201,40 +202,49 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
             pool_of.append("+".join(tasks[m] for m in hosted))
             serves.append(tuple(tasks[m] for m in hosted))
         pools = [[w for w, h in zip(decode_workers, plan.hosts) if m in h] for m in range(len(tasks))]
-    rebalancer: list[Rebalancer] = []
+    watcher: list[Rebalancer | Autoscaler] = []  # moves or resizes pools: told when a worker's requests finish
 
     def finished_on(wid: int):
         def finished(k: int) -> None:
             count_finished(k)
-            rebalancer[0].check(wid)
+            watcher[0].check(wid)
         return finished
 
     hook = {} if plan.lora is None else {"step_coeffs": lora_step_coeffs(plan.decode_cost, plan.lora),
                                          "model": model, "n_models": len(tasks)}
     adapters = [] if plan.lora is None or plan.lora.rank == 0 else \
         [AdapterCache(plan.max_adapters, plan.lora.load_s) for _ in range(sum(plan.decode_counts.values()))]
+    watched = variant.rebalance is not None or variant.autoscale is not None
+
+    def make_worker(pool_name: str) -> DecodeWorker:
+        wid = len(decode_workers)
+        w = DecodeWorker(env, wid, plan.decode_cost, plan.kv_capacity, sc.decode.block_tokens,
+                         plan.max_batch, prompt, output, rec, start_transfer,
+                         timeline=[] if keep_timeline else None,
+                         on_finished=finished_on(wid) if watched else count_finished,
+                         kv=plan.kv_policy, paged_state=paged, **hook)
+        decode_workers.append(w)
+        pool_of.append(pool_name)
+        serves.append(tuple(tasks) if variant.mode != "dedicated" else (pool_name,))
+        return w
+
     for pool_name, count in ({} if plan.hosts is not None else plan.decode_counts).items():
-        pool = []
-        for _ in range(count):
-            w = DecodeWorker(env, len(decode_workers), plan.decode_cost, plan.kv_capacity, sc.decode.block_tokens,
-                             plan.max_batch, prompt, output, rec, start_transfer,
-                             timeline=[] if keep_timeline else None,
-                             on_finished=count_finished if variant.rebalance is None else finished_on(len(decode_workers)),
-                             kv=plan.kv_policy, paged_state=paged, **hook)
-            decode_workers.append(w)
-            pool_of.append(pool_name)
-            serves.append(tuple(tasks) if variant.mode != "dedicated" else (pool_name,))
-            pool.append(w)
-        pools.append(pool)
+        pools.append([make_worker(pool_name) for _ in range(count)])
+    start_workers = len(decode_workers)
     if variant.mode in ("shared", "multi_lora"):
         decode_pool_for_model = [0] * len(tasks)
     else:
         decode_pool_for_model = list(range(len(tasks)))
 
     if variant.rebalance is not None:
-        rebalancer.append(Rebalancer(
+        watcher.append(Rebalancer(
             env, variant.rebalance.every_s, variant.rebalance.load_s, pools, stream.arrival_s, model, prompt, output,
             rec.preemptions, lambda rid, p: decode_router.pick(pools[p], p).submit(rid)))
+    if variant.autoscale is not None:
+        watcher.append(Autoscaler(
+            env, variant.autoscale, pools[0], lambda: make_worker("shared"), plan.kv_capacity,
+            variant.max_batch or sc.decode.max_batch, variant.tp, rec.preemptions,
+            lambda rid: decode_router.pick(pools[0], 0).submit(rid)))
 
     def prefill_done(rid: int, pw: int) -> None:
         if output[rid] <= 1:  # the only token came from prefill
@@ -274,7 +284,9 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         prefill_workers=prefill_workers, decode_workers=decode_workers, decode_pool_of=pool_of,
         prefill_pool_of=fleet.pool_of, prefill_serves=fleet.serves,
         kv_capacity_tokens=plan.kv_capacity, prefill_kv_capacity_tokens=plan.prefill_kv_capacity, end_s=end, wall_s=wall, events=events, interconnect=link,
-        moves=rebalancer[0].moves if rebalancer else [], decode_serves=serves,
+        moves=watcher[0].moves if variant.rebalance is not None else [], decode_serves=serves,
+        decode_gpu_timeline=watcher[0].timeline if variant.autoscale is not None else [],
+        start_decode_workers=start_workers,
         prefill_stats=[w.stats() for w in prefill_workers], decode_stats=[w.stats() for w in decode_workers],
         interconnect_stats=link.stats(), clients_stop_s=clients.first_stop_s if clients else None,
     )

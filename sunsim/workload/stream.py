@@ -24,6 +24,7 @@ from sunsim.scenario import (
     TraceArrivals,
     Uniform,
 )
+from sunsim.workload.rate_curve import curve_arrivals, curve_for
 from sunsim.workload.trace_file import MAX_TRACE_BYTES, MAX_TRACE_TIME_S, TRACE_COLUMNS, read_trace, trace_task_index
 
 # read_trace and the trace bounds live in trace_file; they stay importable from here, where callers found them.
@@ -78,8 +79,15 @@ def estimate_requests(sc: Scenario) -> tuple[int, str]:
     if isinstance(wl.arrivals, ClosedArrivals):
         assert wl.num_requests is not None  # the schema requires it for closed arrivals
         return wl.num_requests, f"workload.num_requests {wl.num_requests:,}"
-    assert wl.rate is not None  # the schema requires a rate for renewal arrivals
     n, why = None, ""
+    if wl.rate_curve is not None:
+        if wl.duration_s is not None:
+            n = float(curve_for(wl).cumulative(wl.duration_s))
+            why = f"workload.rate_curve over workload.duration_s {wl.duration_s:g} s"
+        if wl.num_requests is not None and (n is None or wl.num_requests < n):
+            n, why = wl.num_requests, f"workload.num_requests {wl.num_requests:,}"
+        return int(min(n, 2**62)), why  # type: ignore[arg-type]
+    assert wl.rate is not None  # the schema requires a rate for renewal arrivals
     if wl.duration_s is not None:
         n = wl.rate * wl.duration_s
         why = f"workload.rate {wl.rate:g} req/s x workload.duration_s {wl.duration_s:g} s"
@@ -141,6 +149,8 @@ def _arrivals(sc: Scenario, rng: np.random.Generator) -> tuple[np.ndarray, pd.Da
         if wl.num_requests is not None:
             idx = idx[: wl.num_requests]
         return t[idx], df.iloc[idx]
+    if wl.rate_curve is not None:  # a non-homogeneous Poisson process
+        return curve_arrivals(curve_for(wl), rng, wl.duration_s, wl.num_requests), None
     # Renewal process: draw enough gaps in one go, then cut.
     n_guess = wl.num_requests or int(wl.duration_s * wl.rate * 1.2 + 10 * np.sqrt(wl.duration_s * wl.rate) + 10)
     mean_gap = 1.0 / wl.rate
