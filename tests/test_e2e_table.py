@@ -33,3 +33,16 @@ def test_only_rows_both_answered_and_errors_by_hand(tmp_path, capsys):
     assert main(["--ours", str(ours), "--peer", str(peer)]) == 0
     assert "0.7 ms engine overhead" in capsys.readouterr().out
     assert main(["--ours", str(tmp_path / "none.csv"), "--peer", str(peer)]) == 2
+
+
+def test_the_readme_carries_the_table_of_the_committed_replay():
+    """calibration/README.md quotes the table the committed per_row.csv and peer_estimates.csv give, line for line."""
+    from pathlib import Path
+
+    from calibration.e2e_table import OURS, PEER
+
+    readme = (Path(__file__).resolve().parents[1] / "calibration" / "README.md").read_text()
+    for line in table(joined(OURS, PEER)):
+        assert line in readme
+    overhead = pd.read_csv(OURS)["overhead_ms"].iloc[0]
+    assert f"**{overhead:g} ms**" in readme
