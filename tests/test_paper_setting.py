@@ -118,3 +118,4 @@ def test_the_int4_step_saving_is_the_profiles_own(tmp_path):
     st = _setting(_run_dir(tmp_path))
     small, large = step_saving(st, "llama-3.1-8b", 1, 1.0), step_saving(st, "llama-3.1-8b", 256, 1.0)
     assert 0 < large < small < 1
+    assert step_saving(st, "llama-3.1-8b", 256, 1.0, 128) > large  # a smaller int4 batch saves more
