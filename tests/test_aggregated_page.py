@@ -48,3 +48,10 @@ def test_one_model_counts_disaggregation_wins_ties_and_losses():
 
 def test_the_section_is_left_out_without_its_plans():
     assert aggregated_section({}, {}) == []
+
+
+def test_suns_prefill_share_is_read_from_its_plan():
+    from sunsim.experiments.aggregated import prefill_share
+
+    text = prefill_share(_plan({"sun": (15, 16), "aggregated": (12, 12)}))[0]
+    assert "4 models at Zipf 1: 6 of 16" in text  # prefill 6 (the fixture's), total the most over seeds

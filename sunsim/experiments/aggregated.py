@@ -78,6 +78,18 @@ def sun_vs_aggregated(gpus: pd.DataFrame) -> list[str]:
     return out
 
 
+def prefill_share(plan: pd.DataFrame) -> list[str]:
+    """How much of SUN's planned fleet is per-model prefill pools, the part aggregated designs do not pay apart."""
+    p = _plans(plan, ["model.tasks", "workload.popularity.s"])
+    sun = p[p["variant"] == "sun"]
+    if not len(sun):
+        return []
+    parts = "; ".join(f"{r['model.tasks']} models at Zipf {r['workload.popularity.s']:g}: {r.prefill_gpus:.0f} of "
+                      f"{r.total_gpus:.0f}" for _, r in sun.iterrows())
+    return [f"- **SUN's prefill pools**: of SUN's planned GPUs, per-model prefill pools take {parts}; "
+            "its shared decode pool is the rest."]
+
+
 def one_model_finding(plan: pd.DataFrame) -> list[str]:
     """Disaggregated against aggregated serving for one model, per rate: the GPUs each needs for the SLO."""
     p = _plans(plan, ["workload.rate"])
@@ -110,7 +122,8 @@ def aggregated_section(runs: dict[str, Path], sweeps: dict[str, pd.DataFrame]) -
              f"prefill): `aggregated` gives each model its own pool, `aggregated-lora` serves every task as a rank-16 "
              f"adapter on one pool, which is how vLLM serves many fine-tunes today. Each design's fleet is planned "
              f"for the SLO at {rate} req/s ({seeds} seed(s); GPUs: the most any seed needs, prefill included; "
-             f"goodput per GPU: the worst seed's):", "", *table, "", *sun_vs_aggregated(gpus)]
+             f"goodput per GPU: the worst seed's):", "", *table, "", *sun_vs_aggregated(gpus),
+             *prefill_share(plan)]
     if "plan-one-model" in sweeps:
         lines += one_model_finding(sweeps["plan-one-model"])
     return [*lines, ""]
