@@ -57,11 +57,12 @@ def test_transfer_moves_the_prompts_kv():
 
     sc = make_scenario(interconnect={"contention": "none", "latency_us": 0, "bandwidth_GBps": 1.0},
                        workload={"rate": 1, "duration_s": 5},
-                       variants=[{"name": "s", "mode": "shared", "workers": 4}])
+                       variants=[{"name": "s", "mode": "shared", "workers": 4, "routing": "least_loaded"}])
     stream = build_workload(sc)
     res = simulate_variant(sc, sc.variants[0], stream)
     r = res.records
-    d = stream.output_tokens > 1  # light load: admitted at once, transfer starts at the first token
+    # light load, each request to an idle GPU: admitted at once, the transfer starts at the first token
+    d = stream.output_tokens > 1
     moved = (r.kv_ready_s - r.first_token_s)[d] * 1e9 / L8B.kv_bytes_per_token
     assert moved == pytest.approx(stream.prompt_tokens[d], rel=1e-6)
 
