@@ -19,7 +19,7 @@ from sunsim.costs.hardware import gpu as gpu_spec
 from sunsim.costs.lora import DEFAULT_BAND, DEFAULT_RANK, AdapterCache, LoraCost
 from sunsim.scenario import DEFAULT_MAX_NUM_BATCHED_TOKENS, Scenario, ScenarioError, VariantSpec
 from sunsim.sim.aggregated import AggregatedState, AggregatedWorker
-from sunsim.sim.clients import ClosedLoopClients, closed_loop_clients
+from sunsim.sim.clients import ClosedLoopClients, closed_loop_clients, run_arrivals
 from sunsim.sim.interconnect import Interconnect
 from sunsim.sim.kv_policy import KVPolicy
 from sunsim.sim.layout import VariantResult, cost_model, kv_capacity_tokens, role_hardware
@@ -149,22 +149,9 @@ def simulate_aggregated(sc: Scenario, variant: VariantSpec, stream: RequestStrea
         p = pool_for_model[int(model[rid])]
         router.pick(pools[p], p).submit(rid)
 
-    def arrivals():
-        timeout = env.timeout
-        for rid in range(n):
-            delay = arrival[rid] - env.now
-            if delay > 0:
-                yield timeout(delay)
-            send(rid)
-
     if stream.closed:
         clients = closed_loop_clients(env, sc, arrival, send)
-        clients.start()
-        env.run(until=clients.until(sc.sim.horizon_s))
-    else:
-        env.process(arrivals())
-        horizon = sc.sim.horizon_s or (float(arrival[-1]) + sc.sim.drain_s)
-        env.run(until=env.any_of([all_done, env.timeout(horizon)]))
+    run_arrivals(env, sc, arrival, send, clients, all_done)
     ic = sc.interconnect  # carries nothing: kept so every result has the same fields
     link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, plan.kv_bytes)
     return VariantResult(

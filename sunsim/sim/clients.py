@@ -108,3 +108,26 @@ def closed_loop_clients(env: simpy.Environment, sc: Scenario, arrival_s: np.ndar
     assert isinstance(spec, ClosedArrivals)  # only closed streams are driven by clients
     return ClosedLoopClients(env, spec, arrival_s, send, sc.workload.duration_s, sc.sim.drain_s,
                              np.random.default_rng([sc.seed, 13]))
+
+
+def run_arrivals(env: simpy.Environment, sc: Scenario, arrival_s: np.ndarray, send: Callable[[int], None],
+                 clients: ClosedLoopClients | None, all_done: simpy.Event) -> None:
+    """Feed a variant's requests to ``send`` and run the simulation to its end: closed-loop ``clients`` when
+    given, else the stream's own arrival times (stopping when ``all_done`` fires, or at the horizon: the
+    scenario's, else ``sim.drain_s`` after the last arrival)."""
+    if clients is not None:
+        clients.start()
+        env.run(until=clients.until(sc.sim.horizon_s))
+        return
+
+    def arrivals():
+        timeout = env.timeout
+        for rid in range(len(arrival_s)):
+            delay = arrival_s[rid] - env.now
+            if delay > 0:
+                yield timeout(delay)
+            send(rid)
+
+    env.process(arrivals())
+    horizon = sc.sim.horizon_s or (float(arrival_s[-1]) + sc.sim.drain_s)
+    env.run(until=env.any_of([all_done, env.timeout(horizon)]))

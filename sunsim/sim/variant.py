@@ -21,7 +21,7 @@ from sunsim.costs.model import CostModel
 from sunsim.scenario import AGGREGATED_MODES, Scenario, ScenarioError, VariantSpec
 from sunsim.sim.aggregated_variant import check_aggregated, simulate_aggregated
 from sunsim.sim.autoscale import Autoscaler
-from sunsim.sim.clients import ClosedLoopClients, closed_loop_clients
+from sunsim.sim.clients import ClosedLoopClients, closed_loop_clients, run_arrivals
 from sunsim.sim.decode import DecodeWorker
 from sunsim.sim.interconnect import Interconnect
 from sunsim.sim.kv_policy import KVPolicy, PagedState
@@ -260,22 +260,9 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     send = fleet.submit
     arrival = stream.arrival_s
 
-    def arrivals():
-        timeout = env.timeout
-        for rid in range(n):
-            delay = arrival[rid] - env.now
-            if delay > 0:
-                yield timeout(delay)
-            send(rid)
-
     if stream.closed:
         clients = closed_loop_clients(env, sc, arrival, send)
-        clients.start()
-        env.run(until=clients.until(sc.sim.horizon_s))
-    else:
-        env.process(arrivals())
-        horizon = sc.sim.horizon_s or (float(arrival[-1]) + sc.sim.drain_s)
-        env.run(until=env.any_of([all_done, env.timeout(horizon)]))
+    run_arrivals(env, sc, arrival, send, clients, all_done)
     end = env.now
     wall = time.perf_counter() - wall0
     events = n + sum(w.batches for w in prefill_workers) + sum(w.events for w in decode_workers)
