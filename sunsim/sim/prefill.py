@@ -76,20 +76,25 @@ class PrefillWorker:
                 rid = queue.popleft()
                 batch.append(rid)
                 tokens += int(prompt[rid])
-            lengths = prompt[batch]
-            self.held_tokens += tokens
-            self.peak_held_tokens = max(self.peak_held_tokens, self.held_tokens)
-            self._rec.prefill_start_s[batch] = env.now
-            duration = self.cost.prefill_time(tokens, int(np.dot(lengths, lengths)), len(batch))
-            self.busy_s += duration
-            self.batches += 1
-            self._batch_end = env.now + duration
-            yield env.timeout(duration)
-            self.load -= len(batch)
-            self.kv_load -= tokens
-            self._rec.first_token_s[batch] = env.now
-            for rid in batch:
-                self._on_done(rid, self.wid)
+            yield from self._run_batch(batch, tokens)
+
+    def _run_batch(self, batch: list[int], tokens: int):
+        """Prefill one batch (``tokens`` prompt tokens in all): hold its KV, take its time, hand each request on."""
+        env = self.env
+        lengths = self._prompt[batch]
+        self.held_tokens += tokens
+        self.peak_held_tokens = max(self.peak_held_tokens, self.held_tokens)
+        self._rec.prefill_start_s[batch] = env.now
+        duration = self.cost.prefill_time(tokens, int(np.dot(lengths, lengths)), len(batch))
+        self.busy_s += duration
+        self.batches += 1
+        self._batch_end = env.now + duration
+        yield env.timeout(duration)
+        self.load -= len(batch)
+        self.kv_load -= tokens
+        self._rec.first_token_s[batch] = env.now
+        for rid in batch:
+            self._on_done(rid, self.wid)
 
     def stats(self) -> PrefillStats:
         """What this worker did, as a plain record (taken at the end of a run).

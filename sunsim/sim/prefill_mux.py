@@ -137,20 +137,7 @@ class SharedPrefillWorker(PrefillWorker):
                 tokens += int(prompt[rid])
             if queue:
                 heapq.heappush(heads, (queue[0][0], m))
-            lengths = prompt[batch]
-            self.held_tokens += tokens
-            self.peak_held_tokens = max(self.peak_held_tokens, self.held_tokens)
-            self._rec.prefill_start_s[batch] = env.now
-            duration = self.cost.prefill_time(tokens, int(np.dot(lengths, lengths)), len(batch))
-            self.busy_s += duration
-            self.batches += 1
-            self._batch_end = env.now + duration
-            yield env.timeout(duration)
-            self.load -= len(batch)
-            self.kv_load -= tokens
-            self._rec.first_token_s[batch] = env.now
-            for rid in batch:
-                self._on_done(rid, self.wid)
+            yield from self._run_batch(batch, tokens)
 
     def stats(self) -> PrefillStats:
         """As :meth:`PrefillWorker.stats`, with the loads; a load still running at the stop counts up to it."""
