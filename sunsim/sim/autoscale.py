@@ -24,10 +24,8 @@ service from the decision that starts it to the moment it leaves, loading and dr
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable
 
-import numpy as np
 import simpy
 
 from sunsim.scenario import Autoscale
@@ -42,10 +40,10 @@ class Autoscaler:
 
     def __init__(self, env: simpy.Environment, spec: Autoscale, pool: list[DecodeWorker],
                  make_worker: Callable[[], DecodeWorker], kv_capacity: int, max_batch: int | None, tp: int,
-                 preemptions: np.ndarray, reroute: Callable[[int], None]) -> None:
+                 reroute: Callable[[int], None]) -> None:
         self.env, self.spec, self.pool = env, spec, pool
         self._make, self._kv_capacity, self._max_batch, self._tp = make_worker, kv_capacity, max_batch, tp
-        self._preemptions, self._reroute = preemptions, reroute
+        self._reroute = reroute
         self._loading: list[DecodeWorker] = []  # started, weights still loading
         self._cancelled: set[int] = set()  # loading GPUs that will leave when their load ends
         self._draining: dict[int, DecodeWorker] = {}
@@ -108,17 +106,7 @@ class Autoscaler:
 
     def _drain(self, w: DecodeWorker) -> None:
         self.pool.remove(w)
-        keep: deque[int] = deque()
-        moved = []
-        for rid in w.waiting:
-            if self._preemptions[rid] > 0:
-                keep.append(rid)  # its progress lives on this GPU: it resumes here
-            else:
-                moved.append(rid)
-                w.unqueue(rid)
-        w.waiting.clear()
-        w.waiting.extend(keep)
-        for rid in moved:
+        for rid in w.give_back_waiting():
             self._reroute(rid)
         self._draining[w.wid] = w
         self.check(w.wid)

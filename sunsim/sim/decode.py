@@ -94,10 +94,20 @@ class DecodeWorker(CoalescedRuns):
             kv = self._kv_offset + self.batch * self.it
         return int(kv) + self._queued_kv
 
-    def unqueue(self, rid: int) -> None:
-        """Take a waiting request (never run here) off this worker's load, to be routed elsewhere."""
-        self.load -= 1
-        self._queued_kv -= int(self._prompt[rid])
+    def give_back_waiting(self) -> list[int]:
+        """Take the waiting requests that never ran here off this worker (to be routed elsewhere); a preempted
+        one stays, its progress lives on this GPU."""
+        keep: deque[int] = deque()
+        given = []
+        for rid in self.waiting:
+            if self._rec.preemptions[rid] > 0:
+                keep.append(rid)
+            else:
+                given.append(rid)
+                self.load -= 1
+                self._queued_kv -= int(self._prompt[rid])
+        self.waiting = keep
+        return given
 
     @property
     def peak_blocks(self) -> int:

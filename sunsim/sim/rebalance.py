@@ -12,7 +12,6 @@ past interval's only: nothing is forecast.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -27,11 +26,11 @@ class Rebalancer:
 
     def __init__(self, env: simpy.Environment, every_s: float, load_s: float, pools: list[list[DecodeWorker]],
                  arrival_s: np.ndarray, model: np.ndarray, prompt: np.ndarray, output: np.ndarray,
-                 preemptions: np.ndarray, reroute: Callable[[int, int], None]) -> None:
+                 reroute: Callable[[int, int], None]) -> None:
         self.env, self.every_s, self.load_s = env, every_s, load_s
         self.pools = pools
         self._arrival, self._model = arrival_s, model
-        self._prompt, self._output, self._preemptions = prompt, output, preemptions
+        self._prompt, self._output = prompt, output
         self._reroute = reroute
         self.home = {w.wid: m for m, pool in enumerate(pools) for w in pool}  # model served or moving to
         self._keep = np.array([len(p) > 0 for p in pools])
@@ -63,17 +62,7 @@ class Rebalancer:
         self.pools[src].remove(w)
         self.home[w.wid] = dst
         self.moves.append((self.env.now, w.wid, src, dst))
-        keep: deque[int] = deque()
-        moved = []
-        for rid in w.waiting:
-            if self._preemptions[rid] > 0:
-                keep.append(rid)  # its progress lives on this GPU: it resumes here
-            else:
-                moved.append(rid)
-                w.unqueue(rid)
-        w.waiting.clear()
-        w.waiting.extend(keep)
-        for rid in moved:
+        for rid in w.give_back_waiting():
             self._reroute(rid, src)
         self._draining[w.wid] = w
         self.check(w.wid)

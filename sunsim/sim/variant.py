@@ -239,11 +239,11 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     if variant.rebalance is not None:
         watcher.append(Rebalancer(
             env, variant.rebalance.every_s, variant.rebalance.load_s, pools, stream.arrival_s, model, prompt, output,
-            rec.preemptions, lambda rid, p: decode_router.pick(pools[p], p).submit(rid)))
+            lambda rid, p: decode_router.pick(pools[p], p).submit(rid)))
     if variant.autoscale is not None:
         watcher.append(Autoscaler(
             env, variant.autoscale, pools[0], lambda: make_worker("shared"), plan.kv_capacity,
-            variant.max_batch or sc.decode.max_batch, variant.tp, rec.preemptions,
+            variant.max_batch or sc.decode.max_batch, variant.tp,
             lambda rid: decode_router.pick(pools[0], 0).submit(rid)))
 
     def prefill_done(rid: int, pw: int) -> None:
