@@ -35,45 +35,31 @@ import pandas as pd
 
 from sunsim.analysis.dollars import fleet_cost, role_gpus
 from sunsim.analysis.gpu_hours import gpu_hours_block
+from sunsim.analysis.record_file import read_request_table
+from sunsim.analysis.request_columns import REQUEST_COLUMNS, SUMMARY_COLUMNS, derived_columns
 from sunsim.analysis.schema import FIELDS, percentile_fields
 from sunsim.analysis.vllm_metrics import DEFAULT_PERCENTILES, benchmark_span, vllm_metrics
+from sunsim.sim.records import COLUMNS as RECORD_COLUMNS
 from sunsim.sim.tensor_parallel import gpu_counts
 from sunsim.sim.variant import VariantResult
-
-REQUEST_COLUMNS = [
-    "request_id", "model", "arrival_s", "prompt_tokens", "output_tokens", "prefill_worker", "decode_worker",
-    "prefill_start_s", "first_token_s", "decode_admit_s", "kv_ready_s", "decode_start_s", "finish_s", "ttft_s",
-    "tpot_s", "e2e_s", "parked_s", "preemptions",
-]
+from sunsim.workload.stream import RequestStream
 
 
-def request_table(res: VariantResult) -> pd.DataFrame:
-    """One row per request that arrived before the run stopped, in arrival order (:data:`REQUEST_COLUMNS`)."""
+def request_table(res: VariantResult, columns: list[str] | None = None) -> pd.DataFrame:
+    """One row per request that arrived before the run stopped, in arrival order (:data:`REQUEST_COLUMNS`, or
+    ``columns`` of them); a streaming run's are read back from its file."""
+    if res.records_file is not None:
+        return read_request_table(res.records_file, res.end_s, columns)
     s, r = res.stream, res.records
-    ttft = r.first_token_s - s.arrival_s
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(s.output_tokens > 1, (r.finish_s - r.first_token_s) / (s.output_tokens - 1), np.nan)
-    df = pd.DataFrame({
-        "request_id": np.arange(len(s)),
-        "model": np.asarray(s.models, dtype=object)[s.model],
-        "arrival_s": s.arrival_s,
-        "prompt_tokens": s.prompt_tokens,
-        "output_tokens": s.output_tokens,
-        "prefill_worker": r.prefill_worker,
-        "decode_worker": r.decode_worker,
-        "prefill_start_s": r.prefill_start_s,
-        "first_token_s": r.first_token_s,
-        "decode_admit_s": r.decode_admit_s,
-        "kv_ready_s": r.kv_ready_s,
-        "decode_start_s": r.decode_start_s,
-        "finish_s": r.finish_s,
-        "ttft_s": ttft,
-        "tpot_s": tpot,
-        "e2e_s": r.finish_s - s.arrival_s,
-        # First token -> admitted by a decode worker: the KV sits parked in the prefill GPU's memory.
-        "parked_s": r.decode_admit_s - r.first_token_s,
-        "preemptions": r.preemptions,
-    }, columns=REQUEST_COLUMNS)
+    assert isinstance(s, RequestStream) and r is not None  # a run in memory holds its whole stream and records
+    cols: dict[str, np.ndarray] = {"arrival_s": s.arrival_s, "prompt_tokens": s.prompt_tokens,
+                                   "output_tokens": s.output_tokens}
+    cols.update({name: getattr(r, name) for name in RECORD_COLUMNS})
+    cols.update(derived_columns(cols))
+    cols["request_id"] = np.arange(len(s))
+    cols["model"] = np.asarray(s.models, dtype=object)[s.model]
+    wanted = REQUEST_COLUMNS if columns is None else columns
+    df = pd.DataFrame({c: cols[c] for c in wanted}, columns=wanted)
     return df[s.arrival_s <= res.end_s].reset_index(drop=True)
 
 
@@ -179,7 +165,7 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None,
     """The ``summary.json`` of one variant; its ``vllm`` block (and each model's) holds ``vllm bench serve``'s
     metrics (:mod:`sunsim.analysis.vllm_metrics`), ``percentiles`` choosing its ``p{q}_*`` keys."""
     sc, v = res.scenario, res.variant
-    df = request_table(res) if df is None else df
+    df = request_table(res, SUMMARY_COLUMNS) if df is None else df
     decode_workers = len(res.decode_stats) if res.start_decode_workers is None else res.start_decode_workers
     gpus = gpu_counts(len(res.prefill_stats), decode_workers, sc.prefill.tp, v.tp)
     arrival = df["arrival_s"].to_numpy(dtype=float)
@@ -218,7 +204,7 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None,
     span = benchmark_span(df, res.end_s)
     summary["vllm"] = vllm_metrics(df, span, slo.ttft_s, slo.tpot_s, percentiles)
     per_model = {}
-    for name, part in df.groupby("model", sort=False):
+    for name, part in df.groupby("model", sort=False, observed=True):
         pm_gpus = model_gpus(res, str(name))
         own = None if measured is None else measured[part.index.to_numpy()]
         per_model[str(name)] = {"gpus": pm_gpus, **_figures(part, window, pm_gpus, slo.ttft_s, slo.tpot_s, own),

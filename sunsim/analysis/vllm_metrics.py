@@ -101,10 +101,9 @@ def vllm_metrics(df: pd.DataFrame, span: tuple[float, float], slo_ttft_s: float,
     """The ``vllm`` block of a summary: ``vllm bench serve``'s result keys over the requests of ``df``,
     rates per second of ``span`` (:func:`benchmark_span` of the whole run, also for one model's rows)."""
     done = np.isfinite(df["finish_s"].to_numpy(dtype=float))
-    c = df[done]
-    out_tok = c["output_tokens"].to_numpy(dtype=np.int64)
-    ttft = c["ttft_s"].to_numpy(dtype=float)
-    e2el = c["e2e_s"].to_numpy(dtype=float)
+    out_tok = df["output_tokens"].to_numpy(dtype=np.int64)[done]  # column by column: no copy of the table
+    ttft = df["ttft_s"].to_numpy(dtype=float)[done]
+    e2el = df["e2e_s"].to_numpy(dtype=float)[done]
     multi = out_tok > 1
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot_all = np.where(multi, (e2el - ttft) / np.maximum(out_tok - 1, 1), 0.0)  # vLLM's all_tpots
@@ -112,7 +111,7 @@ def vllm_metrics(df: pd.DataFrame, span: tuple[float, float], slo_ttft_s: float,
     good = int(((ttft <= slo_ttft_s) & (tpot_all <= slo_tpot_s)).sum())
     per_s = (lambda x: x / duration) if duration > 0 else (lambda x: None)
     total_out = int(out_tok.sum())
-    total_in = int(c["prompt_tokens"].to_numpy(dtype=np.int64).sum())
+    total_in = int(df["prompt_tokens"].to_numpy(dtype=np.int64)[done].sum())
     block: dict = {
         "duration": duration,
         "completed": int(done.sum()),

@@ -38,7 +38,7 @@ from sunsim.costs.lora import step_coeffs as lora_step_coeffs
 from sunsim.costs.model import CostModel
 from sunsim.sim.coalesced_runs import CoalescedRuns
 from sunsim.sim.kv_ledger import KVBlockLedger
-from sunsim.sim.kv_policy import KVPolicy
+from sunsim.sim.kv_policy import Alloc, KVPolicy, fixed_alloc
 from sunsim.sim.records import Records
 from sunsim.sim.stats import DecodeStats
 
@@ -46,12 +46,13 @@ from sunsim.sim.stats import DecodeStats
 class AggregatedState:
     """Per-request state of a variant's aggregated workers, one array per field (a request lives on one)."""
 
-    def __init__(self, n: int) -> None:
-        self.gen = np.zeros(n, dtype=np.int64)  # output tokens generated (as of its last prefill or preemption)
-        self.done = np.zeros(n, dtype=np.int64)  # tokens of its current prefill computed so far
-        self.off = np.zeros(n, dtype=np.int64)  # decoding: KV read at iteration j is off + j
-        self.fin = np.full(n, -1, dtype=np.int64)  # decoding: iteration at which it is done; -1: not decoding
-        self.seq = np.zeros(n, dtype=np.int64)  # admission order (preemption victims: latest first)
+    def __init__(self, n: int = 0, alloc: Alloc | None = None) -> None:
+        alloc = alloc or fixed_alloc(n)
+        self.gen = alloc(np.int64, 0)  # output tokens generated (as of its last prefill or preemption)
+        self.done = alloc(np.int64, 0)  # tokens of its current prefill computed so far
+        self.off = alloc(np.int64, 0)  # decoding: KV read at iteration j is off + j
+        self.fin = alloc(np.int64, -1)  # decoding: iteration at which it is done; -1: not decoding
+        self.seq = alloc(np.int64, 0)  # admission order (preemption victims: latest first)
 
 
 class AggregatedWorker(CoalescedRuns):
@@ -67,7 +68,7 @@ class AggregatedWorker(CoalescedRuns):
     def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, kv_capacity_tokens: int,
                  block_tokens: int, max_batch: int | None, budget: int, prompt: np.ndarray, output: np.ndarray,
                  rec: Records, kv: KVPolicy, state: AggregatedState,
-                 on_finished: Callable[[int], None] | None = None, timeline: list | None = None,
+                 on_finished: Callable[[list[int]], None] | None = None, timeline: list | None = None,
                  lora: LoraCost | None = None, model: np.ndarray | None = None, n_models: int = 1,
                  adapters: AdapterCache | None = None) -> None:
         hook = lora_step_coeffs(cost, lora) if lora is not None else None
@@ -81,6 +82,7 @@ class AggregatedWorker(CoalescedRuns):
         self._prompt, self._output, self._rec = prompt, output, rec
         self._s = state
         self._on_finished = on_finished
+        self._finished: list[int] = []  # done since the last report to on_finished
         self._lora = lora if lora is not None and lora.rank else None
         self._adapters = adapters
         self.timeline = timeline
@@ -307,8 +309,8 @@ class AggregatedWorker(CoalescedRuns):
                 ledger.held += self._blocks(target + 1) - self._blocks(target)
                 ledger.join(off)
         self._chunks = []
-        if freed and self._on_finished is not None:
-            self._on_finished(freed)
+        if freed:
+            self._report_finished()
         self._boundary()
 
     # -- decode runs (CoalescedRuns) ------------------------------------------------------------
@@ -338,23 +340,30 @@ class AggregatedWorker(CoalescedRuns):
 
     def _finish(self, rid: int) -> None:
         self._rec.finish_s[rid] = self.env.now
+        self._finished.append(rid)
         self.load -= 1
         self.kv_load -= int(self._prompt[rid] + self._output[rid])
+
+    def _report_finished(self) -> None:
+        """Tell ``on_finished`` which requests finished at this boundary."""
+        done, self._finished = self._finished, []
+        if self._on_finished is not None:
+            self._on_finished(done)
 
     def _run_end(self, gen: int) -> None:
         if gen != self._gen:
             return  # the run was cut short and replaced
         freed = self._account(self._run_len)
-        if freed and self._on_finished is not None:
-            self._on_finished(freed)
+        if freed:
+            self._report_finished()
         self._boundary()
 
     def _cut_end(self, gen: int, m: int) -> None:
         if gen != self._gen:
             return
         freed = self._account(m)
-        if freed and self._on_finished is not None:
-            self._on_finished(freed)
+        if freed:
+            self._report_finished()
         self._boundary()
 
     def _work(self) -> tuple[float, int, int]:

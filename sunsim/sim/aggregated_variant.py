@@ -9,35 +9,35 @@ decode alike (one copy of the weights per GPU) and count only the pool's GPUs.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import numpy as np
-import simpy
 
 from sunsim.costs import catalog
 from sunsim.costs.hardware import gpu as gpu_spec
 from sunsim.costs.lora import DEFAULT_BAND, DEFAULT_RANK, AdapterCache, LoraCost
 from sunsim.scenario import DEFAULT_MAX_NUM_BATCHED_TOKENS, Scenario, ScenarioError, VariantSpec
 from sunsim.sim.aggregated import AggregatedState, AggregatedWorker
-from sunsim.sim.clients import ClosedLoopClients, closed_loop_clients, run_arrivals
+from sunsim.sim.in_flight import RecordSink, RunFrame
 from sunsim.sim.interconnect import Interconnect
 from sunsim.sim.kv_policy import KVPolicy
-from sunsim.sim.layout import VariantResult, cost_model, kv_capacity_tokens, role_hardware
-from sunsim.sim.records import Records
+from sunsim.sim.layout import (
+    VariantResult,
+    check_horizon,
+    check_largest_fits,
+    cost_model,
+    kv_capacity_tokens,
+    role_hardware,
+)
 from sunsim.sim.routing import Router
 from sunsim.sim.tensor_parallel import gpu_counts, shard
-from sunsim.workload.stream import RequestStream
+from sunsim.workload.stream import RequestSource
 
 
 class AggregatedPlan:
     """The checked layout of an aggregated variant, made before anything runs."""
 
-    def __init__(self, sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile) -> None:
-        horizon = sc.sim.horizon_s
-        first = 0.0 if stream.closed or not len(stream) else float(stream.arrival_s[0])
-        if horizon is not None and len(stream) and horizon <= first:
-            raise ScenarioError(f"sim.horizon_s: the run would stop at {horizon:g} s, before the first request "
-                                f"arrives ({first:.6g} s); give a later horizon or none")
+    def __init__(self, sc: Scenario, variant: VariantSpec, stream: RequestSource, profile: catalog.Profile) -> None:
+        check_horizon(sc, stream)
         d, tasks = sc.decode, sc.model.tasks
         shape = shard(sc, "decode", variant)  # what one GPU of a worker holds (the whole model at tp 1)
         self.tp = variant.tp
@@ -55,7 +55,7 @@ class AggregatedPlan:
         self.max_adapters = 0
         if variant.mode == "aggregated":
             self.counts = sc.counts(variant.workers)
-            busy = set(np.unique(stream.model).tolist())
+            busy = stream.facts.busy_models
             for i, t in enumerate(tasks):
                 if i in busy and self.counts[t] == 0:
                     raise ScenarioError(f"variants.{variant.name}.workers: model {t!r} gets traffic but has 0 "
@@ -70,19 +70,7 @@ class AggregatedPlan:
                 sc, shape, variant.dtype, extra_bytes=self.max_adapters * self.lora.adapter_bytes,
                 extra_what=f"variants.{variant.name}.max_adapters: {self.max_adapters} resident "
                            f"rank-{self.lora.rank} adapters", variant=variant)
-        block = d.block_tokens
-        need = -(-(stream.prompt_tokens + stream.output_tokens) // block) * block
-        room = self.kv_capacity
-        if d.kv_policy == "paged":
-            room -= int(d.watermark * (self.kv_capacity // block)) * block
-        worst = int(np.argmax(need)) if len(need) else 0
-        if len(need) and need[worst] > room:
-            raise ScenarioError(
-                f"workload: request {worst} needs {int(need[worst])} KV tokens (prompt {stream.prompt_tokens[worst]} "
-                f"+ output {stream.output_tokens[worst]}) but an aggregated {variant.dtype} GPU of variant "
-                f"{variant.name!r} holds at most {room} (after the decode.watermark); shorten the lengths "
-                f"(prompt_tokens.max, output_tokens.max) or free memory (hardware.reserve_gib, "
-                f"hardware.memory_utilization, decode.watermark)")
+        check_largest_fits(sc, stream, self.kv_capacity, f"an aggregated {variant.dtype} GPU of variant {variant.name!r}")
         self.budget = variant.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS
         self.max_batch = variant.max_batch or d.max_batch
         self.kv_bytes = shape.kv_bytes(d.kv_dtype)
@@ -94,36 +82,24 @@ class AggregatedPlan:
         return gpu_counts(0, sum(self.counts.values()), 1, self.tp)
 
 
-def check_aggregated(sc: Scenario, variant: VariantSpec, stream: RequestStream,
+def check_aggregated(sc: Scenario, variant: VariantSpec, stream: RequestSource,
                      profile: catalog.Profile) -> dict[str, int]:
     """Validate an aggregated variant's layout against the stream; returns its GPU counts."""
     return AggregatedPlan(sc, variant, stream, profile).gpus
 
 
-def simulate_aggregated(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile,
-                        keep_timeline: bool = False) -> VariantResult:
+def simulate_aggregated(sc: Scenario, variant: VariantSpec, stream: RequestSource, profile: catalog.Profile,
+                        keep_timeline: bool = False, sink: RecordSink | None = None) -> VariantResult:
     """Run an aggregated variant over the whole stream until every request finished or the horizon."""
     plan = AggregatedPlan(sc, variant, stream, profile)
-    if stream.closed:  # the clients fill in this run's own arrival times
-        stream = replace(stream, arrival_s=np.full(len(stream), np.inf))
-    clients: ClosedLoopClients | None = None
     wall0 = time.perf_counter()
-    env = simpy.Environment()
-    n, tasks = len(stream), sc.model.tasks
-    rec = Records(n)
-    prompt, output, model = stream.prompt_tokens, stream.output_tokens, stream.model
+    frame = RunFrame(sc, stream, sink)
+    env, live, tasks = frame.env, frame.in_flight, sc.model.tasks
+    rec = live.records
+    prompt, output, model = live.prompt, live.output, live.model
     router = Router(variant.routing, np.random.default_rng([sc.seed, 12]))
-    finished = [0]
-    all_done = env.event()
-
-    def count_finished(k: int) -> None:
-        finished[0] += k
-        if clients is not None:
-            clients.finished(k)  # frees k clients
-        elif finished[0] == n:
-            all_done.succeed()
-
-    state = AggregatedState(n)
+    count_finished = frame.count_finished
+    state = AggregatedState(alloc=live.per_request)
     lora = plan.lora
     workers: list[AggregatedWorker] = []
     pool_of: list[str] = []
@@ -143,22 +119,21 @@ def simulate_aggregated(sc: Scenario, variant: VariantSpec, stream: RequestStrea
             serves.append(tuple(tasks) if lora is not None else (pool_name,))
         pools.append(pool)
     pool_for_model = [0] * len(tasks) if lora is not None else list(range(len(tasks)))
-    arrival = stream.arrival_s
 
     def send(rid: int) -> None:
         p = pool_for_model[int(model[rid])]
         router.pick(pools[p], p).submit(rid)
 
-    if stream.closed:
-        clients = closed_loop_clients(env, sc, arrival, send)
-    run_arrivals(env, sc, arrival, send, clients, all_done)
+    frame.run(send)
+    clients = frame.clients
+    stream, records = frame.outcome()
     ic = sc.interconnect  # carries nothing: kept so every result has the same fields
     link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, plan.kv_bytes)
     return VariantResult(
-        scenario=sc, variant=variant, stream=stream, records=rec, profile=plan.cost.info,
+        scenario=sc, variant=variant, stream=stream, records=records, profile=plan.cost.info,
         prefill_workers=[], decode_workers=workers, decode_pool_of=pool_of, prefill_pool_of=[],
         kv_capacity_tokens=plan.kv_capacity, prefill_kv_capacity_tokens=None, end_s=env.now,
-        wall_s=time.perf_counter() - wall0, events=n + sum(w.events for w in workers), interconnect=link,
+        wall_s=time.perf_counter() - wall0, events=live.admitted + sum(w.events for w in workers), interconnect=link,
         decode_serves=serves, prefill_stats=[], decode_stats=[w.stats() for w in workers],
         interconnect_stats=link.stats(), clients_stop_s=clients.first_stop_s if clients else None,
     )

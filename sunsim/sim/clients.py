@@ -4,7 +4,7 @@
 ``N`` clients send a request each at time 0; a client sends its next one when its previous one
 finished (its last token) and its think time passed. The requests are the stream's, in index
 order: the k-th request sent is request k, so its model and lengths were drawn up front and only
-its arrival time is decided here (written into the run's own ``arrival_s``, which stays sorted).
+its arrival time is decided here (the time it is sent; the run's arrival column stays sorted).
 Clients are interchangeable: a finish frees one client, whichever it was.
 
 The clients stop when the stream is exhausted or a send would fall at or after
@@ -25,12 +25,12 @@ from sunsim.scenario import ClosedArrivals, Scenario
 class ClosedLoopClients:
     """Sends the stream's requests as clients free up; ``done`` fires when the run may stop."""
 
-    def __init__(self, env: simpy.Environment, spec: ClosedArrivals, arrival_s: np.ndarray,
-                 send: Callable[[int], None], stop_s: float | None, drain_s: float,
+    def __init__(self, env: simpy.Environment, spec: ClosedArrivals, total: int,
+                 send_next: Callable[[], None], stop_s: float | None, drain_s: float,
                  rng: np.random.Generator) -> None:
         self.env, self.spec = env, spec
-        self.arrival_s = arrival_s  # filled in place as requests are sent
-        self._send_to = send
+        self.total = total  # requests in the stream
+        self._send_next = send_next  # sends the stream's next request now
         self.stop_s, self.drain_s = stop_s, drain_s
         self._rng = rng
         self.sent = 0
@@ -42,7 +42,7 @@ class ClosedLoopClients:
         self.done = env.event()
 
     def start(self) -> None:
-        for _ in range(min(self.spec.concurrency, len(self.arrival_s))):
+        for _ in range(min(self.spec.concurrency, self.total)):
             self._send()
 
     def finished(self, k: int) -> None:
@@ -50,7 +50,7 @@ class ClosedLoopClients:
         self.in_flight -= k
         now = self.env.now
         for _ in range(k):
-            if self.sent + self.pending >= len(self.arrival_s):
+            if self.sent + self.pending >= self.total:
                 self._stopped(now)
                 continue
             think = self._think()
@@ -73,13 +73,11 @@ class ClosedLoopClients:
         self._send()
 
     def _send(self) -> None:
-        rid = self.sent
-        self.arrival_s[rid] = self.env.now
         self.sent += 1
         self.in_flight += 1
-        if self.sent == len(self.arrival_s):  # the last one: the run may drain for drain_s more
+        if self.sent == self.total:  # the last one: the run may drain for drain_s more
             self.env.timeout(self.drain_s).callbacks.append(self._drain_over)
-        self._send_to(rid)
+        self._send_next()
 
     def _drain_over(self, _event: simpy.Event) -> None:
         if not self.done.triggered:
@@ -101,33 +99,10 @@ class ClosedLoopClients:
         return self.env.any_of([self.done, self.env.timeout(horizon_s)])
 
 
-def closed_loop_clients(env: simpy.Environment, sc: Scenario, arrival_s: np.ndarray,
-                        send: Callable[[int], None]) -> ClosedLoopClients:
+def closed_loop_clients(env: simpy.Environment, sc: Scenario, total: int,
+                        send_next: Callable[[], None]) -> ClosedLoopClients:
     """The clients of a scenario with closed arrivals (think times seeded from the scenario's seed)."""
     spec = sc.workload.arrivals
     assert isinstance(spec, ClosedArrivals)  # only closed streams are driven by clients
-    return ClosedLoopClients(env, spec, arrival_s, send, sc.workload.duration_s, sc.sim.drain_s,
+    return ClosedLoopClients(env, spec, total, send_next, sc.workload.duration_s, sc.sim.drain_s,
                              np.random.default_rng([sc.seed, 13]))
-
-
-def run_arrivals(env: simpy.Environment, sc: Scenario, arrival_s: np.ndarray, send: Callable[[int], None],
-                 clients: ClosedLoopClients | None, all_done: simpy.Event) -> None:
-    """Feed a variant's requests to ``send`` and run the simulation to its end: closed-loop ``clients`` when
-    given, else the stream's own arrival times (stopping when ``all_done`` fires, or at the horizon: the
-    scenario's, else ``sim.drain_s`` after the last arrival)."""
-    if clients is not None:
-        clients.start()
-        env.run(until=clients.until(sc.sim.horizon_s))
-        return
-
-    def arrivals():
-        timeout = env.timeout
-        for rid in range(len(arrival_s)):
-            delay = arrival_s[rid] - env.now
-            if delay > 0:
-                yield timeout(delay)
-            send(rid)
-
-    env.process(arrivals())
-    horizon = sc.sim.horizon_s or (float(arrival_s[-1]) + sc.sim.drain_s)
-    env.run(until=env.any_of([all_done, env.timeout(horizon)]))

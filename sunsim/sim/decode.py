@@ -42,7 +42,7 @@ class DecodeWorker(CoalescedRuns):
     def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, kv_capacity_tokens: int,
                  block_tokens: int, max_batch: int | None, prompt: np.ndarray, output: np.ndarray,
                  rec: Records, start_transfer: Callable[[int, DecodeWorker], None],
-                 timeline: list | None = None, on_finished: Callable[[int], None] | None = None,
+                 timeline: list | None = None, on_finished: Callable[[list[int]], None] | None = None,
                  kv: KVPolicy = RESERVE,
                  step_coeffs: Callable[[np.ndarray], tuple[float, float]] | None = None,
                  model: np.ndarray | None = None, n_models: int = 1,
@@ -354,7 +354,7 @@ class DecodeWorker(CoalescedRuns):
             return  # the run was cut short and replaced
         self._account(self._run_len)
         rec, heap, now, it = self._rec, self._heap, self.env.now, self.it
-        freed = 0
+        done: list[int] = []
         while heap and heap[0][0] == it:
             _, rid = heapq.heappop(heap)
             if self.paged:
@@ -369,14 +369,15 @@ class DecodeWorker(CoalescedRuns):
                 self.reserved_tokens -= tokens
                 self.ledger.release(self.blocks_for(rid))
             rec.finish_s[rid] = now
-            freed += 1
+            done.append(rid)
             if self._step_coeffs is not None:
                 self.model_counts[self._model[rid]] -= 1
+        freed = len(done)
         self.batch -= freed
         self.admitted -= freed
         self.load -= freed
         if self._on_finished is not None and freed:
-            self._on_finished(freed)
+            self._on_finished(done)
         if not self.paged:
             self._admit()
         self._boundary()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,9 +49,20 @@ class PagedState:
     per request and not per request and decode GPU.
     """
 
-    def __init__(self, n: int) -> None:
-        self.off = np.zeros(n, dtype=np.int64)  # KV read at iteration j is off + j
-        self.fin = np.full(n, -1, dtype=np.int64)  # iteration at which it is done; -1: not running
-        self.steps = np.zeros(n, dtype=np.int64)  # decode steps done before its last preemption
-        self.seq = np.zeros(n, dtype=np.int64)  # admission order (preemption victims: latest first)
-        self.restore = np.zeros(n, dtype=np.int64)  # tokens to restore when it joins (after a preemption)
+    def __init__(self, n: int = 0, alloc: Alloc | None = None) -> None:
+        alloc = alloc or fixed_alloc(n)
+        self.off = alloc(np.int64, 0)  # KV read at iteration j is off + j
+        self.fin = alloc(np.int64, -1)  # iteration at which it is done; -1: not running
+        self.steps = alloc(np.int64, 0)  # decode steps done before its last preemption
+        self.seq = alloc(np.int64, 0)  # admission order (preemption victims: latest first)
+        self.restore = alloc(np.int64, 0)  # tokens to restore when it joins (after a preemption)
+
+
+#: Makes a per-request array of an element type, filled with a value: of a fixed length, or one
+#: that follows the requests in flight (:meth:`sunsim.sim.in_flight.InFlight.per_request`).
+Alloc = Callable[[type, int], np.ndarray]
+
+
+def fixed_alloc(n: int) -> Alloc:
+    """Per-request arrays of ``n`` entries."""
+    return lambda dtype, fill: np.full(n, fill, dtype=dtype)

@@ -22,7 +22,7 @@ from sunsim.sim.prefill import PrefillWorker
 from sunsim.sim.records import Records
 from sunsim.sim.stats import DecodeStats, InterconnectStats, PrefillStats
 from sunsim.sim.tensor_parallel import shard, worker_tp
-from sunsim.workload.stream import RequestStream
+from sunsim.workload.stream import RequestSource
 
 PREFILL_DTYPE = "bf16"  # prefill modules stay 16-bit in SUN and QSUN alike
 
@@ -33,8 +33,8 @@ class VariantResult:
 
     scenario: Scenario
     variant: VariantSpec
-    stream: RequestStream
-    records: Records
+    stream: RequestSource  # a whole stream (closed loop: with the run's arrival times), or a streamed one
+    records: Records | None  # whole-run records; None when the rows went to a file (``records_file``)
     profile: ProfileInfo
     prefill_workers: list[PrefillWorker]
     decode_workers: list[DecodeWorker]
@@ -63,6 +63,8 @@ class VariantResult:
     start_decode_workers: int | None = None
     #: closed-loop arrivals: when the first client stopped (the end of the window with all clients active).
     clients_stop_s: float | None = None
+    #: a streaming run: the file its per-request rows were written to as they finished (records is then None).
+    records_file: str | None = None
 
 
 def kv_dtype(sc: Scenario, role: str) -> str:
@@ -146,3 +148,29 @@ def pool_profile(name: str) -> catalog.Profile:
 def profile_info(sc: Scenario) -> ProfileInfo:
     """Which profile a scenario's costs come from (name, analytic or measured, device)."""
     return cost_model(sc, load_profile(sc), PREFILL_DTYPE, "prefill").info
+
+
+def check_horizon(sc: Scenario, stream: RequestSource) -> None:
+    """Refuse a horizon that would stop the run before its first request arrives."""
+    horizon, facts = sc.sim.horizon_s, stream.facts
+    first = 0.0 if stream.closed or not facts.n else facts.first_arrival_s
+    if horizon is not None and facts.n and horizon <= first:
+        raise ScenarioError(f"sim.horizon_s: the run would stop at {horizon:g} s, before the first request "
+                            f"arrives ({first:.6g} s); give a later horizon or none")
+
+
+def check_largest_fits(sc: Scenario, stream: RequestSource, kv_capacity: int, gpu_words: str) -> None:
+    """Refuse a stream whose largest request (prompt + output, in blocks) cannot fit one GPU's KV memory after
+    the paged policy's watermark; ``gpu_words`` names the GPU in the message ("a bf16 decode worker of ...")."""
+    d = sc.decode
+    block = d.block_tokens
+    worst, prompt, output = stream.facts.worst
+    need = -(-(prompt + output) // block) * block
+    room = kv_capacity
+    if d.kv_policy == "paged":  # paged admission also keeps the watermark free
+        room -= int(d.watermark * (kv_capacity // block)) * block
+    if stream.facts.n and need > room:
+        raise ScenarioError(
+            f"workload: request {worst} needs {need} KV tokens (prompt {prompt} + output {output}) but {gpu_words} "
+            f"holds at most {room} (after the decode.watermark); shorten the lengths (prompt_tokens.max, "
+            f"output_tokens.max) or free memory (hardware.reserve_gib, hardware.memory_utilization, decode.watermark)")

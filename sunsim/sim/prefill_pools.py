@@ -88,17 +88,17 @@ class PrefillFleet:
     submit: Callable[[int], None]  # send request ``rid`` to a prefill worker
 
 
-def seconds_per_prompt_token(cost: CostModel, budget: int, prompt: np.ndarray) -> float:
+def seconds_per_prompt_token(cost: CostModel, budget: int, mean_prompt: float) -> float:
     """Prefill seconds per prompt token in a full batch of mean-length prompts: how a router turns a GPU's
     outstanding tokens into time."""
-    mean = max(1, min(budget, int(round(float(prompt.mean()))) if len(prompt) else 1))
+    mean = max(1, min(budget, int(round(mean_prompt)) if mean_prompt else 1))
     n = max(1, budget // mean)
     return cost.prefill_time(n * mean, n * mean * mean, n) / (n * mean)
 
 
 def build_prefill(env: simpy.Environment, sc: Scenario, layout: PrefillLayout, cost: CostModel,
                   prompt: np.ndarray, model: np.ndarray, rec: Records,
-                  on_done: Callable[[int, int], None]) -> PrefillFleet:
+                  on_done: Callable[[int, int], None], mean_prompt: float) -> PrefillFleet:
     """The prefill workers of a run on ``layout``, and the function that routes a request to one."""
     spec, tasks = sc.prefill, sc.model.tasks
     budget = spec.max_batch_tokens
@@ -129,7 +129,7 @@ def build_prefill(env: simpy.Environment, sc: Scenario, layout: PrefillLayout, c
             serves = [tuple(tasks[m] for m in hosted) for hosted in layout.hosts]
             pool_of = ["+".join(s) for s in serves]
         else:
-            shared = ResidencyRouter(workers, seconds_per_prompt_token(cost, budget, prompt), layout.load_s,
+            shared = ResidencyRouter(workers, seconds_per_prompt_token(cost, budget, mean_prompt), layout.load_s,
                                      holders)
             pool_of = ["on_demand"] * len(workers)
             serves = [tuple(tasks)] * len(workers)

@@ -10,6 +10,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: Each outcome column: its element type and its value until set.
+COLUMNS: dict[str, tuple[type, float]] = {
+    "prefill_worker": (np.int32, -1), "decode_worker": (np.int32, -1), "preemptions": (np.int32, 0),
+    "prefill_start_s": (np.float64, np.nan), "first_token_s": (np.float64, np.nan),
+    "decode_admit_s": (np.float64, np.nan), "kv_ready_s": (np.float64, np.nan),
+    "decode_start_s": (np.float64, np.nan), "finish_s": (np.float64, np.nan),
+}
+
 
 @dataclass
 class Records:
@@ -27,9 +35,5 @@ class Records:
     finish_s: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.prefill_worker = np.full(self.n, -1, dtype=np.int32)
-        self.decode_worker = np.full(self.n, -1, dtype=np.int32)
-        self.preemptions = np.zeros(self.n, dtype=np.int32)
-        for name in ("prefill_start_s", "first_token_s", "decode_admit_s", "kv_ready_s", "decode_start_s",
-                     "finish_s"):
-            setattr(self, name, np.full(self.n, np.nan))
+        for name, (dtype, fill) in COLUMNS.items():
+            setattr(self, name, np.full(self.n, fill, dtype=dtype))

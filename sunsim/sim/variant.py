@@ -7,10 +7,8 @@ hand-offs between prefill, interconnect and decode.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import numpy as np
-import simpy
 
 from sunsim.costs import catalog
 from sunsim.costs.colocation import place, round_coeffs
@@ -21,13 +19,15 @@ from sunsim.costs.model import CostModel
 from sunsim.scenario import AGGREGATED_MODES, Scenario, ScenarioError, VariantSpec
 from sunsim.sim.aggregated_variant import check_aggregated, simulate_aggregated
 from sunsim.sim.autoscale import Autoscaler
-from sunsim.sim.clients import ClosedLoopClients, closed_loop_clients, run_arrivals
 from sunsim.sim.decode import DecodeWorker
+from sunsim.sim.in_flight import RecordSink, RunFrame
 from sunsim.sim.interconnect import Interconnect
 from sunsim.sim.kv_policy import KVPolicy, PagedState
 from sunsim.sim.layout import (  # noqa: F401  (re-exported: callers import them from here)
     PREFILL_DTYPE,
     VariantResult,
+    check_horizon,
+    check_largest_fits,
     cost_model,
     kv_capacity_tokens,
     kv_dtype,
@@ -37,21 +37,17 @@ from sunsim.sim.layout import (  # noqa: F401  (re-exported: callers import them
 )
 from sunsim.sim.prefill_pools import build_prefill, prefill_layout
 from sunsim.sim.rebalance import Rebalancer
-from sunsim.sim.records import Records
 from sunsim.sim.routing import Router
 from sunsim.sim.tensor_parallel import gpu_counts, link_kv_bytes, shard
-from sunsim.workload.stream import RequestStream
+from sunsim.workload.stream import RequestSource
 
 
 class _Plan:
     """The checked layout of one variant, made before anything runs (so bad input writes nothing)."""
 
-    def __init__(self, sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile) -> None:
-        horizon = sc.sim.horizon_s
-        first = 0.0 if stream.closed else float(stream.arrival_s[0]) if len(stream) else 0.0
-        if horizon is not None and len(stream) and horizon <= first:
-            raise ScenarioError(f"sim.horizon_s: the run would stop at {horizon:g} s, before the first request "
-                                f"arrives ({first:.6g} s); give a later horizon or none")
+    def __init__(self, sc: Scenario, variant: VariantSpec, stream: RequestSource, profile: catalog.Profile) -> None:
+        check_horizon(sc, stream)
+        facts = stream.facts
         shape = shard(sc, "decode", variant)  # what one decode GPU holds (the whole model at tp 1)
         self.tp = {"prefill": sc.prefill.tp, "decode": variant.tp}
         gpu = gpu_spec(role_hardware(sc, "decode", variant).gpu)  # the decode GPUs' own (prefill's may differ)
@@ -64,7 +60,7 @@ class _Plan:
             raise ScenarioError(f"variants.{variant.name}.dtype: {exc}") from None
         self.kv_capacity = kv_capacity_tokens(sc, shape, variant.dtype, variant=variant)
         tasks = sc.model.tasks
-        busy = set(np.unique(stream.model).tolist())
+        busy = set(facts.busy_models)
         self.prefill = prefill_layout(sc, busy)
         self.prefill_kv_capacity = self.prefill.kv_capacity
         self.prefill_counts = self.prefill.counts
@@ -101,21 +97,8 @@ class _Plan:
                 self.prefill = prefill_layout(sc, busy, self.lora.adapter_bytes)
                 self.prefill_kv_capacity = self.prefill.kv_capacity
 
-        block = sc.decode.block_tokens
-        need = -(-(stream.prompt_tokens + stream.output_tokens) // block) * block
-        # Paged admission also keeps the watermark free.
-        room = self.kv_capacity
-        if sc.decode.kv_policy == "paged":
-            room -= int(sc.decode.watermark * (self.kv_capacity // block)) * block
-        worst = int(np.argmax(need))
-        if need[worst] > room:
-            raise ScenarioError(
-                f"workload: request {worst} needs {int(need[worst])} KV tokens (prompt {stream.prompt_tokens[worst]} + "
-                f"output {stream.output_tokens[worst]}) but a {variant.dtype} decode worker of variant "
-                f"{variant.name!r} holds at most {room} (after the decode.watermark); shorten the lengths (prompt_tokens.max, "
-                f"output_tokens.max) or free memory (hardware.reserve_gib, hardware.memory_utilization, decode.watermark)"
-            )
-        longest = int(stream.prompt_tokens.max())
+        check_largest_fits(sc, stream, self.kv_capacity, f"a {variant.dtype} decode worker of variant {variant.name!r}")
+        longest = facts.longest_prompt
         if self.prefill_kv_capacity is not None and longest > self.prefill_kv_capacity:
             raise ScenarioError(
                 f"workload: a prompt needs {longest} KV tokens but a prefill GPU holds at most "
@@ -133,48 +116,39 @@ class _Plan:
                           self.tp["decode"])
 
 
-def check_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile) -> dict[str, int]:
+def check_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, profile: catalog.Profile) -> dict[str, int]:
     """Validate a variant's layout against the stream; returns its GPU counts."""
     if variant.mode in AGGREGATED_MODES:  # prefill and decode on one pool: assembled in its own module
         return check_aggregated(sc, variant, stream, profile)
     return _Plan(sc, variant, stream, profile).gpus
 
 
-def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, profile: catalog.Profile = None,
-                     keep_timeline: bool = False) -> VariantResult:
-    """Run one variant over the whole stream until every request finished or the horizon."""
+def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, profile: catalog.Profile = None,
+                     keep_timeline: bool = False, sink: RecordSink | None = None) -> VariantResult:
+    """Run one variant over the whole stream until every request finished or the horizon.
+
+    ``sink`` takes each request's row as it finishes (default: whole-run arrays, the result's ``records``)."""
     if variant.mode in AGGREGATED_MODES:
-        return simulate_aggregated(sc, variant, stream, profile, keep_timeline)
+        return simulate_aggregated(sc, variant, stream, profile, keep_timeline, sink)
     plan = _Plan(sc, variant, stream, profile)
-    if stream.closed:  # the clients fill in this run's own arrival times
-        stream = replace(stream, arrival_s=np.full(len(stream), np.inf))
-    clients: ClosedLoopClients | None = None
     wall0 = time.perf_counter()
-    env = simpy.Environment()
-    n = len(stream)
-    rec = Records(n)
-    prompt, output, model = stream.prompt_tokens, stream.output_tokens, stream.model
+    frame = RunFrame(sc, stream, sink)
+    env, live = frame.env, frame.in_flight
+    rec = live.records
+    prompt, output, model = live.prompt, live.output, live.model
     tasks = sc.model.tasks
     ic = sc.interconnect
     # the prompt's KV travels in the prefill GPUs' cache format, each GPU's shard over its own link
     link = Interconnect(env, ic.bandwidth_Bps, ic.latency_us * 1e-6, ic.contention, link_kv_bytes(sc, variant))
     decode_router = Router(variant.routing, np.random.default_rng([sc.seed, 12]))
-    finished = [0]
-    all_done = env.event()
-
-    def count_finished(k: int) -> None:
-        finished[0] += k
-        if clients is not None:
-            clients.finished(k)  # frees k clients
-        elif finished[0] == n:
-            all_done.succeed()
+    count_finished = frame.count_finished
 
     # Decode pools.
     decode_workers: list[DecodeWorker] = []
     pool_of: list[str] = []
     serves: list[tuple[str, ...]] = []
     # One paged bookkeeping for the variant: a request lives on one worker (per request, not per GPU).
-    paged = PagedState(n) if plan.kv_policy.policy == "paged" else None
+    paged = PagedState(alloc=live.per_request) if plan.kv_policy.policy == "paged" else None
     pools: list[list[DecodeWorker]] = []
 
     def start_transfer(rid: int, worker: DecodeWorker) -> None:
@@ -205,8 +179,8 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
     watcher: list[Rebalancer | Autoscaler] = []  # moves or resizes pools: told when a worker's requests finish
 
     def finished_on(wid: int):
-        def finished(k: int) -> None:
-            count_finished(k)
+        def finished(slots: list[int]) -> None:
+            count_finished(slots)
             watcher[0].check(wid)
         return finished
 
@@ -238,7 +212,7 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
 
     if variant.rebalance is not None:
         watcher.append(Rebalancer(
-            env, variant.rebalance.every_s, variant.rebalance.load_s, pools, stream.arrival_s, model, prompt, output,
+            env, variant.rebalance.every_s, variant.rebalance.load_s, pools, live.arrival_s, model, prompt, output,
             lambda rid, p: decode_router.pick(pools[p], p).submit(rid)))
     if variant.autoscale is not None:
         watcher.append(Autoscaler(
@@ -250,24 +224,22 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestStream, 
         if output[rid] <= 1:  # the only token came from prefill
             prefill_workers[pw].release(int(prompt[rid]))
             rec.finish_s[rid] = env.now
-            count_finished(1)
+            count_finished([rid])
             return
         p = decode_pool_for_model[model[rid]]
         decode_router.pick(pools[p], p).submit(rid)
 
-    fleet = build_prefill(env, sc, plan.prefill, plan.prefill_cost, prompt, model, rec, prefill_done)
+    fleet = build_prefill(env, sc, plan.prefill, plan.prefill_cost, prompt, model, rec, prefill_done,
+                          stream.facts.mean_prompt)
     prefill_workers = fleet.workers
-    send = fleet.submit
-    arrival = stream.arrival_s
-
-    if stream.closed:
-        clients = closed_loop_clients(env, sc, arrival, send)
-    run_arrivals(env, sc, arrival, send, clients, all_done)
+    frame.run(fleet.submit)
     end = env.now
     wall = time.perf_counter() - wall0
-    events = n + sum(w.batches for w in prefill_workers) + sum(w.events for w in decode_workers)
+    events = live.admitted + sum(w.batches for w in prefill_workers) + sum(w.events for w in decode_workers)
+    clients = frame.clients
+    stream, records = frame.outcome()
     return VariantResult(
-        scenario=sc, variant=variant, stream=stream, records=rec, profile=plan.decode_cost.info,
+        scenario=sc, variant=variant, stream=stream, records=records, profile=plan.decode_cost.info,
         prefill_workers=prefill_workers, decode_workers=decode_workers, decode_pool_of=pool_of,
         prefill_pool_of=fleet.pool_of, prefill_serves=fleet.serves,
         kv_capacity_tokens=plan.kv_capacity, prefill_kv_capacity_tokens=plan.prefill_kv_capacity, end_s=end, wall_s=wall, events=events, interconnect=link,

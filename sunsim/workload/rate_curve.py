@@ -1,6 +1,6 @@
-"""A time-varying request rate and the non-homogeneous Poisson arrivals it gives.
+"""A time-varying request rate, for the non-homogeneous Poisson arrivals it gives.
 
-Arrivals are drawn by thinning (Lewis and Shedler, 1979): a homogeneous Poisson stream at the
+Arrivals are drawn (in :mod:`sunsim.workload.stream`) by thinning (Lewis and Shedler, 1979): a homogeneous Poisson stream at the
 curve's peak rate, each point kept with probability ``rate(t) / peak``. The kept points are exactly a
 Poisson process of intensity ``rate(t)``, and the draw is a few numpy calls per chunk of candidates:
 no Python work per request. The curve's integral (:meth:`RateCurveFn.cumulative`) gives the expected
@@ -137,30 +137,3 @@ def _number(row: list[str], col: int, name: str, line: int, path: str, lo: float
     if not math.isfinite(v) or not lo <= v <= hi:
         raise ScenarioError(f"{FIELD}: {path!r} row {line}, column {name}: {text} is outside [{lo:g}, {hi:g}]")
     return v
-
-
-def curve_arrivals(fn: RateCurveFn, rng: np.random.Generator, duration_s: float | None,
-                   num_requests: int | None) -> np.ndarray:
-    """Arrival times of a Poisson process of intensity ``fn.rate`` on ``[0, duration_s)``, the first
-    ``num_requests`` of them when given (thinning; see the module docstring)."""
-    peak = fn.peak
-    horizon = duration_s if duration_s is not None else math.inf
-    mean = fn.mean if fn.period_s else max(float(fn.rates.mean()), peak * 1e-3)
-    kept, t0, have = [], 0.0, 0
-    while True:
-        # candidates at the peak rate for about the span still to cover (chunked: the draw stays seeded)
-        if duration_s is not None:
-            want = peak * (duration_s - t0)
-        else:
-            want = (num_requests - have) * peak / mean  # type: ignore[operator]
-        n = int(min(max(1.1 * want + 10 * math.sqrt(want) + 1000, 1000), 10_000_000))
-        cand = t0 + np.cumsum(rng.exponential(1.0 / peak, size=n))
-        keep = rng.random(n) * peak < fn.rate(cand)
-        t0 = float(cand[-1])
-        got = cand[keep & (cand < horizon)]
-        kept.append(got)
-        have += len(got)
-        if (num_requests is not None and have >= num_requests) or t0 >= horizon:
-            break
-    times = np.concatenate(kept)
-    return times[:num_requests] if num_requests is not None else times

@@ -6,7 +6,10 @@ the variants are compared on the same requests.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -24,11 +27,11 @@ from sunsim.scenario import (
     TraceArrivals,
     Uniform,
 )
-from sunsim.workload.rate_curve import curve_arrivals, curve_for
+from sunsim.workload.rate_curve import curve_for
 from sunsim.workload.trace_file import MAX_TRACE_BYTES, MAX_TRACE_TIME_S, TRACE_COLUMNS, read_trace, trace_task_index
 
 # read_trace and the trace bounds live in trace_file; they stay importable from here, where callers found them.
-__all__ = ["RequestStream", "build_workload", "check_size", "estimate_requests", "read_trace",
+__all__ = ["RequestSource", "RequestStream", "StreamFacts", "StreamedRequests", "build_workload", "workload_chunks", "check_size", "estimate_requests", "read_trace",
            "MAX_TRACE_BYTES", "MAX_TRACE_TIME_S", "TRACE_COLUMNS"]
 
 #: Memory the run's per-request arrays may take: the request stream (arrival, model and two
@@ -40,6 +43,41 @@ __all__ = ["RequestStream", "build_workload", "check_size", "estimate_requests",
 MAX_ARRAY_BYTES = 8 * 2**30
 STREAM_BYTES_PER_REQUEST = 64
 VARIANT_BYTES_PER_REQUEST = 800
+
+
+#: Requests per block of the stream: generated arrivals are drawn in blocks of this many candidates, each from
+#: its own seeded generators, and a run admits them block by block.
+BLOCK = 1 << 16
+
+
+@dataclass(frozen=True)
+class StreamFacts:
+    """The few figures of a whole stream that a run's layout is checked against up front."""
+
+    n: int
+    first_arrival_s: float  # closed: +inf (sent by the run)
+    last_arrival_s: float
+    busy_models: frozenset[int]  # task models with at least one request
+    worst: tuple[int, int, int]  # (request, prompt, output) of the request with the most tokens (the first such)
+    longest_prompt: int
+    mean_prompt: float
+
+    @staticmethod
+    def of(chunks: Iterable[RequestStream]) -> StreamFacts:
+        n, first, last, busy, worst, longest, prompt_sum = 0, np.inf, -np.inf, set(), (0, 0, 0), 0, 0
+        for c in chunks:
+            if not len(c):
+                continue
+            first, last = min(first, float(c.arrival_s[0])), max(last, float(c.arrival_s[-1]))
+            busy.update(np.unique(c.model).tolist())
+            total = c.prompt_tokens + c.output_tokens
+            i = int(np.argmax(total))
+            if n == 0 or total[i] > worst[1] + worst[2]:
+                worst = (c.start + i, int(c.prompt_tokens[i]), int(c.output_tokens[i]))
+            longest = max(longest, int(c.prompt_tokens.max()))
+            prompt_sum += int(c.prompt_tokens.sum())
+            n += len(c)
+        return StreamFacts(n, first, last, frozenset(busy), worst, longest, prompt_sum / n if n else 0.0)
 
 
 @dataclass(frozen=True)
@@ -57,14 +95,41 @@ class RequestStream:
     output_tokens: np.ndarray  # int64
     models: tuple[str, ...]
     closed: bool = False  # arrival times are filled in by the run (closed-loop clients)
+    start: int = 0  # index of the first request (a block of a longer stream)
 
     def __len__(self) -> int:
         return len(self.arrival_s)
 
+    def chunks(self) -> Iterator[RequestStream]:
+        """The stream in blocks of :data:`BLOCK` requests, as a run reads it."""
+        for lo in range(0, len(self), BLOCK):
+            hi = lo + BLOCK
+            yield RequestStream(self.arrival_s[lo:hi], self.model[lo:hi], self.prompt_tokens[lo:hi],
+                                self.output_tokens[lo:hi], self.models, self.closed, self.start + lo)
 
-def _rng(seed: int, stream: int) -> np.random.Generator:
-    # Independent streams: changing how lengths are drawn never moves the arrivals.
-    return np.random.default_rng(np.random.SeedSequence([seed, stream]))
+    @cached_property
+    def facts(self) -> StreamFacts:
+        """What a layout is checked against before a run (lengths, busy models, the arrival span)."""
+        return StreamFacts.of(self.chunks())
+
+
+class RequestSource(Protocol):
+    """A run's requests, block by block: a whole :class:`RequestStream`, or :class:`StreamedRequests`."""
+
+    closed: bool
+    models: tuple[str, ...]
+
+    @property
+    def facts(self) -> StreamFacts: ...
+
+    def __len__(self) -> int: ...
+
+    def chunks(self) -> Iterator[RequestStream]: ...
+
+
+def _rng(seed: int, stream: int, block: int) -> np.random.Generator:
+    # Independent streams: changing how lengths are drawn never moves the arrivals; one per block.
+    return np.random.default_rng(np.random.SeedSequence([seed, stream, block]))
 
 
 def estimate_requests(sc: Scenario) -> tuple[int, str]:
@@ -128,56 +193,82 @@ def _lengths(dist: LengthDist, n: int, rng: np.random.Generator, column: str) ->
     return np.full(n, dist.value, dtype=np.int64)  # Fixed
 
 
-def _arrivals(sc: Scenario, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame | None]:
+def _trace_arrivals(sc: Scenario) -> tuple[np.ndarray, pd.DataFrame]:
+    """A trace's arrival times (shifted to start at 0, rescaled to ``workload.rate`` or by ``time_scale``), and the
+    rows they come from, cut to ``duration_s`` and ``num_requests``."""
+    wl = sc.workload
+    arr = wl.arrivals
+    assert isinstance(arr, TraceArrivals)  # only called for trace arrivals
+    df = read_trace(arr.path, arr.layout())
+    t = df["arrived_at"].to_numpy(dtype=float)
+    t = t - t[0]
+    if wl.rate is not None and len(t) > 1 and t[-1] > 0:
+        t = (t / t[-1]) * ((len(t) - 1) / wl.rate)  # mean rate -> wl.rate (t / t[-1] stays in [0, 1])
+    else:
+        t = t * arr.time_scale
+    keep = np.ones(len(t), dtype=bool)
+    if wl.duration_s is not None:
+        keep &= t < wl.duration_s
+    idx = np.flatnonzero(keep)
+    if wl.num_requests is not None:
+        idx = idx[: wl.num_requests]
+    return t[idx], df.iloc[idx]
+
+
+def _arrival_blocks(sc: Scenario) -> Iterator[tuple[np.ndarray, pd.DataFrame | None]]:
+    """Arrival times block by block (with their trace rows, for trace arrivals).
+
+    Generated arrivals come from fixed blocks of :data:`BLOCK` candidates, block ``k`` from its own
+    generator, so the times never depend on how many blocks a consumer takes at once.
+    """
     wl = sc.workload
     arr = wl.arrivals
     if isinstance(arr, ClosedArrivals):  # sent during the run: +inf until then
         assert wl.num_requests is not None  # the schema requires it for closed arrivals
-        return np.full(wl.num_requests, np.inf), None
+        for lo in range(0, wl.num_requests, BLOCK):
+            yield np.full(min(BLOCK, wl.num_requests - lo), np.inf), None
+        return
     if isinstance(arr, TraceArrivals):
-        df = read_trace(arr.path, arr.layout())
-        t = df["arrived_at"].to_numpy(dtype=float)
-        t = t - t[0]
-        if wl.rate is not None and len(t) > 1 and t[-1] > 0:
-            t = (t / t[-1]) * ((len(t) - 1) / wl.rate)  # mean rate -> wl.rate (t / t[-1] stays in [0, 1])
-        else:
-            t = t * arr.time_scale
-        keep = np.ones(len(t), dtype=bool)
-        if wl.duration_s is not None:
-            keep &= t < wl.duration_s
-        idx = np.flatnonzero(keep)
-        if wl.num_requests is not None:
-            idx = idx[: wl.num_requests]
-        return t[idx], df.iloc[idx]
-    if wl.rate_curve is not None:  # a non-homogeneous Poisson process
-        return curve_arrivals(curve_for(wl), rng, wl.duration_s, wl.num_requests), None
-    # Renewal process: draw enough gaps in one go, then cut.
-    n_guess = wl.num_requests or int(wl.duration_s * wl.rate * 1.2 + 10 * np.sqrt(wl.duration_s * wl.rate) + 10)
-    mean_gap = 1.0 / wl.rate
-    times = np.zeros(0)
+        t, rows = _trace_arrivals(sc)
+        for lo in range(0, len(t), BLOCK):
+            yield t[lo:lo + BLOCK], rows.iloc[lo:lo + BLOCK]
+        return
+    curve = curve_for(wl) if wl.rate_curve is not None else None
+    limit_n, limit_t = wl.num_requests, wl.duration_s
+    t0, have, k = 0.0, 0, 0
     while True:
-        if isinstance(arr, Gamma):
-            k = 1.0 / arr.cv**2
-            gaps = rng.gamma(k, mean_gap / k, size=n_guess)
-        else:
-            gaps = rng.exponential(mean_gap, size=n_guess)
-        times = np.concatenate([times, (times[-1] if len(times) else 0.0) + np.cumsum(gaps)])
-        if wl.num_requests is not None and len(times) >= wl.num_requests:
-            return times[: wl.num_requests], None
-        if wl.duration_s is not None and times[-1] >= wl.duration_s:
-            return times[times < wl.duration_s], None
+        rng = _rng(sc.seed, 1, k)
+        k += 1
+        if curve is not None:  # a non-homogeneous Poisson process, by thinning candidates at the peak rate
+            cand = t0 + np.cumsum(rng.exponential(1.0 / curve.peak, size=BLOCK))
+            times = cand[rng.random(BLOCK) * curve.peak < curve.rate(cand)]
+            t0 = float(cand[-1])
+        else:  # a renewal process
+            assert wl.rate is not None  # the schema requires a rate for renewal arrivals
+            mean_gap = 1.0 / wl.rate
+            if isinstance(arr, Gamma):
+                shape = 1.0 / arr.cv**2
+                gaps = rng.gamma(shape, mean_gap / shape, size=BLOCK)
+            else:
+                gaps = rng.exponential(mean_gap, size=BLOCK)
+            times = t0 + np.cumsum(gaps)
+            t0 = float(times[-1])
+        if limit_t is not None:
+            times = times[times < limit_t]
+        if limit_n is not None:
+            times = times[: limit_n - have]
+        have += len(times)
+        if len(times):
+            yield times, None
+        if (limit_n is not None and have >= limit_n) or (limit_t is not None and t0 >= limit_t):
+            return
 
 
-def build_workload(sc: Scenario) -> RequestStream:
-    """Generate the request stream of a scenario, deterministically from its seed."""
+def _chunk(sc: Scenario, k: int, start: int, t: np.ndarray, trace_rows: pd.DataFrame | None) -> RequestStream:
+    """Block ``k`` of the stream (requests ``start`` onwards): task models and lengths drawn from its own generators."""
     wl = sc.workload
     tasks = sc.model.tasks
-    check_size(sc)
-    t, trace_rows = _arrivals(sc, _rng(sc.seed, 1))
     n = len(t)
-    if n == 0:
-        raise ScenarioError("workload: the scenario produces no requests (duration_s too short for the rate?)")
-
     # Task model of each request: from the trace's model column (through arrivals.models), else by popularity.
     from_trace = None
     if trace_rows is not None:
@@ -186,7 +277,7 @@ def build_workload(sc: Scenario) -> RequestStream:
     if from_trace is not None:
         model = from_trace
     else:
-        rank = _rng(sc.seed, 2).choice(len(tasks), size=n, p=sc.popularity()).astype(np.int32)
+        rank = _rng(sc.seed, 2, k).choice(len(tasks), size=n, p=sc.popularity()).astype(np.int32)
         if wl.shift is not None:
             shifted = t >= wl.shift.at_s
             rank[shifted] = (rank[shifted] + wl.shift.rotate) % len(tasks)
@@ -199,9 +290,11 @@ def build_workload(sc: Scenario) -> RequestStream:
         prompt[:] = trace_rows["num_prefill_tokens"].to_numpy()
         output[:] = trace_rows["num_decode_tokens"].to_numpy()
     else:
-        rng_p, rng_o = _rng(sc.seed, 3), _rng(sc.seed, 4)
+        rng_p, rng_o = _rng(sc.seed, 3, k), _rng(sc.seed, 4, k)
         for i, task in enumerate(tasks):
             sel = np.flatnonzero(model == i)
+            if not len(sel):
+                continue
             own = wl.per_model.get(task)
             pd_ = (own.prompt_tokens if own and own.prompt_tokens else None) or wl.prompt_tokens
             od_ = (own.output_tokens if own and own.output_tokens else None) or wl.output_tokens
@@ -209,4 +302,52 @@ def build_workload(sc: Scenario) -> RequestStream:
             output[sel] = _lengths(od_, len(sel), rng_o, "num_decode_tokens")
     return RequestStream(arrival_s=np.asarray(t, dtype=float), model=model, prompt_tokens=prompt,
                          output_tokens=output, models=tuple(tasks),
-                         closed=isinstance(wl.arrivals, ClosedArrivals))
+                         closed=isinstance(wl.arrivals, ClosedArrivals), start=start)
+
+
+def workload_chunks(sc: Scenario) -> Iterator[RequestStream]:
+    """The request stream of a scenario block by block (each a :class:`RequestStream` whose ``start`` is the
+    index of its first request): what a streaming run reads, never holding more than a block."""
+    start = 0
+    for k, (t, rows) in enumerate(_arrival_blocks(sc)):
+        yield _chunk(sc, k, start, t, rows)
+        start += len(t)
+
+
+def build_workload(sc: Scenario) -> RequestStream:
+    """Generate the request stream of a scenario, deterministically from its seed (the blocks of
+    :func:`workload_chunks`, joined)."""
+    check_size(sc)
+    chunks = list(workload_chunks(sc))
+    if not chunks:
+        raise ScenarioError("workload: the scenario produces no requests (duration_s too short for the rate?)")
+    if len(chunks) == 1:
+        return chunks[0]
+    return RequestStream(
+        arrival_s=np.concatenate([c.arrival_s for c in chunks]), model=np.concatenate([c.model for c in chunks]),
+        prompt_tokens=np.concatenate([c.prompt_tokens for c in chunks]),
+        output_tokens=np.concatenate([c.output_tokens for c in chunks]), models=chunks[0].models,
+        closed=chunks[0].closed)
+
+
+class StreamedRequests:
+    """A scenario's request stream read block by block, generated anew each time a run reads it: what a
+    streaming run uses, so that memory follows the requests in flight and not the run's total.
+
+    The blocks are those of :func:`workload_chunks`, so a run on this gives the same requests, in the same
+    order, as one on :func:`build_workload`'s whole arrays. One pass up front takes its :class:`StreamFacts`.
+    """
+
+    def __init__(self, sc: Scenario) -> None:
+        self._sc = sc
+        self.models = tuple(sc.model.tasks)
+        self.closed = isinstance(sc.workload.arrivals, ClosedArrivals)
+        self.facts = StreamFacts.of(self.chunks())
+        if self.facts.n == 0:
+            raise ScenarioError("workload: the scenario produces no requests (duration_s too short for the rate?)")
+
+    def __len__(self) -> int:
+        return self.facts.n
+
+    def chunks(self) -> Iterator[RequestStream]:
+        return workload_chunks(self._sc)

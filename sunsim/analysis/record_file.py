@@ -1,0 +1,87 @@
+"""Per-request rows written while a run goes (streaming runs), and the request table read back from them.
+
+A streaming run hands each finished request's row to :class:`ParquetRecordSink`, which writes them in
+row groups of :data:`ROWS_PER_GROUP`: the file holds :data:`~sunsim.analysis.metrics.REQUEST_COLUMNS`,
+the same columns and values as a whole run's request table, in the order requests finished (then those
+unfinished when the run stopped). :func:`read_request_table` reads the columns a summary needs back,
+in request order, so the summary of a streamed run is exact: the same as that of the same run in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sunsim.analysis.request_columns import REQUEST_COLUMNS, derived_columns
+
+#: Rows per Parquet row group (and buffered before each write): ~20 MB of columns.
+ROWS_PER_GROUP = 1 << 17
+
+
+class ParquetRecordSink:
+    """Writes a streaming run's rows to ``path`` as they come (``close`` writes the rest and the footer)."""
+
+    def __init__(self, path: Path | str, models: tuple[str, ...]) -> None:
+        self.path = Path(path)
+        self._models = pa.array(list(models), type=pa.string())
+        self._parts: list[dict[str, np.ndarray]] = []
+        self._buffered = 0
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, request: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        self._parts.append({"request_id": request, **columns})
+        self._buffered += len(request)
+        if self._buffered >= ROWS_PER_GROUP:
+            self._write_group()
+
+    def close(self) -> None:
+        """Write what is buffered and the file's footer (an empty run still gets a valid file)."""
+        self._write_group(force=self._writer is None)
+        if self._writer is not None:
+            self._writer.close()
+
+    def _write_group(self, force: bool = False) -> None:
+        if not self._parts and not force:
+            return
+        names = ["request_id", "arrival_s", "model", "prompt_tokens", "output_tokens", "prefill_worker",
+                 "decode_worker", "prefill_start_s", "first_token_s", "decode_admit_s", "kv_ready_s",
+                 "decode_start_s", "finish_s", "preemptions"]
+        cols = {n: np.concatenate([p[n] for p in self._parts]) if self._parts else np.zeros(0) for n in names}
+        self._parts, self._buffered = [], 0
+        cols.update(derived_columns(cols))
+        arrays = {c: pa.array(cols[c]) for c in REQUEST_COLUMNS if c != "model"}
+        arrays["model"] = pa.DictionaryArray.from_arrays(pa.array(cols["model"].astype(np.int32)), self._models)
+        table = pa.table({c: arrays[c] for c in REQUEST_COLUMNS})
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        self._writer.write_table(table, row_group_size=ROWS_PER_GROUP)
+        self.rows += table.num_rows
+
+
+def read_request_table(path: Path | str, end_s: float, columns: list[str] | None = None) -> pd.DataFrame:
+    """The request table of a streamed run (``columns`` of it, default all), in request order, of the requests
+    that arrived by ``end_s``: the rows a whole run's :func:`~sunsim.analysis.metrics.request_table` has.
+
+    Read a column at a time, so the peak is the table plus one column."""
+    wanted = list(REQUEST_COLUMNS if columns is None else columns)
+    f = pq.ParquetFile(path)
+    order = np.argsort(f.read(columns=["request_id"]).column(0).to_numpy(), kind="stable")
+    keep = f.read(columns=["arrival_s"]).column(0).to_numpy()[order] <= end_s
+    order = order[keep]
+    out: dict[str, object] = {}
+    for c in wanted:
+        col = f.read(columns=[c]).column(0).combine_chunks()
+        if c == "model":  # task names as a categorical of the models seen, in task order
+            codes = col.indices.to_numpy(zero_copy_only=False)[order]
+            names = col.dictionary.to_pylist()
+            seen = np.unique(codes)
+            out[c] = pd.Categorical.from_codes(np.searchsorted(seen, codes), [names[i] for i in seen])
+        else:
+            out[c] = col.to_numpy(zero_copy_only=False)[order]
+        del col
+    return pd.DataFrame(out, columns=wanted)

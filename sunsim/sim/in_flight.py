@@ -1,0 +1,241 @@
+"""The requests in flight of one run: per-request arrays indexed by slot, reused as requests finish.
+
+Workers index these arrays by a request's *slot*. A slot is taken when its request arrives and given
+back when it has finished and its row has gone to the run's :class:`RecordSink`, so the arrays follow
+the requests in flight, not the run's total: a day of traffic needs the memory of its busiest moment.
+Finished requests are handed to the sink in batches of :data:`FLUSH_EVERY`, one vectorised gather
+each, so a finish costs a list append.
+
+Growing the arrays (more requests in flight than slots) resizes them in place, so a worker holding one
+keeps a valid reference; nothing here may keep a view of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Protocol
+
+import numpy as np
+import simpy
+
+from sunsim.scenario import Scenario
+from sunsim.sim.clients import ClosedLoopClients, closed_loop_clients
+from sunsim.sim.records import COLUMNS, Records
+from sunsim.workload.stream import RequestSource, RequestStream
+
+#: Finished requests whose rows go to the sink (and slots come back) at once.
+FLUSH_EVERY = 4096
+#: The stream's own columns in a record row, beside :data:`sunsim.sim.records.COLUMNS`.
+STREAM_COLUMNS: dict[str, tuple[type, float]] = {
+    "arrival_s": (np.float64, np.nan), "model": (np.int32, 0), "prompt_tokens": (np.int64, 0),
+    "output_tokens": (np.int64, 0),
+}
+
+
+class RecordSink(Protocol):
+    """Where finished requests' rows go: ``request`` is each row's index in the stream."""
+
+    def write(self, request: np.ndarray, columns: dict[str, np.ndarray]) -> None: ...
+
+
+class MemorySink:
+    """Rows into whole-run arrays indexed by request (the arrival column too: closed-loop runs fill it in)."""
+
+    def __init__(self, stream: RequestStream) -> None:
+        self.records = Records(len(stream))
+        self.arrival_s = np.full(len(stream), np.inf) if stream.closed else stream.arrival_s
+
+    def write(self, request: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        for name in COLUMNS:
+            getattr(self.records, name)[request] = columns[name]
+        if self.arrival_s is not None:
+            self.arrival_s[request] = columns["arrival_s"]
+
+
+class InFlight:
+    """Slots of the requests in flight and their per-request arrays (stream columns, records, workers' state)."""
+
+    def __init__(self, sink: RecordSink, capacity: int = 1024) -> None:
+        self.sink = sink
+        self.capacity = capacity
+        self._arrays: list[tuple[np.ndarray, float]] = []
+        self.request = self.per_request(np.int64, -1)  # the stream index of the request in each slot
+        self.arrival_s = self.per_request(np.float64, np.nan)
+        self.model = self.per_request(np.int32, 0)
+        self.prompt = self.per_request(np.int64, 0)
+        self.output = self.per_request(np.int64, 0)
+        self.records = Records(0)
+        for name, (dtype, fill) in COLUMNS.items():
+            setattr(self.records, name, self.per_request(dtype, fill))
+        self.records.n = capacity
+        self._free = list(range(capacity - 1, -1, -1))
+        self._done: list[int] = []
+        self.admitted = 0
+        self.peak = 0  # the most slots in use at once
+
+    def per_request(self, dtype: type, fill: float) -> np.ndarray:
+        """A per-request array of the run (reset to ``fill`` when its slot comes back)."""
+        arr = np.full(self.capacity, fill, dtype=dtype)
+        self._arrays.append((arr, fill))
+        return arr
+
+    def admit(self, request: int, arrival_s: float, model: int, prompt: int, output: int) -> int:
+        """Give an arriving request a slot, holding its stream columns; returns the slot."""
+        if not self._free:
+            self._grow()
+        slot = self._free.pop()
+        self.request[slot] = request
+        self.arrival_s[slot] = arrival_s
+        self.model[slot] = model
+        self.prompt[slot] = prompt
+        self.output[slot] = output
+        self.admitted += 1
+        self.peak = max(self.peak, self.capacity - len(self._free))
+        return slot
+
+    def finished(self, slots: list[int]) -> None:
+        """These requests are done: their rows go to the sink with the next batch."""
+        self._done.extend(slots)
+        if len(self._done) >= FLUSH_EVERY:
+            self._flush(np.asarray(self._done, dtype=np.int64))
+            self._done = []
+
+    def close(self) -> None:
+        """The run stopped: every row still here (finished or not) goes to the sink."""
+        self._flush(np.flatnonzero(self.request >= 0))
+        self._done = []
+
+    def _flush(self, slots: np.ndarray) -> None:
+        if not len(slots):
+            return
+        cols = {"arrival_s": self.arrival_s[slots], "model": self.model[slots], "prompt_tokens": self.prompt[slots],
+                "output_tokens": self.output[slots]}
+        cols.update({name: getattr(self.records, name)[slots] for name in COLUMNS})
+        self.sink.write(self.request[slots], cols)
+        # A preempted request may leave a stale entry in its worker's heap (popped lazily, keyed by slot):
+        # its slot is retired, never reused, so that entry can never match another request.
+        reuse = slots[cols["preemptions"] == 0]
+        for arr, fill in self._arrays:
+            arr[slots] = fill
+        self.request[slots[cols["preemptions"] > 0]] = -2  # retired: neither free nor in flight
+        self._free.extend(reuse[::-1].tolist())
+
+    def _grow(self) -> None:
+        old = self.capacity
+        self.capacity = new = 2 * old
+        for arr, fill in self._arrays:
+            arr.resize(new, refcheck=False)  # in place: holders of the array keep a valid reference
+            arr[old:] = fill
+        self.records.n = new
+        self._free.extend(range(new - 1, old - 1, -1))
+
+
+class Feeder:
+    """Admits the source's requests into ``in_flight`` and sends them on: at their arrival times (open loop) or
+    when a closed-loop client asks (:meth:`send_next`, the arrival time then being now)."""
+
+    def __init__(self, env: simpy.Environment, source: RequestSource, in_flight: InFlight,
+                 send: Callable[[int], None]) -> None:
+        self.env, self.in_flight, self._send = env, in_flight, send
+        self._rows = self._requests(source)
+        self._next: tuple[int, float, int, int, int] | None = None  # the request due next, not yet admitted
+
+    @staticmethod
+    def _requests(source: RequestSource) -> Iterator[tuple[int, float, int, int, int]]:
+        for c in source.chunks():
+            yield from zip(range(c.start, c.start + len(c)), c.arrival_s.tolist(), c.model.tolist(),
+                           c.prompt_tokens.tolist(), c.output_tokens.tolist())
+
+    def send_next(self) -> None:
+        """Send the next request now (closed loop)."""
+        rid, _, m, p, o = next(self._rows)
+        self._send(self.in_flight.admit(rid, self.env.now, m, p, o))
+
+    def open_loop(self) -> simpy.events.ProcessGenerator:
+        """The process sending each request at its arrival time."""
+        env, admit, send, timeout = self.env, self.in_flight.admit, self._send, self.env.timeout
+        for row in self._rows:
+            rid, t, m, p, o = row
+            delay = t - env.now
+            if delay > 0:
+                self._next = row
+                yield timeout(delay)
+                self._next = None
+            send(admit(rid, t, m, p, o))
+
+    def close(self, end_s: float) -> None:
+        """The run stopped at ``end_s``: requests due by then but not sent yet still get their (empty) rows, as
+        they would in a whole-run table; then every row goes to the sink."""
+        pending = [self._next] if self._next is not None else []
+        for row in pending + list(_until(self._rows, end_s)):
+            if row[1] <= end_s:
+                self.in_flight.admit(*row)
+        self.in_flight.close()
+
+
+def _until(rows: Iterator[tuple[int, float, int, int, int]], end_s: float) -> Iterator[tuple[int, float, int, int, int]]:
+    for row in rows:
+        if row[1] > end_s:
+            return
+        yield row
+
+
+def run_to_end(env: simpy.Environment, sc: Scenario, feeder: Feeder, last_arrival_s: float,
+               clients: ClosedLoopClients | None, all_done: simpy.Event) -> None:
+    """Run a variant to its end: closed-loop ``clients`` when given, else the open-loop arrivals (stopping when
+    ``all_done`` fires, or at the horizon: the scenario's, else ``sim.drain_s`` after the last arrival); then
+    every request's row goes to the sink."""
+    if clients is not None:
+        clients.start()
+        env.run(until=clients.until(sc.sim.horizon_s))
+    else:
+        env.process(feeder.open_loop())
+        horizon = sc.sim.horizon_s or (last_arrival_s + sc.sim.drain_s)
+        env.run(until=env.any_of([all_done, env.timeout(horizon)]))
+    feeder.close(env.now)
+
+
+class RunFrame:
+    """What every variant's run shares: the environment, the requests in flight, their finishing (which frees a
+    closed-loop client, or ends the run with the last request), and feeding them in until the end."""
+
+    def __init__(self, sc: Scenario, source: RequestSource, sink: RecordSink | None = None) -> None:
+        self.sc, self.source = sc, source
+        if sink is None:
+            assert isinstance(source, RequestStream)  # whole-run arrays need the whole stream
+            sink = MemorySink(source)
+        self.sink = sink
+        self.env = simpy.Environment()
+        self.in_flight = InFlight(sink)
+        self.n = len(source)
+        self.finished = 0
+        self.all_done = self.env.event()
+        self.clients: ClosedLoopClients | None = None
+
+    def count_finished(self, slots: list[int]) -> None:
+        """Requests in these slots finished now."""
+        self.finished += len(slots)
+        self.in_flight.finished(slots)
+        if self.clients is not None:
+            self.clients.finished(len(slots))  # frees as many clients
+        elif self.finished == self.n:
+            self.all_done.succeed()
+
+    def run(self, send: Callable[[int], None]) -> None:
+        """Feed the requests to ``send`` (by slot) and run to the end; then every row is in the sink."""
+        feeder = Feeder(self.env, self.source, self.in_flight, send)
+        if self.source.closed:
+            self.clients = closed_loop_clients(self.env, self.sc, self.n, feeder.send_next)
+        run_to_end(self.env, self.sc, feeder, self.source.facts.last_arrival_s, self.clients, self.all_done)
+
+    def outcome(self) -> tuple[RequestSource, Records | None]:
+        """The stream and whole-run records the result carries: with the run's own arrival times when they were
+        decided by clients; no records when the rows went to a file."""
+        if not isinstance(self.sink, MemorySink):
+            return self.source, None
+        stream = self.source
+        if stream.closed:
+            assert isinstance(stream, RequestStream)  # a memory sink holds a whole stream
+            stream = replace(stream, arrival_s=self.sink.arrival_s)
+        return stream, self.sink.records
