@@ -3,9 +3,13 @@
 Each measurement runs in a fresh process so that its peak RSS is its own. Reports the
 median of ``--repeats`` runs per (size, mode), as a table and optionally a CSV.
 
-    python benchmarks/run.py                       # 10k, 100k, 1M requests; 3 repeats
-    python benchmarks/run.py --sizes 10000 100000 --repeats 5 --csv bench.csv
+    python benchmarks/run.py                       # 10k, 100k, 1M requests; 3 repeats; + 10M streamed, once
+    python benchmarks/run.py --sizes 10000 100000 --repeats 5 --stream-sizes none --csv bench.csv
     python benchmarks/run.py --sweep-points 100    # also time a 100-point sweep of the 10k scenario
+
+A streamed row (``--stream-sizes``) runs as ``sunsim run --stream`` does: requests drawn block by block,
+rows written to a Parquet file as requests finish, the summary read back from it, so its peak RSS
+follows the requests in flight (and the summary's read-back), not the request count.
 """
 
 from __future__ import annotations
@@ -26,23 +30,34 @@ HERE = Path(__file__).resolve().parent
 SCENARIO = HERE / "fleet.yaml"
 
 
-def one_run(size: int, variant: str) -> dict:
+def one_run(size: int, variant: str, streamed: bool) -> dict:
     """Child process: simulate one variant of the fleet scenario and report its figures."""
+    from dataclasses import replace
+
     from sunsim.analysis.metrics import request_table, summarize
+    from sunsim.analysis.record_file import ParquetRecordSink
     from sunsim.scenario import load_scenario
     from sunsim.sim.variant import simulate_variant
-    from sunsim.workload.stream import build_workload
+    from sunsim.workload.stream import StreamedRequests, build_workload
 
     sc = load_scenario(SCENARIO, [f"workload.num_requests={size}"])
-    t0 = time.perf_counter()
-    stream = build_workload(sc)
     v = next(v for v in sc.variants if v.name == variant)
-    res = simulate_variant(sc, v, stream)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        if streamed:
+            source = StreamedRequests(sc)
+            sink = ParquetRecordSink(Path(tmp) / "requests.parquet", source.models)
+            res = simulate_variant(sc, v, source, sink=sink)
+            sink.close()
+            res = replace(res, records_file=str(sink.path))
+            summary = summarize(res)
+        else:
+            res = simulate_variant(sc, v, build_workload(sc))
+            summary = summarize(res, request_table(res))
     sim_wall = res.wall_s
-    summary = summarize(res, request_table(res))
     total = time.perf_counter() - t0
     return {
-        "requests": size, "mode": variant, "sim_wall_s": sim_wall, "total_wall_s": total,
+        "requests": size, "mode": variant, "streamed": streamed, "sim_wall_s": sim_wall, "total_wall_s": total,
         "requests_per_wall_s": size / sim_wall, "events": res.events,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "finished": summary["requests"]["finished"], "tpot_p50_ms": summary["tpot_s"]["p50"] * 1e3,
@@ -50,10 +65,10 @@ def one_run(size: int, variant: str) -> dict:
     }
 
 
-def measure(size: int, variant: str, repeats: int) -> dict:
+def measure(size: int, variant: str, repeats: int, streamed: bool = False) -> dict:
     runs = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, __file__, "--child", str(size), variant],
+        out = subprocess.run([sys.executable, __file__, "--child", str(size), variant, str(int(streamed))],
                              check=True, capture_output=True, text=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     med = {k: statistics.median(r[k] for r in runs) for k in ("sim_wall_s", "total_wall_s", "requests_per_wall_s",
@@ -79,13 +94,16 @@ def time_sweep(points: int) -> float:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        print(json.dumps(one_run(int(sys.argv[2]), sys.argv[3])))
+        print(json.dumps(one_run(int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1")))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["10000,100000,1000000"],
                     help="request counts, comma- or space-separated")
     ap.add_argument("--modes", default="dedicated,shared,shared-int4", help="variants of benchmarks/fleet.yaml")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--stream-sizes", default="10000000",
+                    help="request counts of streamed rows (comma-separated; 'none' for none), run once each")
+    ap.add_argument("--stream-modes", default="shared", help="variants of the streamed rows")
     ap.add_argument("--csv", help="also write the table here")
     ap.add_argument("--sweep-points", type=int, default=0, help="also time a sweep of this many 10k points")
     args = ap.parse_args()
@@ -104,11 +122,19 @@ def main() -> None:
             r = rows[-1]
             console.print(f"{size:>9,} {mode:<12} {r['sim_wall_s']:7.2f} s  {r['requests_per_wall_s']:9,.0f} req/s  "
                           f"{r['peak_rss_mb']:6.0f} MB", highlight=False)
+    for size in [int(s) for s in args.stream_sizes.split(",") if s and s != "none"]:
+        for mode in args.stream_modes.split(","):
+            with console.status(f"{size:,} requests, {mode}, streamed"):
+                rows.append(measure(size, mode, 1, streamed=True))
+            r = rows[-1]
+            console.print(f"{size:>9,} {mode:<12} streamed {r['sim_wall_s']:7.2f} s  {r['requests_per_wall_s']:9,.0f} "
+                          f"req/s  {r['peak_rss_mb']:6.0f} MB", highlight=False)
     table = Table(title="sunsim speed (median of repeats; sim = simulation only, total = + workload and summaries)")
     for col in ("requests", "mode", "sim wall s", "total wall s", "sim req/wall-s", "events", "peak RSS MB"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(f"{r['requests']:,}", r["mode"], f"{r['sim_wall_s']:.2f}", f"{r['total_wall_s']:.2f}",
+        mode = r["mode"] + (" (streamed)" if r["streamed"] else "")
+        table.add_row(f"{r['requests']:,}", mode, f"{r['sim_wall_s']:.2f}", f"{r['total_wall_s']:.2f}",
                       f"{r['requests_per_wall_s']:,.0f}", f"{r['events']:,}", f"{r['peak_rss_mb']:.0f}")
     console.print(table)
     if args.sweep_points:

@@ -20,6 +20,8 @@ from sunsim.analysis.request_columns import REQUEST_COLUMNS, derived_columns
 
 #: Rows per Parquet row group (and buffered before each write): ~20 MB of columns.
 ROWS_PER_GROUP = 1 << 17
+#: Bytes a row takes on disk (measured: 111 B per row, 200k requests of benchmarks/fleet.yaml, snappy), with margin.
+ROW_BYTES = 128
 
 
 class ParquetRecordSink:

@@ -65,6 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if out is not None:
         check_run_output(out, [v.name for v in select_variants(sc, args.variant)])
     show = err_console if args.json else console  # with --json, stdout carries one JSON document only
+    if args.stream:
+        return _stream_run(args, sc, out, percentiles)
     with show.status("simulating...") as status:
         def progress(v, i, n):
             status.update(f"simulating variant {v.name} ({i + 1}/{n})")
@@ -76,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from sunsim.report.trace import write_chrome_trace
 
         write_chrome_trace(run, Path(args.trace_out))
-    written = write_run(run, out, args.format) if out is not None else []
+    written = write_run(run, out, args.format or "csv") if out is not None else []
     if args.json:
         from sunsim.analysis.run_document import run_document
 
@@ -84,6 +86,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         if out is not None:
             err_console.print(f"results in {out}/ ({', '.join(p.name for p in written)})", highlight=False)
         return 0
+    _print_comparison(run, out, written)
+    return 0
+
+
+def _stream_run(args: argparse.Namespace, sc, out: Path | None, percentiles: tuple[float, ...]) -> int:
+    """``sunsim run --stream``: rows to disk as requests finish (see analysis.runner.stream_scenario)."""
+    from sunsim.analysis.runner import select_variants, stream_disk, stream_scenario
+
+    refused = [flag for flag, on in (("--json", args.json), ("--trace-out", args.trace_out),
+                                     ("--executor", args.executor != "inline"),
+                                    ("--format csv", args.format == "csv")) if on]
+    if refused or sc.cells is not None:
+        what = ", ".join(refused) if refused else "a scenario with cells"
+        raise InputError(f"--stream: not with {what} (a streaming run writes requests.parquet per variant, in this "
+                         f"process, without a timeline)")
+    if out is None:
+        raise InputError("--stream: give --out, the folder the rows are written to as the run goes")
+    console.print(f"streaming {stream_disk(sc, len(select_variants(sc, args.variant)), out)}", highlight=False)
+    with console.status("simulating...") as status:
+        def progress(v, i, n):
+            status.update(f"simulating variant {v.name} ({i + 1}/{n}), rows to {out / v.name / 'requests.parquet'}")
+
+        run, written = stream_scenario(sc, out, args.variant, progress, percentiles)
+    _print_comparison(run, out, written)
+    return 0
+
+
+def _print_comparison(run, out: Path | None, written: list[Path]) -> None:
+    sc = run.scenario
     prof = run.summaries[0]["profile"]
     title = (f"{sc.name}: {len(run.stream)} requests, {len(sc.model.tasks)} models on {sc.shape.name}, "
              f"{sc.hardware.gpu}; profile {prof['name']} ({prof['kind']}, {prof['device']}); "
@@ -92,7 +123,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     for note in dict.fromkeys(s["cost"]["note"] for s in run.summaries if s["cost"]["note"]):
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     console.print(f"results in {out}/ ({', '.join(p.name for p in written)})")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario field, e.g. --set workload.rate=30 (repeatable)")
     run.add_argument("--variant", action="append", metavar="NAME", help="run only this variant (repeatable)")
-    run.add_argument("--format", choices=["csv", "parquet"], default="csv", help="per-request table format")
+    run.add_argument("--format", choices=["csv", "parquet"], help="per-request table format (default csv; --stream: parquet)")
     run.add_argument("--no-timeline", action="store_true",
                      help="skip the per-worker batch/KV timeline (saves memory on very large runs)")
     run.add_argument("--trace-out", metavar="FILE", help="also write a Chrome/Perfetto trace (JSON) of the run")
@@ -125,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "worker processes, or a Ray cluster; the results are the same")
     run.add_argument("--workers", type=worker_count, help="local worker processes (default: all cores)")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    run.add_argument("--stream", action="store_true",
+                     help="streaming memory: draw requests in blocks and write each variant's requests.parquet as "
+                          "requests finish, so memory follows the requests in flight (runs of 10^7+ requests); "
+                          "summaries stay exact; no timeline")
     run.set_defaults(func=cmd_run)
 
     for register in _extensions():

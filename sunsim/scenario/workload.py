@@ -190,7 +190,8 @@ class Lengths(StrictModel):
 class WorkloadSpec(StrictModel):
     #: Simulated seconds of arrivals, at most 1e7 (~116 days).
     duration_s: Float | None = Field(None, gt=0, le=MAX_DURATION_S)
-    #: At most 50 million (and the run's arrays must fit in ~8 GiB: workload.check_size).
+    #: At most 1e10; a run in memory's arrays must fit in ~8 GiB, a streaming run's rows on disk
+    #: (workload.check_size).
     num_requests: Int | None = Field(None, gt=0, le=MAX_REQUESTS)
     #: Total request rate over all models, req/s, from 1e-6 to 1e6 (for a trace: rescales its
     #: arrivals to this mean rate).

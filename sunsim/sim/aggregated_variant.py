@@ -136,4 +136,5 @@ def simulate_aggregated(sc: Scenario, variant: VariantSpec, stream: RequestSourc
         wall_s=time.perf_counter() - wall0, events=live.admitted + sum(w.events for w in workers), interconnect=link,
         decode_serves=serves, prefill_stats=[], decode_stats=[w.stats() for w in workers],
         interconnect_stats=link.stats(), clients_stop_s=clients.first_stop_s if clients else None,
+        peak_in_flight=live.peak,
     )

@@ -72,7 +72,8 @@ class InFlight:
         self._free = list(range(capacity - 1, -1, -1))
         self._done: list[int] = []
         self.admitted = 0
-        self.peak = 0  # the most slots in use at once
+        self.done = 0
+        self.peak = 0  # the most requests in flight at once (slots held: up to FLUSH_EVERY more)
 
     def per_request(self, dtype: type, fill: float) -> np.ndarray:
         """A per-request array of the run (reset to ``fill`` when its slot comes back)."""
@@ -91,11 +92,13 @@ class InFlight:
         self.prompt[slot] = prompt
         self.output[slot] = output
         self.admitted += 1
-        self.peak = max(self.peak, self.capacity - len(self._free))
+        if self.admitted - self.done > self.peak:
+            self.peak = self.admitted - self.done
         return slot
 
     def finished(self, slots: list[int]) -> None:
         """These requests are done: their rows go to the sink with the next batch."""
+        self.done += len(slots)
         self._done.extend(slots)
         if len(self._done) >= FLUSH_EVERY:
             self._flush(np.asarray(self._done, dtype=np.int64))

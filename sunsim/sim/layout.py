@@ -65,6 +65,8 @@ class VariantResult:
     clients_stop_s: float | None = None
     #: a streaming run: the file its per-request rows were written to as they finished (records is then None).
     records_file: str | None = None
+    #: the most requests in flight at once (what the run's per-request arrays held at their peak).
+    peak_in_flight: int = 0
 
 
 def kv_dtype(sc: Scenario, role: str) -> str:

@@ -248,4 +248,5 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, 
         start_decode_workers=start_workers,
         prefill_stats=[w.stats() for w in prefill_workers], decode_stats=[w.stats() for w in decode_workers],
         interconnect_stats=link.stats(), clients_stop_s=clients.first_stop_s if clients else None,
+        peak_in_flight=live.peak,
     )

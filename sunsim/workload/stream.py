@@ -6,6 +6,7 @@ the variants are compared on the same requests.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,6 +44,9 @@ __all__ = ["RequestSource", "RequestStream", "StreamFacts", "StreamedRequests", 
 MAX_ARRAY_BYTES = 8 * 2**30
 STREAM_BYTES_PER_REQUEST = 64
 VARIANT_BYTES_PER_REQUEST = 800
+#: A streaming run's summary reads 13 of the request table's columns back (~100 B per request) and its
+#: figures take temporaries of about as much again.
+SUMMARY_BYTES_PER_REQUEST = 200
 
 
 #: Requests per block of the stream: generated arrivals are drawn in blocks of this many candidates, each from
@@ -161,19 +165,40 @@ def estimate_requests(sc: Scenario) -> tuple[int, str]:
     return int(min(n, 2**62)), why  # type: ignore[arg-type]
 
 
-def check_size(sc: Scenario) -> None:
-    """Refuse a run whose request count or per-request arrays would be absurd, before allocating."""
+def check_size(sc: Scenario, streaming: bool = False) -> None:
+    """Refuse a run whose request count or per-request arrays would be absurd, before allocating.
+
+    A run in memory holds every request's arrays; a streaming one only the requests in flight, but its exact
+    summary reads :data:`SUMMARY_BYTES_PER_REQUEST` per request of one variant back (its disk is checked
+    where it writes, :func:`sunsim.analysis.runner.stream_scenario`)."""
     n, why = estimate_requests(sc)
     if n > MAX_REQUESTS:
         raise ScenarioError(f"workload: about {n:,} requests ({why}) is more than the {MAX_REQUESTS:,} a run "
                             f"allows; lower workload.rate or workload.duration_s, or set workload.num_requests")
+    if streaming:
+        need, limit = n * SUMMARY_BYTES_PER_REQUEST, summary_memory_limit()
+        if need > limit:
+            raise ScenarioError(
+                f"workload: about {n:,} requests ({why}): the exact summary of a streaming run reads "
+                f"~{need / 2**30:.1f} GiB of latencies back per variant, more than half this machine's memory "
+                f"({limit / 2**30:.1f} GiB); lower workload.rate or workload.duration_s, or set workload.num_requests")
+        return
     per_request = STREAM_BYTES_PER_REQUEST + VARIANT_BYTES_PER_REQUEST * len(sc.variants)
     need = n * per_request
     if need > MAX_ARRAY_BYTES:
         raise ScenarioError(
             f"workload: about {n:,} requests ({why}) x {len(sc.variants)} variants need ~{need / 2**30:.1f} GiB "
-            f"of per-request arrays, more than the {MAX_ARRAY_BYTES // 2**30} GiB a run may use; "
-            f"lower workload.rate or workload.duration_s, set workload.num_requests, or run fewer variants")
+            f"of per-request arrays, more than the {MAX_ARRAY_BYTES // 2**30} GiB a run may use; stream the run "
+            f"(sunsim run --stream: memory follows the requests in flight), lower workload.rate or "
+            f"workload.duration_s, set workload.num_requests, or run fewer variants")
+
+
+def summary_memory_limit() -> int:
+    """Half the machine's physical memory (8 GiB where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return MAX_ARRAY_BYTES
 
 
 def _lengths(dist: LengthDist, n: int, rng: np.random.Generator, column: str) -> np.ndarray:
@@ -339,6 +364,7 @@ class StreamedRequests:
     """
 
     def __init__(self, sc: Scenario) -> None:
+        check_size(sc, streaming=True)
         self._sc = sc
         self.models = tuple(sc.model.tasks)
         self.closed = isinstance(sc.workload.arrivals, ClosedArrivals)
