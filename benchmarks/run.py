@@ -34,7 +34,6 @@ def one_run(size: int, variant: str, streamed: bool) -> dict:
     """Child process: simulate one variant of the fleet scenario and report its figures."""
     from dataclasses import replace
 
-    from sunsim.analysis.metrics import request_table, summarize
     from sunsim.analysis.record_file import ParquetRecordSink
     from sunsim.scenario import load_scenario
     from sunsim.sim.variant import simulate_variant
@@ -43,15 +42,21 @@ def one_run(size: int, variant: str, streamed: bool) -> dict:
     sc = load_scenario(SCENARIO, [f"workload.num_requests={size}"])
     v = next(v for v in sc.variants if v.name == variant)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("SUNSIM_BENCH_TMP")) as tmp:
         if streamed:
             source = StreamedRequests(sc)
             sink = ParquetRecordSink(Path(tmp) / "requests.parquet", source.models)
             res = simulate_variant(sc, v, source, sink=sink)
             sink.close()
             res = replace(res, records_file=str(sink.path))
+            sim_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(json.dumps({"sim_wall_s": res.wall_s, "sim_peak_rss_mb": sim_rss}), file=sys.stderr, flush=True)
+            from sunsim.analysis.metrics import summarize  # (imported after the run: what a summary adds shows)
+
             summary = summarize(res)
         else:
+            from sunsim.analysis.metrics import request_table, summarize
+
             res = simulate_variant(sc, v, build_workload(sc))
             summary = summarize(res, request_table(res))
     sim_wall = res.wall_s

@@ -76,17 +76,24 @@ def tokens_in_window(df: pd.DataFrame, start: float, end: float) -> float:
     evenly over its decode (decode start -> finish). Unfinished requests count their first token only.
     """
     first = df["first_token_s"].to_numpy(dtype=float)
+    total = float(((first >= start) & (first <= end)).sum())
     ds = df["decode_start_s"].to_numpy(dtype=float)
     fin = df["finish_s"].to_numpy(dtype=float)
-    rest = df["output_tokens"].to_numpy(dtype=float) - 1
-    total = float(((first >= start) & (first <= end)).sum())
-    ok = np.isfinite(ds) & np.isfinite(fin) & (rest > 0)
-    ds, fin, rest = ds[ok], fin[ok], rest[ok]
-    overlap = np.clip(np.minimum(fin, end) - np.maximum(ds, start), 0, None)
+    output = df["output_tokens"].to_numpy()
+    ok = np.isfinite(ds) & np.isfinite(fin) & (output > 1)
+    ds, fin, rest = ds[ok], fin[ok], output[ok] - 1.0
+    # in place where it can be: a streamed run's summary is bounded by these temporaries
+    share = np.minimum(fin, end)
+    share -= np.maximum(ds, start)
+    np.clip(share, 0, None, out=share)  # the overlap of the decode with the window
     span = fin - ds
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.where(span > 0, overlap / span, ((ds >= start) & (ds <= end)).astype(float))
-    return total + float((rest * share).sum())
+    del fin
+    timed = span > 0
+    np.divide(share, span, out=share, where=timed)
+    flat = ~timed  # a decode of no duration counts whole if it starts in the window
+    share[flat] = ((ds[flat] >= start) & (ds[flat] <= end))
+    rest *= share
+    return total + float(rest.sum())
 
 
 def closed_window(res: VariantResult, df: pd.DataFrame) -> tuple[float, float, np.ndarray]:
@@ -204,9 +211,11 @@ def summarize(res: VariantResult, df: pd.DataFrame | None = None,
     span = benchmark_span(df, res.end_s)
     summary["vllm"] = vllm_metrics(df, span, slo.ttft_s, slo.tpot_s, percentiles)
     per_model = {}
-    for name, part in df.groupby("model", sort=False, observed=True):
+    # one model's rows at a time (a groupby's iteration would sort a copy of the whole table first)
+    for name, rows in df.groupby("model", sort=False, observed=True).indices.items():
+        part = df.iloc[rows]
         pm_gpus = model_gpus(res, str(name))
-        own = None if measured is None else measured[part.index.to_numpy()]
+        own = None if measured is None else measured[rows]
         per_model[str(name)] = {"gpus": pm_gpus, **_figures(part, window, pm_gpus, slo.ttft_s, slo.tpot_s, own),
                                 "vllm": vllm_metrics(part, span, slo.ttft_s, slo.tpot_s, percentiles)}
     # every GPU of the variant at its role's price, over the steady window's output tokens (see analysis/dollars)

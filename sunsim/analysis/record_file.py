@@ -69,21 +69,21 @@ def read_request_table(path: Path | str, end_s: float, columns: list[str] | None
     """The request table of a streamed run (``columns`` of it, default all), in request order, of the requests
     that arrived by ``end_s``: the rows a whole run's :func:`~sunsim.analysis.metrics.request_table` has.
 
-    Read a column at a time, so the peak is the table plus one column."""
+    Read a column at a time into a block of its own, so the peak is the table plus a column or two."""
     wanted = list(REQUEST_COLUMNS if columns is None else columns)
     f = pq.ParquetFile(path)
     order = np.argsort(f.read(columns=["request_id"]).column(0).to_numpy(), kind="stable")
     keep = f.read(columns=["arrival_s"]).column(0).to_numpy()[order] <= end_s
     order = order[keep]
-    out: dict[str, object] = {}
-    for c in wanted:
+    df = pd.DataFrame(index=pd.RangeIndex(len(order)))
+    for c in wanted:  # a block per column, so that no step copies the whole table
         col = f.read(columns=[c]).column(0).combine_chunks()
         if c == "model":  # task names as a categorical of the models seen, in task order
             codes = col.indices.to_numpy(zero_copy_only=False)[order]
             names = col.dictionary.to_pylist()
             seen = np.unique(codes)
-            out[c] = pd.Categorical.from_codes(np.searchsorted(seen, codes), [names[i] for i in seen])
+            df[c] = pd.Categorical.from_codes(np.searchsorted(seen, codes), [names[i] for i in seen])
         else:
-            out[c] = col.to_numpy(zero_copy_only=False)[order]
+            df[c] = col.to_numpy(zero_copy_only=False)[order]
         del col
-    return pd.DataFrame(out, columns=wanted)
+    return df

@@ -60,15 +60,24 @@ def repeated_stats(values: np.ndarray, counts: np.ndarray, percentiles: tuple[fl
     Equal to the same statistics of ``np.repeat(values, counts)`` (numpy's linear percentile: the sorted
     list's value at index ``(N - 1) q / 100``, interpolated between neighbours), at O(requests) cost.
     """
-    keep = counts > 0
-    v, c = values[keep].astype(float), counts[keep].astype(np.int64)
-    order = np.argsort(v, kind="stable")
-    v, c = v[order], c[order]
+    if not (counts > 0).all():
+        keep = counts > 0
+        values, counts = values[keep], counts[keep]
+    order = np.argsort(values, kind="stable")
+    v = np.asarray(values, dtype=float)[order]
+    c = np.asarray(counts, dtype=np.int64)[order]
+    del order
     cum = np.cumsum(c)
-    n = int(cum[-1])
+    return _sorted_stats(v, c, cum, percentiles)
+
+
+def _sorted_stats(v: np.ndarray, c: np.ndarray | None, cum: np.ndarray | None,
+                  percentiles: tuple[float, ...]) -> dict[str, float]:
+    """The statistics of sorted ``v`` repeated ``c`` times (``cum``: their running total); None: once each."""
+    n = len(v) if cum is None else int(cum[-1])
 
     def at(k: np.ndarray) -> np.ndarray:  # the k-th (0-based) element of the repeated, sorted list
-        return v[np.searchsorted(cum, k, side="right")]
+        return v[k] if cum is None else v[np.searchsorted(cum, k, side="right")]
 
     def pct(q: float) -> float:
         h = (n - 1) * q / 100.0
@@ -76,14 +85,16 @@ def repeated_stats(values: np.ndarray, counts: np.ndarray, percentiles: tuple[fl
         a, b = at(np.array([lo, min(lo + 1, n - 1)]))
         return float(a + (h - lo) * (b - a))
 
-    mean = float((v * c).sum() / n)
-    out = {"mean": mean, "median": pct(50.0), "std": float(math.sqrt((c * (v - mean) ** 2).sum() / n))}
+    mean = float((v if c is None else v * c).sum() / n)
+    dev = (v - mean) ** 2
+    out = {"mean": mean, "median": pct(50.0), "std": float(math.sqrt((dev if c is None else c * dev).sum() / n))}
     out.update({f"p{percentile_word(q)}": pct(q) for q in percentiles})
     return out
 
 
 def _plain_stats(x: np.ndarray, percentiles: tuple[float, ...]) -> dict[str, float]:
-    return repeated_stats(x, np.ones(len(x), dtype=np.int64), percentiles)
+    """:func:`repeated_stats` of ``x`` with every count 1, without the counts."""
+    return _sorted_stats(np.sort(np.asarray(x, dtype=float), kind="stable"), None, None, percentiles)
 
 
 def benchmark_span(df: pd.DataFrame, stop_s: float) -> tuple[float, float]:
@@ -124,18 +135,25 @@ def vllm_metrics(df: pd.DataFrame, span: tuple[float, float], slo_ttft_s: float,
         "percentiles": list(percentiles),
         "goodput_slo_ms": {"ttft": slo_ttft_s * 1e3, "tpot": slo_tpot_s * 1e3},
     }
-    series = {
-        "ttft": (ttft, None),
-        "tpot": (tpot_all[multi], None),
-        "itl": (tpot_all[multi], out_tok[multi] - 1),  # each request's TPOT, once per gap
-        "e2el": (e2el, None),
-    }
-    for name, (x, counts) in series.items():
-        stats = (None if len(x) == 0 else
-                 _plain_stats(x, percentiles) if counts is None else repeated_stats(x, counts, percentiles))
+    # One series at a time, each array let go when done with: a streamed run's summary is bounded by this.
+    stats = {"ttft": _series(ttft, None, percentiles), "e2el": _series(e2el, None, percentiles)}
+    del ttft, e2el
+    tpots = tpot_all[multi]
+    del tpot_all
+    gaps = out_tok[multi] - 1
+    del out_tok
+    stats["tpot"] = _series(tpots, None, percentiles)
+    stats["itl"] = _series(tpots, gaps, percentiles)  # each request's TPOT, once per gap
+    for name in ("ttft", "tpot", "itl", "e2el"):
         for stat in ("mean", "median", "std", *(f"p{percentile_word(q)}" for q in percentiles)):
-            block[f"{stat}_{name}_ms"] = None if stats is None else stats[stat] * 1e3
+            block[f"{stat}_{name}_ms"] = None if stats[name] is None else stats[name][stat] * 1e3
     return block
+
+
+def _series(x: np.ndarray, counts: np.ndarray | None, percentiles: tuple[float, ...]) -> dict[str, float] | None:
+    if len(x) == 0:
+        return None
+    return _plain_stats(x, percentiles) if counts is None else repeated_stats(x, counts, percentiles)
 
 
 def vllm_keys(percentiles: tuple[float, ...] = DEFAULT_PERCENTILES) -> list[str]:
