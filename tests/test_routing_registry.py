@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import typing
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from sunsim.analysis.metrics import request_table
 from sunsim.cli import main
 from sunsim.scenario import PrefillSpec, Routing, ScenarioError, VariantSpec
 from sunsim.sim import routing
-from sunsim.sim.routing import POLICIES, Router
+from sunsim.sim.routing import PAIRS_PER_DRAW, POLICIES, Router, RouteState
 from sunsim.sim.variant import simulate_variant
 from sunsim.workload.stream import build_workload
 
@@ -68,7 +69,8 @@ def test_unknown_policy_is_refused_naming_the_allowed_ones(tmp_path: Path) -> No
 
 def test_hand_computed_picks() -> None:
     """Ties go to the first worker; round robin keeps a cursor per pool; power of two compares two distinct
-    workers drawn exactly as ``rng.choice(n, 2, replace=False)`` draws them."""
+    workers drawn as :meth:`RouteState.two_distinct` draws them: a block of first picks, then a block of
+    second picks among the other workers."""
     a, b, c = Worker("a", 2, 100), Worker("b", 1, 300), Worker("c", 1, 50)
     pool = [a, b, c]
     rr = Router("round_robin", np.random.default_rng(0))
@@ -78,8 +80,9 @@ def test_hand_computed_picks() -> None:
     assert Router("least_kv", np.random.default_rng(0)).pick(pool, 0) is c
     p2 = Router("power_of_two", np.random.default_rng(5))
     twin = np.random.default_rng(5)
-    for _ in range(20):
-        i, j = twin.choice(3, size=2, replace=False)
+    first, second = twin.integers(0, 3, PAIRS_PER_DRAW), twin.integers(0, 2, PAIRS_PER_DRAW)
+    for i, j in zip(first[:20], second[:20]):
+        j = j + (j >= i)
         want = pool[j] if pool[j].load < pool[i].load else pool[i]
         assert p2.pick(pool, 0) is want
     lone = np.random.default_rng(5)
@@ -103,3 +106,13 @@ def test_every_policy_routes_a_small_simulation(name: str) -> None:
     if name == "round_robin":  # turn by turn: no worker gets two more than another
         counts = decoded["decode_worker"].value_counts()
         assert counts.max() - counts.min() <= 1
+
+
+def test_two_distinct_is_uniform_over_ordered_pairs() -> None:
+    """Every ordered pair of distinct workers equally likely (3 workers: 6 pairs, 1/6 each), across draw blocks."""
+    state = RouteState(np.random.default_rng(11))
+    draws = [state.two_distinct(3) for _ in range(60_000)]
+    assert all(i != j for i, j in draws)
+    counts = Counter(draws)
+    assert set(counts) == {(i, j) for i in range(3) for j in range(3) if i != j}
+    assert max(abs(c / len(draws) - 1 / 6) for c in counts.values()) < 0.01  # ~6 standard errors

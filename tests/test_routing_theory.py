@@ -34,7 +34,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from sunsim.sim.routing import Router
+from sunsim.sim.routing import PAIRS_PER_DRAW, Router, RouteState
 from sunsim.sim.variant import simulate_variant
 from sunsim.workload.stream import build_workload
 
@@ -176,10 +176,17 @@ def fewest_tokens(servers: list[_Server], t: float) -> int:
 
 
 def two_choices(rng: np.random.Generator, key: Callable[[_Server], tuple]) -> Chooser:
-    """Power of two choices over ``key``, drawing the pair as ``rng.choice(c, 2, replace=False)``."""
+    """Power of two choices over ``key``, the pair drawn as the router draws it: ``PAIRS_PER_DRAW`` first
+    picks, then as many second picks among the other ``c - 1`` servers."""
+    pairs: list[tuple[int, int]] = []
+
     def choose(servers: list[_Server], t: float) -> int:
-        a, b = rng.choice(len(servers), size=2, replace=False)
-        return int(b) if key(servers[b]) < key(servers[a]) else int(a)
+        c = len(servers)
+        if not pairs:
+            first, second = rng.integers(0, c, PAIRS_PER_DRAW), rng.integers(0, c - 1, PAIRS_PER_DRAW)
+            pairs.extend(reversed([(int(i), int(j) + (j >= i)) for i, j in zip(first, second)]))
+        a, b = pairs.pop()
+        return b if key(servers[b]) < key(servers[a]) else a
     return choose
 
 
@@ -289,10 +296,10 @@ def test_token_policies_on_fake_workers() -> None:
     assert Router("least_kv", np.random.default_rng(0)).pick([heavy, light], 0) is light
     assert Router("least_loaded", np.random.default_rng(0)).pick(pool, 0) is heavy
     p2 = Router("power_of_two_kv", np.random.default_rng(3))
-    twin = np.random.default_rng(3)
+    twin = RouteState(np.random.default_rng(3))  # the draws the router makes (tests/test_routing_registry.py)
     seen = set()
     for _ in range(40):
-        i, j = twin.choice(3, size=2, replace=False)
+        i, j = twin.two_distinct(3)
         assert i != j
         seen.add(frozenset((int(i), int(j))))
         a, b = pool[i], pool[j]
@@ -301,7 +308,7 @@ def test_token_policies_on_fake_workers() -> None:
         assert want is not heavy  # never the 4000-token worker: it loses every pair it is in
     assert len(seen) == 3
     twins = [Worker("x", 2, 100), Worker("y", 2, 100)]
-    first = np.random.default_rng(4).choice(2, size=2, replace=False)[0]
+    first = RouteState(np.random.default_rng(4)).two_distinct(2)[0]
     assert Router("power_of_two_kv", np.random.default_rng(4)).pick(twins, 0) is twins[first]  # tie: first drawn
 
 

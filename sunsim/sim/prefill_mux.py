@@ -130,14 +130,15 @@ class SharedPrefillWorker(PrefillWorker):
                 self.stalled_s += env.now - t0
             room = min(self.budget, self.kv_capacity - self.held_tokens)
             batch = [queue.popleft()[1]]
-            tokens = int(prompt[batch[0]])
-            while queue and tokens + prompt[queue[0][1]] <= room:
-                rid = queue.popleft()[1]
-                batch.append(rid)
-                tokens += int(prompt[rid])
+            lengths = [int(prompt[batch[0]])]
+            tokens = lengths[0]
+            while queue and tokens + (length := int(prompt[queue[0][1]])) <= room:
+                batch.append(queue.popleft()[1])
+                lengths.append(length)
+                tokens += length
             if queue:
                 heapq.heappush(heads, (queue[0][0], m))
-            yield from self._run_batch(batch, tokens)
+            yield from self._run_batch(batch, lengths, tokens)
 
     def stats(self) -> PrefillStats:
         """As :meth:`PrefillWorker.stats`, with the loads; a load still running at the stop counts up to it."""

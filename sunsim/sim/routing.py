@@ -29,12 +29,28 @@ class Loaded(Protocol):
     kv_load: int
 
 
+#: Pairs of random workers drawn at once per pool size (one numpy call, not one per pick).
+PAIRS_PER_DRAW = 1024
+
+
 @dataclass
 class RouteState:
-    """What a policy may remember between picks: its rng and a cursor per pool."""
+    """What a policy may remember between picks: its rng, a cursor per pool, drawn pairs per pool size."""
 
     rng: np.random.Generator
     cursor: dict[int, int] = field(default_factory=dict)
+    _pairs: dict[int, tuple[list[int], list[int]]] = field(default_factory=dict)
+
+    def two_distinct(self, n: int) -> tuple[int, int]:
+        """Two distinct indices below ``n``, uniformly at random (the first drawn, then the second): drawn
+        :data:`PAIRS_PER_DRAW` at a time."""
+        pairs = self._pairs.get(n)
+        if not pairs or not pairs[0]:
+            first = self.rng.integers(0, n, PAIRS_PER_DRAW)
+            second = self.rng.integers(0, n - 1, PAIRS_PER_DRAW)
+            second += second >= first  # uniform over the other n - 1
+            pairs = self._pairs[n] = (first.tolist()[::-1], second.tolist()[::-1])
+        return pairs[0].pop(), pairs[1].pop()
 
 
 #: A policy picks a worker from a pool of two or more; ``pool_id`` tells pools apart for stateful policies.
@@ -83,7 +99,7 @@ def least_kv(pool: Sequence[Loaded], pool_id: int, state: RouteState) -> Loaded:
 def power_of_two(pool: Sequence[Loaded], pool_id: int, state: RouteState) -> Loaded:
     """The less loaded of two distinct random workers (the first drawn on a tie): near least-loaded
     balance while looking at two workers only."""
-    a, b = state.rng.choice(len(pool), size=2, replace=False)
+    a, b = state.two_distinct(len(pool))
     wa, wb = pool[a], pool[b]
     return wb if wb.load < wa.load else wa
 
@@ -92,7 +108,7 @@ def power_of_two(pool: Sequence[Loaded], pool_id: int, state: RouteState) -> Loa
 def power_of_two_kv(pool: Sequence[Loaded], pool_id: int, state: RouteState) -> Loaded:
     """Of two distinct random workers, the one with fewer outstanding KV tokens, then fewer requests (the
     first drawn on a tie): :func:`least_kv`'s balance by work held while looking at two workers only."""
-    a, b = state.rng.choice(len(pool), size=2, replace=False)
+    a, b = state.two_distinct(len(pool))
     wa, wb = pool[a], pool[b]
     return wb if _by_kv(wb) < _by_kv(wa) else wa
 
