@@ -82,6 +82,8 @@ def decode_step_time(cost: CostModel, batch: int, kv_tokens: float) -> float:
 #: Fixed per-iteration cost: launches (or graph replay), sampling, scheduling.
 DECODE_STEP_OVERHEAD_S = 0.5e-3
 PREFILL_BATCH_OVERHEAD_S = 2e-3
+#: Pass times a cost model remembers (per (rows, logit rows)); beyond, it computes them again.
+MEMO_ENTRIES = 1 << 16
 EMBED_BYTES = 2.0  # embedding, LM head and norms stay 16-bit
 
 
@@ -178,8 +180,17 @@ class AnalyticCostModel:
         return self._ar_fixed_s + self._ar_s_per_row * rows
 
     def _pass_time(self, rows: int, logit_rows: int) -> float:
-        t = self.projections_time(rows) + self.head_time(logit_rows) + self._norm_read_s + self._embed_s_per_row * rows
-        return t + self.allreduce_time(rows) if self.tp > 1 else t
+        """One pass's GEMMs, norms, embeddings (and all-reduces) over ``rows`` rows: remembered per shape, as a
+        run prefills batches of the same sizes over and over."""
+        memo = self.__dict__.setdefault("_pass_memo", {})
+        t = memo.get((rows, logit_rows))
+        if t is None:
+            t = self.projections_time(rows) + self.head_time(logit_rows) + self._norm_read_s + self._embed_s_per_row * rows
+            if self.tp > 1:
+                t += self.allreduce_time(rows)
+            if len(memo) < MEMO_ENTRIES:
+                memo[(rows, logit_rows)] = t
+        return t
 
     def prefill_time(self, tokens: int, sum_sq_tokens: int, prompts: int = 1) -> float:
         half = eff.fits().attention.prefill_half_len

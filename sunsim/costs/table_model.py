@@ -43,6 +43,7 @@ from sunsim.costs.architecture import KV_DTYPES, ModelShape
 from sunsim.costs.hardware import GPU
 from sunsim.costs.model import (
     DECODE_STEP_OVERHEAD_S,
+    MEMO_ENTRIES,
     PREFILL_BATCH_OVERHEAD_S,
     AnalyticCostModel,
     ProfileError,
@@ -92,6 +93,7 @@ class TableCostModel:
     tp: int = 1
     _alpha_beta: dict[int, tuple[float, float]] = field(default_factory=dict, compare=False, repr=False)
     _attention: dict[int, tuple[float, float]] = field(default_factory=dict, compare=False, repr=False)
+    _pass_memo: dict[tuple[int, int], float] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.dtype not in TABLE_FORMAT:
@@ -227,9 +229,20 @@ class TableCostModel:
         return c
 
     def prefill_time(self, tokens: int, sum_sq_tokens: int, prompts: int = 1) -> float:
-        t = (PREFILL_BATCH_OVERHEAD_S + self.projections_time(tokens) + self.head_time(prompts)
-             + self.elementwise_time(tokens) + self.prefill_attention(tokens, sum_sq_tokens).us * 1e-6)
-        return t + self.allreduce_time("prefill", tokens) if self.tp > 1 else t
+        return self._prefill_pass(tokens, prompts) + self.prefill_attention(tokens, sum_sq_tokens).us * 1e-6
+
+    def _prefill_pass(self, tokens: int, prompts: int) -> float:
+        """A prefill batch's time but its attention: remembered per (tokens, prompts), as a run prefills batches
+        of the same sizes over and over."""
+        t = self._pass_memo.get((tokens, prompts))
+        if t is None:
+            t = (PREFILL_BATCH_OVERHEAD_S + self.projections_time(tokens) + self.head_time(prompts)
+                 + self.elementwise_time(tokens))
+            if self.tp > 1:
+                t += self.allreduce_time("prefill", tokens)
+            if len(self._pass_memo) < MEMO_ENTRIES:
+                self._pass_memo[(tokens, prompts)] = t
+        return t
 
     def mixed_time(self, decode_batch: int, decode_kv_tokens: int, chunks: Sequence[tuple[int, int]]) -> float:
         """One aggregated iteration from the same parts: projections and elementwise kernels over all its

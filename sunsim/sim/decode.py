@@ -165,7 +165,7 @@ class DecodeWorker(CoalescedRuns):
             self.admitted += 1
             self._admissions += 1
             self._seq[rid] = self._admissions
-            if np.isnan(rec.decode_admit_s[rid]):
+            if rec.decode_admit_s[rid] != rec.decode_admit_s[rid]:  # NaN: first admission
                 rec.decode_admit_s[rid] = now
             if rec.preemptions[rid] > 0:
                 self.ready.append(rid)  # its KV is restored on this GPU, not transferred
@@ -219,7 +219,7 @@ class DecodeWorker(CoalescedRuns):
         swap_tokens = 0
         ledger = self.ledger
         for rid in self.ready:
-            if np.isnan(rec.decode_start_s[rid]):
+            if rec.decode_start_s[rid] != rec.decode_start_s[rid]:  # NaN: first join
                 rec.decode_start_s[rid] = now
             done = int(self._steps[rid])
             off = int(self._prompt[rid]) + 1 + done - it
