@@ -127,9 +127,9 @@ HOSTILE = [
      ["variants.0.workers", "less than or equal to 10000"]),
     # absurd request counts and memory, refused with the estimate before allocating
     ("absurd request count", {"workload": {"rate": 1e6, "duration_s": 1e7}},
-     ["workload", "10,000,000,000,000 requests", "50,000,000"]),
+     ["workload", "10,000,000,000,000 requests", "10,000,000,000"]),
     ("absurd memory", {"workload": {"num_requests": 40_000_000, "duration_s": None}},
-     ["workload", "40,000,000 requests", "GiB", "8 GiB"]),
+     ["workload", "40,000,000 requests", "GiB", "8 GiB", "--stream"]),
     # impossible distributions
     ("lognormal min above max",
      {"workload": {"prompt_tokens": {"kind": "lognormal", "mean": 100, "sigma": 0.5, "min": 500, "max": 50}}},
