@@ -46,7 +46,7 @@ FLEETS = {
 
 def test_the_table_lists_gpus_and_dollars_per_design():
     lines = fleet_table(plans(_plan(FLEETS)))
-    assert lines[0].startswith("| models | prefill | dedicated: GPUs (prefill + decode) / $/hour | multi-LoRA")
+    assert lines[0] == "| models | prefill | dedicated | multi-LoRA | SUN | QSUN (int4) | SUN, decode on H200 |"
     assert lines[2] == ("| 16 | a pool per model | 50 (20 + 30) / $300 | 30 (20 + 10) / $180 | 25 (20 + 5) / $150 | "
                         "24 (20 + 4) / $144 | 23 (20 + 3) / $144 |")  # 20 x 6 + 3 x 8
     assert lines[5].startswith("| 256 | multiplexed | 286 (30 + 256) / $1,716 |")
@@ -55,11 +55,15 @@ def test_the_table_lists_gpus_and_dollars_per_design():
 def test_sun_against_dedicated_and_multi_lora_per_prefill_setting():
     p = plans(_plan(FLEETS))
     said = " ".join(versus(p, "sun", "dedicated"))
-    # 16 models, a pool per model: 1 - 25/50 = 50%; 256: 1 - 277/513 = 46%; dollars the same shares (all H100)
-    assert "prefill a pool per model: SUN needs 46% to 50% fewer GPUs and 46% to 50% less dollars per hour" in said
+    # 16 models, a pool per model: 1 - 25/50 = 50%; 256: 1 - 277/513 = 46%; decode 1 - 5/30, 1 - 20/256; dollars
+    # the same shares as GPUs (all H100)
+    assert ("prefill a pool per model: SUN needs 46% to 50% fewer GPUs (decode alone: 83% to 92% fewer) and costs "
+            "46% to 50% less per hour") in said
     assert "16 models: 25 against 50 GPUs, $150 against $300 per hour; 256 models: 277 against 513 GPUs" in said
     said = " ".join(versus(p, "sun", "multi-lora"))
     assert "prefill multiplexed: SUN needs 23% to 26% fewer GPUs" in said  # 1 - 17/22, 1 - 52/70
+    said = " ".join(versus(p, "qsun", "sun"))
+    assert "prefill multiplexed: QSUN (int4) needs 6% to 12% fewer GPUs" in said  # 1 - 16/17, 1 - 46/52
     # a design needing more is said so
     more = dict(FLEETS)
     more[(16, True)] = {**FLEETS[(16, True)], "sun": (12, 14)}
@@ -72,8 +76,8 @@ def test_multiplexing_and_mixed_gpu_findings_follow_the_plans():
     text = multiplexing_finding(p)[0]
     # 16 models: prefill 12 everywhere instead of 20; totals 42/50 (16%) ... 15/23 (35%); dollars 252/300 (16%)
     # ... 96/144 (33%)
-    assert ("at 16 models prefill takes 12 GPUs instead of 20, 16% to 35% fewer GPUs in all and 16% to 33% less "
-            "dollars per hour") in text
+    assert ("at 16 models prefill takes 12 GPUs instead of 20, 16% to 35% fewer GPUs in all, 16% to 33% less "
+            "per hour") in text
     assert "at 256 models prefill takes 30 to 32 GPUs instead of 257" in text
     text = mixed_gpu_finding(p)[0]
     # decode 3 vs 5 (40% fewer), 15 vs 20 (25%), 20 vs 20 (0%); dollars 144 vs 150 (4% less), 96 vs 102 (6%
@@ -127,3 +131,9 @@ def test_either_multiplexing_column_is_read(column):
 
     df = pd.DataFrame({column: [None, ON_DEMAND] if column == "prefill.on_demand" else [1, 4]})
     assert multiplexed(df).tolist() == [False, True]
+
+
+def test_equal_fleets_are_said_to_be_equal():
+    same = {k: {**v, "qsun": v["sun"]} for k, v in FLEETS.items()}
+    said = " ".join(versus(plans(_plan(same)), "qsun", "sun"))
+    assert "QSUN (int4) needs as many GPUs (decode alone: as many) and costs the same per hour" in said

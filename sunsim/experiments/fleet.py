@@ -62,8 +62,8 @@ def _money(x: float) -> str:
 def fleet_table(p: pd.DataFrame) -> list[str]:
     """GPUs (prefill + decode) and dollars per hour of every design per (models, prefill)."""
     designs = _designs(p)
-    lines = ["| models | prefill | " + " | ".join(f"{LABELS[d]}: GPUs (prefill + decode) / $/hour" for d in designs)
-             + " |", "|---|---|" + "---|" * len(designs)]
+    lines = ["| models | prefill | " + " | ".join(LABELS[d] for d in designs) + " |",
+             "|---|---|" + "---|" * len(designs)]
     by = p.set_index([*KEYS, "variant"])
     for key in p[KEYS].drop_duplicates().sort_values(KEYS).itertuples(index=False):
         cells = []
@@ -89,6 +89,16 @@ def tokens_table(p: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _gpus(saved: pd.Series, noun: str = "GPUs") -> str:
+    """``"33% fewer GPUs"``, ``"as many GPUs"``: shares of GPUs saved in words."""
+    return f"{share_words(saved, same='as many')} {noun}"
+
+
+def _dollars(saved: pd.Series) -> str:
+    """``"33% less"``, ``"the same"``: shares of dollars saved in words."""
+    return share_words(saved, "less", "more", same="the same")
+
+
 def _pair(p: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """Design ``a``'s plan beside ``b``'s per (models, multiplexed): columns ``total_a``, ``usd_b``, ..."""
     one = p[p["variant"] == a].set_index(KEYS)
@@ -105,8 +115,9 @@ def versus(p: pd.DataFrame, a: str, b: str) -> list[str]:
         parts = "; ".join(f"{k[0]} models: {r.total_a:.0f} against {r.total_b:.0f} GPUs, {_money(r.usd_a)} against "
                           f"{_money(r.usd_b)} per hour" for k, r in rows.iterrows())
         out.append(f"- **{LABELS[a]} against {LABELS[b]}**, prefill {PREFILL[bool(mux)]}: {LABELS[a]} needs "
-                   f"{share_words(1 - rows.total_a / rows.total_b)} GPUs and "
-                   f"{share_words(1 - rows.usd_a / rows.usd_b, 'less', 'more')} dollars per hour ({parts}).")
+                   f"{_gpus(1 - rows.total_a / rows.total_b)} (decode alone: "
+                   f"{share_words(1 - rows.decode_a / rows.decode_b, same='as many')}) and costs "
+                   f"{_dollars(1 - rows.usd_a / rows.usd_b)} per hour ({parts}).")
     return out
 
 
@@ -123,8 +134,8 @@ def multiplexing_finding(p: pd.DataFrame) -> list[str]:
         own = range_text(rows.prefill_own.min(), rows.prefill_own.max(), ".0f")
         shared = range_text(rows.prefill_mux.min(), rows.prefill_mux.max(), ".0f")
         parts.append(f"at {tasks} models prefill takes {shared} GPUs instead of {own}, "
-                     f"{share_words(1 - rows.total_mux / rows.total_own)} GPUs in all and "
-                     f"{share_words(1 - rows.usd_mux / rows.usd_own, 'less', 'more')} dollars per hour")
+                     f"{_gpus(1 - rows.total_mux / rows.total_own)} in all, {_dollars(1 - rows.usd_mux / rows.usd_own)}"
+                     f" per hour")
     return [f"- **Prefill multiplexing** (one shared prefill pool instead of a pool per model; ranges over the "
             f"designs): {'; '.join(parts)}."]
 
@@ -138,8 +149,8 @@ def mixed_gpu_finding(p: pd.DataFrame) -> list[str]:
                       f"{r.decode_b:.0f}, {_money(r.usd_a)} against {_money(r.usd_b)} per hour"
                       for k, r in both.iterrows())
     return [f"- **{LABELS[MIXED]}** (prefill stays on H100): against SUN on H100 it needs "
-            f"{share_words(1 - both.decode_a / both.decode_b)} decode GPUs and costs "
-            f"{share_words(1 - both.usd_a / both.usd_b, 'less', 'more')} per hour ({parts})."]
+            f"{_gpus(1 - both.decode_a / both.decode_b, 'decode GPUs')} and costs "
+            f"{_dollars(1 - both.usd_a / both.usd_b)} per hour ({parts})."]
 
 
 def prices(p: pd.DataFrame) -> str:
@@ -169,9 +180,10 @@ def fleet_section(runs: dict[str, Path], sweeps: dict[str, pd.DataFrame]) -> lis
     rate = range_text(ok["rate"].min(), ok["rate"].max(), "g")
     sizes = ", ".join(str(t) for t in sorted(p["model.tasks"].unique()))
     lines = ["## Fleet at scale", "",
-             f"{sizes} task models under a Zipf 1 long tail at {rate} req/s in all (`fleet.yaml`, its SLO): each "
-             f"design's fleet planned for the SLO, prefill GPUs included, with a prefill pool per model and with "
-             f"the prefill GPUs multiplexed (one shared pool loading prefill modules on demand). Dollars per hour "
+             f"{sizes} task models under a long-tailed (Zipf) popularity at {rate} req/s in all (`fleet.yaml`, its "
+             f"SLO): each design's fleet planned for the SLO, with a prefill pool per model and with the prefill "
+             f"GPUs multiplexed (one shared pool loading prefill modules on demand). Cells: GPUs in all (prefill + "
+             f"decode) / dollars per hour. Dollars per hour "
              f"price every GPU at its role's GPU ({prices(p)}; sunsim/costs/data/gpu_prices.csv). "
              f"{ok['seed'].nunique()} seed(s): a single seed's plan is a sample, not a bound.", "",
              *fleet_table(p), ""]
