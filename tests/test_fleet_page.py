@@ -79,13 +79,14 @@ def test_multiplexing_and_mixed_gpu_findings_follow_the_plans():
     assert ("at 16 models prefill takes 12 GPUs instead of 20, 16% to 35% fewer GPUs in all, 16% to 33% less "
             "per hour") in text
     assert "at 256 models prefill takes 30 to 32 GPUs instead of 257" in text
+    assert "load only adapters: 12, 30 GPUs at 16, 256 models, against 12, 32 for SUN's" in text
     text = mixed_gpu_finding(p)[0]
     # decode 3 vs 5 (40% fewer), 15 vs 20 (25%), 20 vs 20 (0%); dollars 144 vs 150 (4% less), 96 vs 102 (6%
     # less), 1662 vs 1662, 340 vs 312 (9% more)
     assert "it needs 0% to 40% fewer decode GPUs" in text
     assert "16 models, prefill multiplexed: 3 decode GPUs against 5, $96 against $102 per hour" in text
     assert "costs from 6% less to 9% more per hour" in text
-    assert prices(p) == "H100 at $6.00 per GPU-hour, H200 at $8.00"
+    assert prices(p) == "H100 at $6.000 per GPU-hour, H200 at $8.000"
 
 
 def test_sentences_change_with_the_data():

@@ -136,8 +136,15 @@ def multiplexing_finding(p: pd.DataFrame) -> list[str]:
         parts.append(f"at {tasks} models prefill takes {shared} GPUs instead of {own}, "
                      f"{_gpus(1 - rows.total_mux / rows.total_own)} in all, {_dollars(1 - rows.usd_mux / rows.usd_own)}"
                      f" per hour")
-    return [f"- **Prefill multiplexing** (one shared prefill pool instead of a pool per model; ranges over the "
-            f"designs): {'; '.join(parts)}."]
+    out = "- **Prefill multiplexing** (one shared prefill pool instead of a pool per model; ranges over the designs): "
+    out += f"{'; '.join(parts)}."
+    shared = mux.reset_index().pivot_table(index="model.tasks", columns="variant", values="prefill")
+    if {"multi-lora", "sun"} <= set(shared.columns):
+        sizes = ", ".join(str(t) for t in shared.index)
+        out += (f" Multiplexed, multi-LoRA's prefill GPUs hold the base model once and load only adapters: "
+                f"{', '.join(f'{n:.0f}' for n in shared['multi-lora'])} GPUs at {sizes} models, against "
+                f"{', '.join(f'{n:.0f}' for n in shared['sun'])} for SUN's, which load whole prefill modules.")
+    return [out]
 
 
 def mixed_gpu_finding(p: pd.DataFrame) -> list[str]:
@@ -160,11 +167,11 @@ def prices(p: pd.DataFrame) -> str:
     if not len(one):
         return ""
     h100 = float((one["usd"] / one["total"]).median())
-    text = f"H100 at ${h100:.2f} per GPU-hour"
+    text = f"H100 at ${h100:.3f} per GPU-hour"
     mixed = p[(p["variant"] == MIXED) & (p["decode"] > 0)]
     if len(mixed):
         h200 = float(((mixed["usd"] - mixed["prefill"] * h100) / mixed["decode"]).median())
-        text += f", H200 at ${h200:.2f}"
+        text += f", H200 at ${h200:.3f}"
     return text
 
 
