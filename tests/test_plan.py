@@ -266,3 +266,21 @@ def test_plan_table_reads_at_80_columns():
     words = text.split()
     for cell in (c for r in rows for c in r):
         assert all(w in words for w in cell.split()), cell
+
+
+def test_a_model_without_traffic_still_gets_its_pools(flat_profile):
+    """A model the planning window sends nothing to keeps one prefill and one decode worker: the fleet serves
+    every model, and a goodput probe at a higher rate may send it requests."""
+    sc = make_scenario(
+        model={"preset": "tiny", "tasks": ["m", "idle"]},
+        hardware={"profile": flat_profile},
+        prefill={"workers": 1},
+        interconnect={"contention": "none"},
+        workload={"duration_s": 20, "rate": 1.0, "popularity": {"kind": "weights", "weights": {"m": 1, "idle": 0}},
+                  "prompt_tokens": {"kind": "fixed", "value": 100}, "output_tokens": {"kind": "fixed", "value": OUTPUT}},
+        slo={"ttft_s": 1.0, "tpot_s": 2 * STEP, "attainment": 0.9},
+        variants=[{"name": "dedicated", "mode": "dedicated", "workers": 1}],
+    )
+    [p] = plan(sc, attainment=0.9, size_prefill=True, goodput=False)
+    assert p.prefill_counts["idle"] == 1 and p.decode_counts["idle"] == 1
+    assert p.prefill_counts["m"] >= 1 and p.decode_counts["m"] >= 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sunsim.experiments.wording import ok_rows, range_text
+from sunsim.experiments.wording import ok_rows, range_text, share_words
 
 #: The fixed-layout run of the family (every design on the same GPUs).
 AGGREGATED_RUNS = ("aggregated",)
@@ -36,16 +36,6 @@ def _fewer(a: float, b: float) -> str:
     if a == b:
         return "as many GPUs as"
     return f"{1 - a / b:.0%} fewer GPUs than" if a < b else f"{a / b - 1:.0%} more GPUs than"
-
-
-def _share_words(saved: pd.Series) -> str:
-    """``"12% to 30% fewer"``, ``"5% more"``, or ``"from 10% fewer to 5% more"`` for shares saved (negative: more)."""
-    lo, hi = saved.min(), saved.max()
-    if lo >= 0:
-        return f"{range_text(lo, hi, '.0%')} fewer"
-    if hi <= 0:
-        return f"{range_text(-hi, -lo, '.0%')} more"
-    return f"from {hi:.0%} fewer to {-lo:.0%} more"
 
 
 def fleet_table(plan: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
@@ -72,9 +62,9 @@ def sun_vs_aggregated(gpus: pd.DataFrame) -> list[str]:
         saved = 1 - gpus["sun"] / gpus[other]
         parts = "; ".join(f"{k[0]} models at Zipf {k[1]:g}: {gpus.loc[k, 'sun']:.0f} against {gpus.loc[k, other]:.0f}"
                           for k in gpus.index)
-        out.append(f"- **SUN against {LABELS[other]}**: SUN needs {_share_words(saved)} GPUs ({parts}).")
+        out.append(f"- **SUN against {LABELS[other]}**: SUN needs {share_words(saved)} GPUs ({parts}).")
         if "qsun" in gpus.columns:
-            out.append(f"  QSUN needs {_share_words(1 - gpus['qsun'] / gpus[other])} GPUs than {LABELS[other]}.")
+            out.append(f"  QSUN needs {share_words(1 - gpus['qsun'] / gpus[other])} GPUs than {LABELS[other]}.")
     return out
 
 

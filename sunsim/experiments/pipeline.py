@@ -18,6 +18,7 @@ from sunsim.analysis.sweep import Sweep, expand_points, load_sweep, run_sweep
 from sunsim.errors import InputError
 from sunsim.experiments.aggregated import AGGREGATED_RUNS, AGGREGATED_SWEEPS
 from sunsim.experiments.beyond import BEYOND_RUNS, BEYOND_SWEEPS
+from sunsim.experiments.fleet import FLEET_SWEEPS
 from sunsim.experiments.outputs import Outputs
 from sunsim.experiments.paper import PAPER_RUNS, PAPER_SWEEPS
 from sunsim.experiments.paper_setting import PAPER_SETTING_RUNS, PAPER_SETTING_SWEEPS
@@ -33,9 +34,9 @@ RUNS = PAPER_RUNS + PAPER_SETTING_RUNS + AGGREGATED_RUNS + BEYOND_RUNS
 #: Runs a page from older results may lack (their findings are left out).
 OPTIONAL_RUNS = ("baselines", *PAPER_SETTING_RUNS, *AGGREGATED_RUNS)
 #: Every sweep, the paper's family first.
-SWEEPS = PAPER_SWEEPS + PAPER_SETTING_SWEEPS + AGGREGATED_SWEEPS + BEYOND_SWEEPS
+SWEEPS = PAPER_SWEEPS + PAPER_SETTING_SWEEPS + AGGREGATED_SWEEPS + FLEET_SWEEPS + BEYOND_SWEEPS
 #: Sweeps a page from older results may lack (their findings are left out).
-OPTIONAL = ("short-outputs", *PAPER_SETTING_SWEEPS, *AGGREGATED_SWEEPS)
+OPTIONAL = ("short-outputs", *PAPER_SETTING_SWEEPS, *AGGREGATED_SWEEPS, *FLEET_SWEEPS)
 #: Scaled-down settings for a quick check of the whole pipeline (tests, smoke runs).
 QUICK = ["workload.duration_s=15"]
 

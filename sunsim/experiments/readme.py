@@ -17,6 +17,7 @@ from sunsim.experiments.beyond import (
     stronger_baselines_finding,
 )
 from sunsim.experiments.claims import STRONGER, claims, headline
+from sunsim.experiments.fleet import fleet_section
 from sunsim.experiments.outputs import Outputs
 from sunsim.experiments.paper import (
     baselines_finding,
@@ -149,6 +150,7 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
     if "short-outputs" in outputs.sweeps:
         found.append(short_outputs_finding(outputs.sweeps["short-outputs"]))
     lines += [*paper_setting_section(outputs.runs, outputs.sweeps), *aggregated_section(outputs.runs, outputs.sweeps),
+              *fleet_section(outputs.runs, outputs.sweeps),
               quality_table(), ""]
     lines += [
         "## Beyond the paper", "",

@@ -37,6 +37,20 @@ def range_text(lo: float, hi: float, fmt: str) -> str:
     return f"{lo:{fmt}}" if f"{lo:{fmt}}" == f"{hi:{fmt}}" else f"{lo:{fmt}} to {hi:{fmt}}"
 
 
+def share_words(saved: Iterable[float], less: str = "fewer", more: str = "more", same: str | None = None) -> str:
+    """``"12% to 30% fewer"``, ``"5% more"``, or ``"from 10% fewer to 5% more"`` for shares saved (negative:
+    more); ``less`` and ``more`` name the direction (``"less"`` for dollars), ``same`` (when given) replaces
+    ``"0% fewer"`` where nothing differs."""
+    lo, hi = span(saved)
+    if same is not None and lo == hi == 0:
+        return same
+    if lo >= 0:
+        return f"{range_text(lo, hi, '.0%')} {less}"
+    if hi <= 0:
+        return f"{range_text(-hi, -lo, '.0%')} {more}"
+    return f"from {hi:.0%} {less} to {-lo:.0%} {more}"
+
+
 def pct(x: float) -> str:
     """A signed whole percentage, ``-`` for a figure that is missing (NaN)."""
     return "-" if x != x else f"{x:+.0%}"

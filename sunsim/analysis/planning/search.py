@@ -205,7 +205,9 @@ class Planner:
             summary, _ = self.probe(variant, {t: counts.get(t, 0) for t in tasks})
             return {t: summary["per_model"][t]["slo"]["ttft_attainment"] for t in counts}
 
-        return {t: 0 for t in tasks} | self._search({t: 1 for t in busy}, judge, "prefill of model",
+        # A model the planning window leaves idle keeps the one worker its pool needs to exist: the fleet
+        # serves it, and the goodput search's busier streams send it requests.
+        return {t: 1 for t in tasks} | self._search({t: 1 for t in busy}, judge, "prefill of model",
                                                     self.sc.prefill.tp)
 
     def plan_decode(self, variant: VariantSpec, prefill: dict[str, int]) -> dict[str, int]:
@@ -225,7 +227,7 @@ class Planner:
             summary, _ = self.probe(variant.model_copy(update={"workers": workers}), prefill)
             return {t: summary["per_model"][t]["slo"]["attainment"] for t in counts}
         found = self._search({t: 1 for t in busy}, judge, "decode pool of model", variant.tp)
-        return {t: found.get(t, 0) for t in tasks}
+        return {t: found.get(t, 1) for t in tasks}  # an idle model's pool: one worker, as for prefill
 
     def goodput(self, variant: VariantSpec, prefill: dict[str, int], precision: float = 0.02) -> float:
         """Highest total rate (req/s) at which the overall SLO attainment meets the target.
