@@ -75,7 +75,11 @@ def measure(size: int, variant: str, repeats: int, streamed: bool = False) -> di
     for _ in range(repeats):
         out = subprocess.run([sys.executable, __file__, "--child", str(size), variant, str(int(streamed))],
                              check=True, capture_output=True, text=True)
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        sim_line = [ln for ln in out.stderr.splitlines() if ln.startswith('{"sim_wall_s"')]
+        if sim_line:  # a streamed run: its peak before the summary, too
+            row["sim_peak_rss_mb"] = json.loads(sim_line[-1])["sim_peak_rss_mb"]
+        runs.append(row)
     med = {k: statistics.median(r[k] for r in runs) for k in ("sim_wall_s", "total_wall_s", "requests_per_wall_s",
                                                                "peak_rss_mb")}
     return {**runs[0], **med, "repeats": repeats,

@@ -112,7 +112,7 @@ def vllm_metrics(df: pd.DataFrame, span: tuple[float, float], slo_ttft_s: float,
     """The ``vllm`` block of a summary: ``vllm bench serve``'s result keys over the requests of ``df``,
     rates per second of ``span`` (:func:`benchmark_span` of the whole run, also for one model's rows)."""
     done = np.isfinite(df["finish_s"].to_numpy(dtype=float))
-    out_tok = df["output_tokens"].to_numpy(dtype=np.int64)[done]  # column by column: no copy of the table
+    out_tok = df["output_tokens"].to_numpy()[done]  # column by column: no copy of the table
     ttft = df["ttft_s"].to_numpy(dtype=float)[done]
     e2el = df["e2e_s"].to_numpy(dtype=float)[done]
     multi = out_tok > 1
@@ -121,8 +121,8 @@ def vllm_metrics(df: pd.DataFrame, span: tuple[float, float], slo_ttft_s: float,
     duration = span[1] - span[0]
     good = int(((ttft <= slo_ttft_s) & (tpot_all <= slo_tpot_s)).sum())
     per_s = (lambda x: x / duration) if duration > 0 else (lambda x: None)
-    total_out = int(out_tok.sum())
-    total_in = int(df["prompt_tokens"].to_numpy(dtype=np.int64)[done].sum())
+    total_out = int(out_tok.sum(dtype=np.int64))
+    total_in = int(df["prompt_tokens"].to_numpy()[done].sum(dtype=np.int64))
     block: dict = {
         "duration": duration,
         "completed": int(done.sum()),
