@@ -44,7 +44,8 @@ class MemorySink:
 
     def __init__(self, stream: RequestStream) -> None:
         self.records = Records(len(stream))
-        self.arrival_s = np.full(len(stream), np.inf) if stream.closed else stream.arrival_s
+        # closed loop: the run decides the arrival times; open loop: they are the stream's (maybe read-only)
+        self.arrival_s = np.full(len(stream), np.inf) if stream.closed else None
 
     def write(self, request: np.ndarray, columns: dict[str, np.ndarray]) -> None:
         for name in COLUMNS:
