@@ -201,7 +201,7 @@ def _worker_run(output_tokens: np.ndarray, block: int, preemption: str) -> Decod
     kv = KVPolicy(policy="paged", preemption=preemption, kv_bytes_per_token=PRESETS["llama-3.1-8b"].kv_bytes_per_token)
     capacity = (_ceil(int((context + output_tokens + 1).max()), block) + 6) * block
     w = DecodeWorker(env, 0, cost, capacity, block, 8, context - 1, output_tokens + 1, rec,
-                     lambda rid, w: w.kv_arrived(rid), kv=kv)
+                     lambda rid, w, _at: w.kv_arrived(rid), kv=kv)
 
     def arrivals():
         for rid in range(n):
@@ -235,8 +235,8 @@ def test_kv_load_is_the_kv_held_now_never_the_future_output(policy):
     env, rec = simpy.Environment(), Records(2)
     kv = KVPolicy(policy=policy, kv_bytes_per_token=PRESETS["llama-3.1-8b"].kv_bytes_per_token)
     prompt, output = np.array([100, 100]), np.array([2000, 3])
-    short = DecodeWorker(env, 0, cost, 1 << 16, 16, 8, prompt, output, rec, lambda rid, w: None, kv=kv)
-    long = DecodeWorker(env, 1, cost, 1 << 16, 16, 8, prompt, output, rec, lambda rid, w: None, kv=kv)
+    short = DecodeWorker(env, 0, cost, 1 << 16, 16, 8, prompt, output, rec, lambda rid, w, _at: None, kv=kv)
+    long = DecodeWorker(env, 1, cost, 1 << 16, 16, 8, prompt, output, rec, lambda rid, w, _at: None, kv=kv)
     long.submit(0)
     short.submit(1)
     assert long.kv_load == short.kv_load == 100  # waiting / in transfer: its prompt

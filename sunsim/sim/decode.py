@@ -36,17 +36,19 @@ class DecodeWorker(CoalescedRuns):
     At each iteration boundary (paged): ready requests join; every running request gets the
     blocks its next step needs, preempting the most recently admitted if they do not fit;
     then, if nobody was preempted, waiting requests are admitted while the watermark holds.
-    Admission only happens at boundaries, as a serving engine's scheduler runs once per step.
+    Admission only happens at boundaries, as a serving engine's scheduler runs once per step
+    (one made for the next boundary may be decided on arrival). ``start_transfer(rid, worker,
+    at)`` starts moving an admitted request's KV at time ``at``, never earlier than now.
     """
 
     def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, kv_capacity_tokens: int,
                  block_tokens: int, max_batch: int | None, prompt: np.ndarray, output: np.ndarray,
-                 rec: Records, start_transfer: Callable[[int, DecodeWorker], None],
+                 rec: Records, start_transfer: Callable[[int, DecodeWorker, float], None],
                  timeline: list | None = None, on_finished: Callable[[list[int]], None] | None = None,
                  kv: KVPolicy = RESERVE,
                  step_coeffs: Callable[[np.ndarray], tuple[float, float]] | None = None,
                  model: np.ndarray | None = None, n_models: int = 1,
-                 paged_state: PagedState | None = None) -> None:
+                 paged_state: PagedState | None = None, admit_ahead: bool = False) -> None:
         super().__init__(env, cost, step_coeffs, model, n_models)
         self.wid = wid
         self._on_finished = on_finished
@@ -76,6 +78,10 @@ class DecodeWorker(CoalescedRuns):
         self._members: dict[int, None] = {}  # running requests
         self._admissions = 0
 
+        # Paged: a mid-run arrival admitted at the next boundary is admitted on arrival, for that boundary,
+        # when that cannot change the run (see _cut_if_admissible). Needs transfers that take time (one
+        # ending at the boundary itself would join there) and nobody taking waiting requests back meanwhile.
+        self.admit_ahead = admit_ahead and self.paged
         self._settling = False  # inside end-of-run bookkeeping: arrivals just queue up
         self.preemptions = 0
         self.restore_s = 0.0  # recompute / swap time spent on preempted requests
@@ -150,44 +156,59 @@ class DecodeWorker(CoalescedRuns):
             ledger.hold(need)
             self.admitted += 1
             self._rec.decode_admit_s[rid] = self.env.now
-            self._start_transfer(rid, self)
+            self._start_transfer(rid, self, self.env.now)
 
     def _admit_paged(self) -> None:
         """Paged policy, at a boundary: admit FCFS while the free blocks stay above the watermark."""
-        rec, now, ledger = self._rec, self.env.now, self.ledger
+        ledger = self.ledger
         while self.waiting and self.admitted < self.max_batch:
-            rid = self.waiting[0]
-            need = self._first_step_blocks(rid)
+            need = self._first_step_blocks(self.waiting[0])
             if ledger.capacity - ledger.used - need < self.watermark_blocks:
                 break
-            self.waiting.popleft()
-            ledger.hold(need)  # until it joins the batch, which then grows them
-            self.admitted += 1
-            self._admissions += 1
-            self._seq[rid] = self._admissions
-            if rec.decode_admit_s[rid] != rec.decode_admit_s[rid]:  # NaN: first admission
-                rec.decode_admit_s[rid] = now
-            if rec.preemptions[rid] > 0:
-                self.ready.append(rid)  # its KV is restored on this GPU, not transferred
-            else:
-                self._start_transfer(rid, self)
+            self._admit_head(need, self.env.now)
+
+    def _admit_head(self, need: int, at: float) -> None:
+        """Admit the queue's head with ``need`` blocks at time ``at`` (now, or the boundary it is admitted for)."""
+        rid = self.waiting.popleft()
+        self.ledger.hold(need)  # until it joins the batch, which then grows them
+        self.admitted += 1
+        self._admissions += 1
+        self._seq[rid] = self._admissions
+        rec = self._rec
+        if rec.decode_admit_s[rid] != rec.decode_admit_s[rid]:  # NaN: first admission
+            rec.decode_admit_s[rid] = at
+        if rec.preemptions[rid] > 0:
+            self.ready.append(rid)  # its KV is restored on this GPU, not transferred
+        else:
+            self._start_transfer(rid, self, at)
 
     def _cut_if_admissible(self) -> None:
-        """Mid-run arrival at an empty queue: end the run at the next boundary if it will be admitted there.
+        """Mid-run arrival at an empty queue: if it will be admitted at the next boundary, admit it there.
 
         Blocks only grow within a run, so if the head does not fit at the next boundary it
-        does not fit before the run ends either.
+        does not fit before the run ends either. An admission changes nothing in the batch,
+        so when its blocks cannot end the run sooner (the batch's growth to the run's last
+        step still fits beside them) it is made now, for that boundary, and the run goes on
+        (with ``admit_ahead``); otherwise the run is cut there and the boundary admits it.
         """
         if self.admitted >= self.max_batch:
             return
         ledger = self.ledger
-        room = ledger.capacity - ledger.used - self._first_step_blocks(self.waiting[0])
+        need = self._first_step_blocks(self.waiting[0])
+        room = ledger.capacity - ledger.used - need
         if room < self.watermark_blocks:
             return  # it does not fit even now
         m = self._iterations_by(self.env.now - self._run_t0) + 1
         if m >= self._run_len:
             return  # the run ends at that boundary anyway
-        if room - ledger.growth(m) >= self.watermark_blocks:
+        if room - ledger.growth(m) < self.watermark_blocks:
+            return
+        if self.admit_ahead and ledger.growth(self._run_len - 1) <= room:
+            at = self._run_t0 + self._run_time(m)
+            self._admit_head(need, at)
+            if self.timeline is not None:  # as that boundary would show it
+                self._mark(at, (ledger.used + ledger.growth(m)) * self.block)
+        else:
             self._cut_at(m)
 
     def kv_arrived(self, rid: int) -> None:
@@ -287,6 +308,14 @@ class DecodeWorker(CoalescedRuns):
             return tokens * self.kv.kv_bytes_per_token / self.kv.swap_Bps
         return 0.0
 
+    def _mark(self, t: float, held: int) -> None:
+        """Timeline: the batch and the KV tokens held from ``t`` on (the latest change at a time stands)."""
+        timeline = self.timeline
+        if timeline and timeline[-1][0] == t:
+            timeline[-1] = (t, self.batch, held)
+        else:
+            timeline.append((t, self.batch, held))
+
     def _finishing(self) -> list[int]:
         """Running requests done at iteration ``it``: the heap's entries keyed ``it`` (heap order, no pops)."""
         heap, it, fin = self._heap, self.it, self._fin
@@ -321,8 +350,7 @@ class DecodeWorker(CoalescedRuns):
             if self.ready:
                 self._join()
         if self.timeline is not None:
-            held = self.ledger.used * self.block if self.paged else self.reserved_tokens
-            self.timeline.append((self.env.now, self.batch, held))
+            self._mark(self.env.now, self.ledger.used * self.block if self.paged else self.reserved_tokens)
         if self.batch == 0:
             self._running = False
             return

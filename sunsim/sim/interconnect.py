@@ -42,18 +42,24 @@ class Interconnect:
         """Seconds to move ``tokens`` of KV over an idle link."""
         return self.latency_s + tokens * self.kv_bytes_per_token / self.bandwidth_Bps
 
-    def transfer(self, tokens: int, src: int, dst: int, done: Callable[[], None]) -> None:
-        """Move ``tokens`` of KV from prefill worker ``src`` to decode worker ``dst``, then call ``done``."""
+    def transfer(self, tokens: int, src: int, dst: int, done: Callable[[], None], start_s: float | None = None) -> None:
+        """Move ``tokens`` of KV from prefill worker ``src`` to decode worker ``dst``, then call ``done``.
+
+        ``start_s``: when the transfer is started, if later than now (a decode GPU admitting a request for its
+        next iteration boundary, decided before it). Only that GPU starts transfers into itself, in time order,
+        so its link's queue is the same as if started then.
+        """
         now = self.env.now
+        begin = now if start_s is None else max(now, start_s)
         dur = self.duration(tokens)
         if self.contention == "none":
-            end = now + dur
+            end = begin + dur
         else:
             key = dst if self.contention == "per_decode_worker" else (src, dst)
             link = self._links.get(key)
             if link is None:
                 link = self._links[key] = Link()
-            end = max(now, link.free_at) + dur
+            end = max(begin, link.free_at) + dur
             link.free_at = end
         self.env.timeout(end - now).callbacks.append(lambda _ev: done())
 

@@ -41,6 +41,10 @@ from sunsim.sim.routing import Router
 from sunsim.sim.tensor_parallel import gpu_counts, link_kv_bytes, shard
 from sunsim.workload.stream import RequestSource
 
+#: Decode GPUs admit a mid-run arrival for their next boundary on arrival when that cannot change the run
+#: (:meth:`DecodeWorker._cut_if_admissible`); ``False`` cuts the run there instead: the same results, more
+#: events (the tests compare the two).
+ADMIT_AHEAD = True
 
 class _Plan:
     """The checked layout of one variant, made before anything runs (so bad input writes nothing)."""
@@ -151,11 +155,11 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, 
     paged = PagedState(alloc=live.per_request) if plan.kv_policy.policy == "paged" else None
     pools: list[list[DecodeWorker]] = []
 
-    def start_transfer(rid: int, worker: DecodeWorker) -> None:
+    def start_transfer(rid: int, worker: DecodeWorker, at: float) -> None:
         # The prompt's KV moves; the first output token's KV is computed by the first decode step.
         src = int(rec.prefill_worker[rid])
 
-        ready = adapters[worker.wid].ready_at(int(model[rid]), env.now) if adapters else 0.0
+        ready = adapters[worker.wid].ready_at(int(model[rid]), at) if adapters else 0.0
 
         def arrived() -> None:
             prefill_workers[src].release(int(prompt[rid]))  # the prefill GPU's copy is freed
@@ -164,7 +168,7 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, 
                 return
             worker.kv_arrived(rid)
 
-        link.transfer(int(prompt[rid]), src, worker.wid, arrived)
+        link.transfer(int(prompt[rid]), src, worker.wid, arrived, start_s=at)
 
     if plan.hosts is not None:  # colocated: a pool per model of the GPUs hosting it
         step = round_coeffs(plan.decode_cost)
@@ -172,7 +176,8 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, 
             decode_workers.append(DecodeWorker(
                 env, g, plan.decode_cost, plan.kv_caps[g], sc.decode.block_tokens, plan.max_batch, prompt, output,
                 rec, start_transfer, timeline=[] if keep_timeline else None, on_finished=count_finished,
-                kv=plan.kv_policy, step_coeffs=step, model=model, n_models=len(tasks), paged_state=paged))
+                kv=plan.kv_policy, step_coeffs=step, model=model, n_models=len(tasks), paged_state=paged,
+                admit_ahead=ADMIT_AHEAD and link.duration(1) > 0))
             pool_of.append("+".join(tasks[m] for m in hosted))
             serves.append(tuple(tasks[m] for m in hosted))
         pools = [[w for w, h in zip(decode_workers, plan.hosts) if m in h] for m in range(len(tasks))]
@@ -189,6 +194,9 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, 
     adapters = [] if plan.lora is None or plan.lora.rank == 0 else \
         [AdapterCache(plan.max_adapters, plan.lora.load_s) for _ in range(sum(plan.decode_counts.values()))]
     watched = variant.rebalance is not None or variant.autoscale is not None
+    # Admissions for a decode GPU's next boundary decided on arrival (the same run, fewer events): KV transfers
+    # take time, and nobody (a rebalancer, an autoscaler) routes waiting requests elsewhere meanwhile.
+    ahead = ADMIT_AHEAD and not watched and link.duration(1) > 0
 
     def make_worker(pool_name: str) -> DecodeWorker:
         wid = len(decode_workers)
@@ -196,7 +204,7 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, 
                          plan.max_batch, prompt, output, rec, start_transfer,
                          timeline=[] if keep_timeline else None,
                          on_finished=finished_on(wid) if watched else count_finished,
-                         kv=plan.kv_policy, paged_state=paged, **hook)
+                         kv=plan.kv_policy, paged_state=paged, admit_ahead=ahead, **hook)
         decode_workers.append(w)
         pool_of.append(pool_name)
         serves.append(tuple(tasks) if variant.mode != "dedicated" else (pool_name,))
