@@ -144,16 +144,18 @@ class CoalescedRuns:
         """
         if elapsed <= 0:
             return 0  # still restoring preempted requests' KV
-        a = self._run_a + self._run_b * (self._run_k0 - self.batch / 2)
-        b = self._run_b * self.batch / 2
+        alpha, beta, k0, batch, length = self._run_a, self._run_b, self._run_k0, self.batch, self._run_len
+        a = alpha + beta * (k0 - batch / 2)
+        b = beta * batch / 2
         if b > 0:
             n = int((-a + math.sqrt(a * a + 4 * b * elapsed)) / (2 * b))
         else:
             n = int(elapsed / a)
-        n = max(0, min(n, self._run_len))
-        while n > 0 and self._run_time(n) > elapsed:
+        n = max(0, min(n, length))
+        # (_run_time, inlined: the same arithmetic)
+        while n > 0 and n * alpha + beta * (n * k0 + batch * n * (n - 1) / 2) > elapsed:
             n -= 1
-        while n < self._run_len and self._run_time(n + 1) <= elapsed:
+        while n < length and (n + 1) * alpha + beta * ((n + 1) * k0 + batch * (n + 1) * n / 2) <= elapsed:
             n += 1
         return n
 

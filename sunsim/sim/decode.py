@@ -199,11 +199,15 @@ class DecodeWorker(CoalescedRuns):
         if room < self.watermark_blocks:
             return  # it does not fit even now
         m = self._iterations_by(self.env.now - self._run_t0) + 1
-        if m >= self._run_len:
+        last = self._run_len - 1
+        if m > last:
             return  # the run ends at that boundary anyway
-        if room - ledger.growth(m) < self.watermark_blocks:
+        # Each running request gains at most ceil(j / block) blocks in j iterations: a bound that
+        # usually answers both questions below without counting.
+        bound = ledger.running * -(-last // self.block)
+        if bound > room - self.watermark_blocks and room - ledger.growth(m) < self.watermark_blocks:
             return
-        if self.admit_ahead and ledger.growth(self._run_len - 1) <= room:
+        if self.admit_ahead and (bound <= room or ledger.growth(last) <= room):
             at = self._run_t0 + self._run_time(m)
             self._admit_head(need, at)
             if self.timeline is not None:  # as that boundary would show it
@@ -316,21 +320,6 @@ class DecodeWorker(CoalescedRuns):
         else:
             timeline.append((t, self.batch, held))
 
-    def _finishing(self) -> list[int]:
-        """Running requests done at iteration ``it``: the heap's entries keyed ``it`` (heap order, no pops)."""
-        heap, it, fin = self._heap, self.it, self._fin
-        if not heap or heap[0][0] != it:
-            return []
-        n, done, stack = len(heap), [], [0]
-        while stack:
-            k = stack.pop()
-            if k < n and heap[k][0] == it:  # keys under a node are >= its key
-                rid = heap[k][1]
-                if fin[rid] == it and rid not in done:  # (skip stale and repeated entries)
-                    done.append(rid)
-                stack += (2 * k + 1, 2 * k + 2)
-        return done
-
     def _boundary(self) -> None:
         """At an iteration boundary: let ready requests join, make room, admit, then start the next run."""
         pause = 0.0
@@ -338,9 +327,9 @@ class DecodeWorker(CoalescedRuns):
             self._settling = True
             if self.ready:
                 pause = self._join()
-            before = self.preemptions
-            pause += self._grow()
-            if self.preemptions == before:  # no admissions in a step that preempts
+            if self.ledger.settle() > 0:
+                pause += self._grow()  # no admissions in a step that preempts
+            else:
                 self._admit_paged()
                 if self.ready:
                     pause += self._join()
@@ -365,16 +354,11 @@ class DecodeWorker(CoalescedRuns):
         self._start_run(run_len, pause)
 
     def _account(self, n: int) -> None:
-        """Advance ``n`` iterations; paged: the ledger records the run's peak, and those finishing leave it."""
+        """Advance ``n`` iterations; paged: the ledger records the run's peak (those finishing leave it next)."""
         self._settling = True
         self._advance(n)
         if self.paged:
-            ledger = self.ledger
-            ledger.advance(n)
-            if self._heap[0][0] == self.it:  # those finishing leave with their blocks
-                off = self._off
-                for rid in self._finishing():
-                    ledger.leave(int(off[rid]))
+            self.ledger.advance(n)
 
     def _run_end(self, gen: int) -> None:
         """The run's timer fired: account it, let the requests done at this boundary leave, go on."""
@@ -383,23 +367,33 @@ class DecodeWorker(CoalescedRuns):
         self._account(self._run_len)
         rec, heap, now, it = self._rec, self._heap, self.env.now, self.it
         done: list[int] = []
-        while heap and heap[0][0] == it:
-            _, rid = heapq.heappop(heap)
-            if self.paged:
-                if self._fin[rid] != it:
-                    continue  # preempted since it was pushed
-                self._fin[rid] = -1
-                del self._members[rid]
-                self._kv_offset -= int(self._off[rid])
-            else:
-                self._kv_offset -= int(self._prompt[rid]) + 1 - (it - int(self._output[rid]) + 1)
-                tokens = int(self._prompt[rid] + self._output[rid])
-                self.reserved_tokens -= tokens
+        if self.paged:
+            fin, off, members, leave = self._fin, self._off, self._members, self.ledger.leave
+            while heap and heap[0][0] == it:
+                rid = heapq.heappop(heap)[1]
+                if fin[rid] != it:
+                    continue  # preempted since it was pushed (or an entry repeated)
+                fin[rid] = -1
+                del members[rid]
+                o = int(off[rid])
+                self._kv_offset -= o
+                leave(o)  # with its blocks
+                done.append(rid)
+        else:
+            prompt, output = self._prompt, self._output
+            while heap and heap[0][0] == it:
+                rid = heapq.heappop(heap)[1]
+                self._kv_offset -= int(prompt[rid]) + 1 - (it - int(output[rid]) + 1)
+                self.reserved_tokens -= int(prompt[rid] + output[rid])
                 self.ledger.release(self.blocks_for(rid))
-            rec.finish_s[rid] = now
-            done.append(rid)
-            if self._step_coeffs is not None:
-                self.model_counts[self._model[rid]] -= 1
+                done.append(rid)
+        finish = rec.finish_s
+        for rid in done:
+            finish[rid] = now
+        if self._step_coeffs is not None:
+            counts, model = self.model_counts, self._model
+            for rid in done:
+                counts[model[rid]] -= 1
         freed = len(done)
         self.batch -= freed
         self.admitted -= freed
