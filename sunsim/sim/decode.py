@@ -73,9 +73,10 @@ class DecodeWorker(CoalescedRuns):
         # Paged state, per request (indexed by request id): the variant's, or this worker's own.
         if paged_state is None:
             paged_state = PagedState(len(prompt) if self.paged else 0)
-        self._off, self._fin, self._steps = paged_state.off, paged_state.fin, paged_state.steps
-        self._seq, self._restore = paged_state.seq, paged_state.restore
-        self._members: dict[int, None] = {}  # running requests
+        self._steps, self._seq, self._restore = paged_state.steps, paged_state.seq, paged_state.restore
+        # Running requests: id -> (off, fin), its step at iteration j reading off + j KV tokens, done at
+        # iteration fin (a heap entry whose iteration is not its fin is stale: preempted since).
+        self._members: dict[int, tuple[int, int]] = {}
         self._admissions = 0
 
         # Paged: a mid-run arrival admitted at the next boundary is admitted on arrival, for that boundary,
@@ -243,19 +244,21 @@ class DecodeWorker(CoalescedRuns):
         recompute: list[int] = []
         swap_tokens = 0
         ledger = self.ledger
+        members, heap, prompt, output, preemptions = self._members, self._heap, self._prompt, self._output, rec.preemptions
         for rid in self.ready:
-            if rec.decode_start_s[rid] != rec.decode_start_s[rid]:  # NaN: first join
+            restore = done = 0
+            if preemptions[rid]:
+                done, restore = int(self._steps[rid]), int(self._restore[rid])
+            elif rec.decode_start_s[rid] != rec.decode_start_s[rid]:  # NaN: first join
                 rec.decode_start_s[rid] = now
-            done = int(self._steps[rid])
-            off = int(self._prompt[rid]) + 1 + done - it
-            self._queued_kv -= int(self._prompt[rid]) + done
-            self._off[rid] = off
-            self._fin[rid] = it + int(self._output[rid]) - 1 - done
-            heapq.heappush(self._heap, (int(self._fin[rid]), rid))
+            p = int(prompt[rid])
+            off = p + 1 + done - it
+            self._queued_kv -= p + done
+            fin = it + int(output[rid]) - 1 - done
+            heapq.heappush(heap, (fin, rid))
             self._kv_offset += off
-            self._members[rid] = None
+            members[rid] = (off, fin)
             ledger.join(off)
-            restore = int(self._restore[rid])
             if restore:
                 self._restore[rid] = 0
                 if self.kv.preemption == "recompute":
@@ -280,26 +283,26 @@ class DecodeWorker(CoalescedRuns):
         over = ledger.settle()
         if over <= 0:
             return 0.0
-        ids = np.fromiter(self._members, dtype=np.int64, count=len(self._members))
-        nb = -(-(self._off[ids] + self.it) // self.block)
+        members = self._members
+        ids = np.fromiter(members, dtype=np.int64, count=len(members))
+        offs = np.fromiter((m[0] for m in members.values()), dtype=np.int64, count=len(members))
+        nb = -(-(offs + self.it) // self.block)
         order = np.argsort(-self._seq[ids], kind="stable")
         k = int(np.searchsorted(np.cumsum(nb[order]), over)) + 1  # the fewest victims freeing enough
         pause = 0.0
         for rid in ids[order[:k]].tolist():  # latest admitted first; each goes to the queue's head
-            ledger.leave(int(self._off[rid]))
+            ledger.leave(members[rid][0])
             pause += self._preempt(rid)
         ledger.settle()
         return pause
 
     def _preempt(self, rid: int) -> float:
         """Send a running request (already out of the ledger) back to the queue's head; returns its swap-out seconds."""
-        off = int(self._off[rid])
+        off = self._members.pop(rid)[0]
         kv_next = off + self.it  # KV its next step would read: prompt + 1 + steps done
         self._steps[rid] = kv_next - int(self._prompt[rid]) - 1
         self._restore[rid] = kv_next - 1  # KV held now: prompt + tokens generated so far
         self._queued_kv += kv_next - 1
-        del self._members[rid]
-        self._fin[rid] = -1
         self._kv_offset -= off
         self.batch -= 1
         self._count((rid,), -1)
@@ -345,7 +348,8 @@ class DecodeWorker(CoalescedRuns):
             return
         heap = self._heap
         if self.paged:
-            while self._fin[heap[0][1]] != heap[0][0]:
+            members = self._members
+            while (entry := members.get(heap[0][1])) is None or entry[1] != heap[0][0]:
                 heapq.heappop(heap)  # preempted since it was pushed
         run_len = heap[0][0] - self.it  # until the next request finishes
         if self.paged and self.ledger.may_overflow(run_len):
@@ -368,14 +372,14 @@ class DecodeWorker(CoalescedRuns):
         rec, heap, now, it = self._rec, self._heap, self.env.now, self.it
         done: list[int] = []
         if self.paged:
-            fin, off, members, leave = self._fin, self._off, self._members, self.ledger.leave
+            members, leave = self._members, self.ledger.leave
             while heap and heap[0][0] == it:
                 rid = heapq.heappop(heap)[1]
-                if fin[rid] != it:
+                entry = members.get(rid)
+                if entry is None or entry[1] != it:
                     continue  # preempted since it was pushed (or an entry repeated)
-                fin[rid] = -1
                 del members[rid]
-                o = int(off[rid])
+                o = entry[0]
                 self._kv_offset -= o
                 leave(o)  # with its blocks
                 done.append(rid)

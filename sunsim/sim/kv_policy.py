@@ -51,8 +51,6 @@ class PagedState:
 
     def __init__(self, n: int = 0, alloc: Alloc | None = None) -> None:
         alloc = alloc or fixed_alloc(n)
-        self.off = alloc(np.int64, 0)  # KV read at iteration j is off + j
-        self.fin = alloc(np.int64, -1)  # iteration at which it is done; -1: not running
         self.steps = alloc(np.int64, 0)  # decode steps done before its last preemption
         self.seq = alloc(np.int64, 0)  # admission order (preemption victims: latest first)
         self.restore = alloc(np.int64, 0)  # tokens to restore when it joins (after a preemption)
