@@ -21,11 +21,12 @@ from sunsim.costs.model import CostModel
 from sunsim.sim.coalesced_runs import CoalescedRuns
 from sunsim.sim.kv_ledger import KVBlockLedger
 from sunsim.sim.kv_policy import RESERVE, KVPolicy, PagedState
+from sunsim.sim.preemption import Preemption
 from sunsim.sim.records import Records
 from sunsim.sim.stats import DecodeStats
 
 
-class DecodeWorker(CoalescedRuns):
+class DecodeWorker(Preemption, CoalescedRuns):
     """Continuous batching over block-managed KV memory, iterations coalesced.
 
     Life of a request here: *waiting* (FCFS, for KV blocks and batch room) -> *admitted*
@@ -273,47 +274,6 @@ class DecodeWorker(CoalescedRuns):
             lengths = np.asarray(recompute, dtype=np.int64)
             pause += self.cost.prefill_time(int(lengths.sum()), int(np.dot(lengths, lengths)), len(lengths))
         return pause
-
-    def _grow(self) -> float:
-        """Give every running request the blocks of its next step, preempting the latest admitted if needed.
-
-        Returns the seconds spent swapping victims out (0 under recompute); sets the victims aside.
-        """
-        ledger = self.ledger
-        over = ledger.settle()
-        if over <= 0:
-            return 0.0
-        members = self._members
-        ids = np.fromiter(members, dtype=np.int64, count=len(members))
-        offs = np.fromiter((m[0] for m in members.values()), dtype=np.int64, count=len(members))
-        nb = -(-(offs + self.it) // self.block)
-        order = np.argsort(-self._seq[ids], kind="stable")
-        k = int(np.searchsorted(np.cumsum(nb[order]), over)) + 1  # the fewest victims freeing enough
-        pause = 0.0
-        for rid in ids[order[:k]].tolist():  # latest admitted first; each goes to the queue's head
-            ledger.leave(members[rid][0])
-            pause += self._preempt(rid)
-        ledger.settle()
-        return pause
-
-    def _preempt(self, rid: int) -> float:
-        """Send a running request (already out of the ledger) back to the queue's head; returns its swap-out seconds."""
-        off = self._members.pop(rid)[0]
-        kv_next = off + self.it  # KV its next step would read: prompt + 1 + steps done
-        self._steps[rid] = kv_next - int(self._prompt[rid]) - 1
-        self._restore[rid] = kv_next - 1  # KV held now: prompt + tokens generated so far
-        self._queued_kv += kv_next - 1
-        self._kv_offset -= off
-        self.batch -= 1
-        self._count((rid,), -1)
-        self.admitted -= 1
-        self.waiting.appendleft(rid)
-        self.preemptions += 1
-        self._rec.preemptions[rid] += 1
-        if self.kv.preemption == "swap":
-            tokens = -(-(kv_next - 1) // self.block) * self.block
-            return tokens * self.kv.kv_bytes_per_token / self.kv.swap_Bps
-        return 0.0
 
     def _mark(self, t: float, held: int) -> None:
         """Timeline: the batch and the KV tokens held from ``t`` on (the latest change at a time stands)."""

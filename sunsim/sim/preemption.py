@@ -1,0 +1,52 @@
+"""Preemption on a paged decode GPU: when the running batch's next step does not fit, the latest admitted
+requests go back to the head of the queue, as vLLM's scheduler does (recompute, or swap to host memory)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Preemption:
+    """The preemption steps of :class:`~sunsim.sim.decode.DecodeWorker`, on the worker's own state: its block
+    ledger, running members, admission order and per-request progress (a request resumes where it stopped)."""
+
+    def _grow(self) -> float:
+        """Give every running request the blocks of its next step, preempting the latest admitted if needed.
+
+        Returns the seconds spent swapping victims out (0 under recompute); sets the victims aside.
+        """
+        ledger = self.ledger
+        over = ledger.settle()
+        if over <= 0:
+            return 0.0
+        members = self._members
+        ids = np.fromiter(members, dtype=np.int64, count=len(members))
+        offs = np.fromiter((m[0] for m in members.values()), dtype=np.int64, count=len(members))
+        nb = -(-(offs + self.it) // self.block)
+        order = np.argsort(-self._seq[ids], kind="stable")
+        k = int(np.searchsorted(np.cumsum(nb[order]), over)) + 1  # the fewest victims freeing enough
+        pause = 0.0
+        for rid in ids[order[:k]].tolist():  # latest admitted first; each goes to the queue's head
+            ledger.leave(members[rid][0])
+            pause += self._preempt(rid)
+        ledger.settle()
+        return pause
+
+    def _preempt(self, rid: int) -> float:
+        """Send a running request (already out of the ledger) back to the queue's head; returns its swap-out seconds."""
+        off = self._members.pop(rid)[0]
+        kv_next = off + self.it  # KV its next step would read: prompt + 1 + steps done
+        self._steps[rid] = kv_next - int(self._prompt[rid]) - 1
+        self._restore[rid] = kv_next - 1  # KV held now: prompt + tokens generated so far
+        self._queued_kv += kv_next - 1
+        self._kv_offset -= off
+        self.batch -= 1
+        self._count((rid,), -1)
+        self.admitted -= 1
+        self.waiting.appendleft(rid)
+        self.preemptions += 1
+        self._rec.preemptions[rid] += 1
+        if self.kv.preemption == "swap":
+            tokens = -(-(kv_next - 1) // self.block) * self.block
+            return tokens * self.kv.kv_bytes_per_token / self.kv.swap_Bps
+        return 0.0
