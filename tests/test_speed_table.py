@@ -1,0 +1,49 @@
+"""The README's speed tables quote the benchmark's own output kept beside them in results/speed/."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from tests.conftest import ROOT
+
+MODES = {"dedicated": "dedicated", "shared": "shared", "shared int4": "shared-int4"}
+
+
+def _speed_bullet() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("- **Speed**")
+    return text[start:text.index("\n## ", start)]
+
+
+def _rows(text: str, first: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.strip().startswith(f"| {first}")]
+
+
+def _number(cell: str) -> float:
+    return float(re.sub(r"[^0-9.]", "", cell))
+
+
+def test_speed_table_is_the_benchmark_csv():
+    bench = pd.read_csv(ROOT / "results" / "speed" / "benchmark.csv")
+    rows = [r for r in _rows(_speed_bullet(), "") if re.fullmatch(r"[0-9,]+(, streamed)?", r[0])]
+    assert len(rows) == len(bench), "one README row per benchmark row"
+    for cells, (_, b) in zip(rows, bench.iterrows()):
+        assert int(cells[0].split(" ")[0].rstrip(",").replace(",", "")) == b["requests"]
+        assert MODES[cells[1]] == b["mode"] and ("streamed" in cells[0]) == bool(b["streamed"])
+        assert round(b["sim_wall_s"], 2) == _number(cells[2])
+        assert round(b["requests_per_wall_s"], -2) == _number(cells[3])
+        assert int(b["events"]) == _number(cells[4])
+        assert round(b["peak_rss_mb"]) == _number(cells[5])
+
+
+def test_paired_ratios_are_the_paired_runs():
+    paired = (ROOT / "results" / "speed" / "paired.md").read_text(encoding="utf-8")
+    quoted = {r[0].split(" ")[0]: r[1:] for r in _rows(_speed_bullet(), "") if re.match(r"[0-9a-f]{7} ", r[0])}
+    sections = {part.split()[0]: part for part in paired.split("## --ref ")[1:]}
+    assert set(quoted) == set(sections) and quoted
+    for ref, ratios in quoted.items():
+        measured = {r[0]: r[3] for r in _rows(sections[ref], "") if r[0] in MODES.values()}
+        assert ratios == [measured[m] for m in MODES.values()], ref
