@@ -74,3 +74,14 @@ def test_lora_bands_in_the_parser_are_the_cost_models() -> None:
     from sunsim.costs.lora import BANDS, DEFAULT_BAND
 
     assert LORA_BANDS == BANDS and LORA_DEFAULT_BAND == DEFAULT_BAND
+
+
+def test_a_reader_leaving_early_ends_the_command_quietly() -> None:
+    """``sunsim cost ... | head``: the pipe closes before the answer is written; no traceback, SIGPIPE's status."""
+    proc = subprocess.Popen([sys.executable, "-m", "sunsim", "cost", "--profile", "analytic-h100", "--model",
+                             "llama-3.1-8b", "--phase", "decode", "--batch", "64", "--context", "2048"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # long before the child, still importing, writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err

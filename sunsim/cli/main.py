@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -195,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
+    except BrokenPipeError:  # the reader left (`sunsim cost ... | head`): stop quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the exit's flush must not fail again)
+        return 128 + signal.SIGPIPE
     except OSError as exc:
         if exc.errno not in WRITE_ERRNOS:
             raise
