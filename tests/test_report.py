@@ -179,3 +179,39 @@ def test_report_names_where_results_are_published(run_dir: Path, tmp_path: Path)
 
     report = write_report(run_dir, tmp_path / "rep", source_label="results")
     assert "Source: `results`." in report.read_text() and str(run_dir) not in report.read_text()
+
+
+def test_a_run_as_the_repository_keeps_it_keeps_the_figures_drawn_with_it(run_dir: Path, tmp_path: Path) -> None:
+    """No per-request tables, no timeline (``.gitignore``): given an earlier report's figures, those stay, copied
+    byte for byte and captioned as drawn with the run; without them the figures are skipped, as before."""
+    run = copy_run(run_dir, tmp_path / "run")
+    first = write_report(run, tmp_path / "first")
+    drawn = {p.name: p.read_bytes() for p in (tmp_path / "first" / "figures").iterdir()
+             if "latency-cdf" in p.name or "timeline" in p.name}
+    assert len(drawn) == 4  # PNG + SVG of each
+    for f in [*run.glob("*/requests.csv"), *run.glob("timeline.csv"), *run.glob("*/timeline.csv")]:
+        f.unlink()
+    kept = write_report(run, tmp_path / "kept", kept_figures=tmp_path / "first" / "figures")
+    text = check_figures(kept)
+    assert {n: (tmp_path / "kept" / "figures" / n).read_bytes() for n in drawn} == drawn
+    assert text.count("(Drawn when the run was made: its data is not kept here.)") == 2
+    assert len(figures(kept)) == len(figures(first))
+    bare = write_report(run, tmp_path / "bare")
+    assert not [p for p in figures(bare) if p.name in drawn]
+    assert "latency CDF figure skipped" in bare.read_text() and "worker figure skipped" in bare.read_text()
+
+
+def test_the_results_page_keeps_its_latency_figure_for_a_run_without_requests(run_dir: Path, tmp_path: Path) -> None:
+    from sunsim.errors import InputError
+    from sunsim.experiments.paper import latency_cdfs
+
+    run = copy_run(run_dir, tmp_path / "results" / "paper")
+    latency_cdfs(run, tmp_path / "results" / "figures" / "latency_cdfs")  # drawn from the requests tables
+    drawn = (tmp_path / "results" / "figures" / "latency_cdfs.png").read_bytes()
+    for f in run.glob("*/requests.csv"):
+        f.unlink()
+    latency_cdfs(run, tmp_path / "stage" / "figures" / "latency_cdfs")  # a page written elsewhere takes it along
+    assert (tmp_path / "stage" / "figures" / "latency_cdfs.png").read_bytes() == drawn
+    shutil.rmtree(tmp_path / "results" / "figures")
+    with pytest.raises(InputError, match="no per-variant requests tables"):
+        latency_cdfs(run, tmp_path / "stage2" / "latency_cdfs")

@@ -14,6 +14,7 @@ import pandas as pd
 from sunsim.experiments.outputs import Outputs
 from sunsim.experiments.wording import ok_rows, range_text, served, span, versus
 from sunsim.report import markdown as report
+from sunsim.report.style import keep_figure
 
 #: Runs beyond the paper (``scenarios/experiments/<name>.yaml``), in the order they run.
 BEYOND_RUNS = ("trace", "burst", "shift", "baselines")
@@ -29,6 +30,9 @@ def beyond_figures(outputs: Outputs, fig_dir: Path) -> dict[str, str]:
     shift = report.load_run(outputs.runs["shift"])
     if shift.timeline is not None:
         report.plot_timeline(shift.timeline, fig_dir / "shift_timeline", profile=shift.profile)
+    # (the repository keeps no timelines: without one, the figure drawn with the run stays)
+    if shift.timeline is not None or keep_figure(outputs.runs["shift"].parent / "figures" / "shift_timeline",
+                                                 fig_dir / "shift_timeline"):
         figs["shift_timeline"] = "Batch size and KV occupancy per decode worker when the hot model changes mid-run"
     routing = _routing_rows(sw["routing"]).rename(columns={POLICY: "variants.routing"})
     report.plot_metric_vs_param(routing, "variants.routing", "tpot_p90_s", fig_dir / "routing",

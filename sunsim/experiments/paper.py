@@ -13,6 +13,7 @@ from sunsim.experiments.outputs import Outputs
 from sunsim.experiments.wording import ok_rows, pct, range_text, served, span
 from sunsim.report import markdown as report
 from sunsim.report.markdown import RATE
+from sunsim.report.style import keep_figure
 
 #: Runs of the paper's family (``scenarios/experiments/<name>.yaml``), in the order they run.
 PAPER_RUNS = ("paper",)
@@ -53,10 +54,18 @@ def paper_figures(outputs: Outputs, fig_dir: Path) -> dict[str, str]:
     report.plot_metric_vs_param(sw["load"], RATE, "tokens_per_s_per_decode_gpu", fig_dir / "throughput_vs_rate",
                                 title="Throughput per decode GPU vs request rate")
     figs["throughput_vs_rate"] = f"Output tokens/s per decode GPU vs request rate, mean outputs of {outs} tokens"
-    report.plot_latency_cdfs(outputs.runs["paper"], fig_dir / "latency_cdfs")
+    latency_cdfs(outputs.runs["paper"], fig_dir / "latency_cdfs")
     paper = pd.read_csv(outputs.runs["paper"] / "comparison.csv")
     figs["latency_cdfs"] = f"TTFT and TPOT distributions of the base experiment ({served(paper)})"
     return figs
+
+
+def latency_cdfs(run_dir: Path, fig_base: Path) -> None:
+    """The base run's latency CDFs, drawn from its per-request tables; a run folder with none (the repository
+    keeps no per-request data) keeps the figure drawn with the run, else the error says what is missing."""
+    run = report.load_run(run_dir)
+    if run.requests or not keep_figure(run_dir.parent / "figures" / fig_base.name, fig_base):
+        report.plot_latency_cdfs(run, fig_base)
 
 
 def pooling_finding(table: pd.DataFrame) -> str:

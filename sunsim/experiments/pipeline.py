@@ -105,7 +105,7 @@ def regenerate(out: Path, quick: bool = False, workers: int | None = None,
             write_readme(outputs, stage, profile)
             publish(stage, out, require_marker=False)
         with staging(out) as stage:  # the report reads every run and sweep, the kept ones too
-            report.write_report(out, stage / "report")
+            report.write_report(out, stage / "report", kept_figures=out / "report" / "figures")
             publish(stage, out, require_marker=False)
         return out / "README.md"
     if report_only:
@@ -114,7 +114,7 @@ def regenerate(out: Path, quick: bool = False, workers: int | None = None,
         say("figures and README")
         write_readme(outputs, out, profile)
         with staging(out) as stage:  # the report folder is the experiments' own: replaced whole
-            report.write_report(out, stage / "report")
+            report.write_report(out, stage / "report", kept_figures=out / "report" / "figures")
             publish(stage, out, require_marker=False)
         return out / "README.md"
     with staging(out) as stage:

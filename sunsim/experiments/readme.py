@@ -83,7 +83,8 @@ def write_readme(outputs: Outputs, out: Path, profile: str) -> Path:
     lines = [
         "# sunsim experiments", "",
         "Regenerate everything here with one command: `sunsim experiments`",
-        "(`sunsim experiments --report-only` redraws figures, tables and this page from the tables already here;",
+        "(`sunsim experiments --report-only` redraws figures, tables and this page from the tables already here,",
+        "keeping the figures drawn from per-request tables and timelines, which the repository does not keep;",
         "`--only NAME` reruns one experiment).",
         "Every number and comparison on this page is computed from the tables beside it.",
         f"Profile for every figure and table: **{profile}**; `--set hardware.profile=NAME|PATH` uses another",

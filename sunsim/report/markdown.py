@@ -23,7 +23,7 @@ from sunsim.output import check_replaceable, mark, publish, staging, write_text
 from sunsim.report.html import render_html
 from sunsim.report.load import PlanData, RunData, SweepData, load_run, load_sources, run_name
 from sunsim.report.run_plots import plot_latency_cdfs, plot_timeline
-from sunsim.report.style import KEY_METRICS, METRICS, RATE, SKEW, param_label, profile_label, short
+from sunsim.report.style import KEY_METRICS, METRICS, RATE, SKEW, keep_figure, param_label, profile_label, short
 from sunsim.report.sweep_plots import (
     plot_decode_gpus_needed,
     plot_decode_gpus_vs_param,
@@ -59,8 +59,9 @@ class _Drawer:
     """Draws figures into the staging folder and numbers them for the report."""
 
     def __init__(self, fig_dir: Path, on_progress: Callable[[str], None] | None,
-                 on_note: Callable[[str], None] | None = None):
+                 on_note: Callable[[str], None] | None = None, kept: Path | None = None):
         self.fig_dir = fig_dir
+        self.kept = kept  # figures drawn earlier, for data no longer at hand
         self.on_progress = on_progress or (lambda _msg: None)
         self.on_note = on_note or (lambda msg: print(f"note: {msg}", file=sys.stderr))
         self.used: set[str] = set()
@@ -69,6 +70,16 @@ class _Drawer:
         """A figure that cannot be drawn: a line in the report, and said aloud rather than left out silently."""
         section.intro.append(f"\n_{note}_")
         self.on_note(printed)
+
+    def keep_or_skip(self, section: _Section, stem: str, caption: str, note: str, printed: str) -> None:
+        """A figure whose data is not here: the one drawn earlier from it, when kept, else :meth:`skip`."""
+        slug = _slug(stem)
+        if self.kept is not None and slug not in self.used and keep_figure(self.kept / slug, self.fig_dir / slug):
+            self.used.add(slug)
+            section.figures.append((slug, f"{caption} (Drawn when the run was made: its data is not kept here.)"))
+            self.on_note(f"{slug}: its data is not here ({printed.split(': ')[0]}): kept the figure drawn earlier")
+        else:
+            self.skip(section, note, printed)
 
     def draw(self, section: _Section, stem: str, caption: str, fn: Callable, *args, **kwargs) -> None:
         stem = self._unique(_slug(stem))
@@ -139,21 +150,26 @@ def _run_section(run: RunData, drawer: _Drawer, base: Path) -> _Section:
     }).dropna(axis=1, how="all")
     sec.intro += _md_table(table)
     stem = name if name == run.path.name else f"{name}-{run.path.name}"
+    cdf_caption = (f"TTFT and TPOT CDFs per variant of run `{name}`; dashed lines are the SLO targets; unfinished "
+                   f"requests never reach a value. Profile: {run.profile}.")
     if run.missing_requests:
         files = ", ".join(f"`{p.parent.name}/{p.name}`" for p in run.missing_requests)
-        drawer.skip(sec, f"Missing {files}: latency CDF figure skipped (it needs every variant's per-request table).",
-                    f"{', '.join(map(str, run.missing_requests))} missing: latency CDF figure of run `{name}` skipped")
+        note = f"Missing {files}: latency CDF figure skipped (it needs every variant's per-request table)."
+        printed = f"{', '.join(map(str, run.missing_requests))} missing: latency CDF figure of run `{name}` skipped"
+        if run.requests:
+            drawer.skip(sec, note, printed)
+        else:  # none at all: a run folder as the repository keeps it
+            drawer.keep_or_skip(sec, f"{stem}-latency-cdf", cdf_caption, note, printed)
     elif run.requests:
-        drawer.draw(sec, f"{stem}-latency-cdf", f"TTFT and TPOT CDFs per variant of run `{name}`; dashed lines are "
-                    f"the SLO targets; unfinished requests never reach a value. Profile: {run.profile}.",
-                    plot_latency_cdfs, run)
+        drawer.draw(sec, f"{stem}-latency-cdf", cdf_caption, plot_latency_cdfs, run)
+    timeline_caption = (f"Batch size and KV-cache occupancy of every decode worker over time (a line per worker, "
+                        f"coloured by pool), run `{name}`. Profile: {run.profile}.")
     if run.timeline is not None and len(run.timeline):
-        drawer.draw(sec, f"{stem}-timeline", f"Batch size and KV-cache occupancy of every decode worker over "
-                    f"time (a line per worker, coloured by pool), run `{name}`. Profile: {run.profile}.",
-                    plot_timeline, run.timeline, profile=run.profile)
+        drawer.draw(sec, f"{stem}-timeline", timeline_caption, plot_timeline, run.timeline, profile=run.profile)
     else:
-        drawer.skip(sec, "No decode timeline (timeline.csv) in this run folder: worker figure skipped.",
-                    f"{run.path}: no timeline.csv: worker figure of run `{name}` skipped")
+        drawer.keep_or_skip(sec, f"{stem}-timeline", timeline_caption,
+                            "No decode timeline (timeline.csv) in this run folder: worker figure skipped.",
+                            f"{run.path}: no timeline.csv: worker figure of run `{name}` skipped")
     return sec
 
 
@@ -262,14 +278,16 @@ def _render(sections: list[_Section], source: Path, skipped: list[Path]) -> str:
 def write_report(source: Path | str, out_dir: Path | str | None = None,
                  on_progress: Callable[[str], None] | None = None,
                  on_note: Callable[[str], None] | None = None, source_label: str | None = None,
-                 html: bool = False) -> Path:
+                 html: bool = False, kept_figures: Path | None = None) -> Path:
     """Draw every figure that fits ``source`` (a run folder, a sweep/plan table or a folder of them) and
     write ``report.md`` with figures under ``figures/``. Inputs are loaded and checked first and output is
     staged then moved into place, so a bad input raises ValueError and writes nothing. A figure skipped
     for want of data gets a line in the report and a call of ``on_note`` (default: printed to stderr).
     ``source_label`` is what the report names as its source (default: ``source``; results built in a
     staging folder name where they are published). With ``html``, ``report.html`` is written beside it: the
-    same report in one self-contained file (:mod:`sunsim.report.html`). Returns report.md."""
+    same report in one self-contained file (:mod:`sunsim.report.html`). ``kept_figures``: the figures of an
+    earlier report of the same source, kept for runs whose per-request tables or timelines are no longer there
+    (the repository keeps neither). Returns report.md."""
     source = Path(source)
     found = load_sources(source)
     runs = [f for f in found if isinstance(f, (RunData, Path))]
@@ -281,7 +299,7 @@ def write_report(source: Path | str, out_dir: Path | str | None = None,
     out_dir = Path(out_dir) if out_dir else default_report_folder(source)
 
     def build(stage: Path) -> str:
-        drawer = _Drawer(stage / "figures", on_progress, on_note)
+        drawer = _Drawer(stage / "figures", on_progress, on_note, kept_figures)
         sections = [_run_section(r, drawer, base) for r in runs]
         sections += [_sweep_section(s, drawer, base) for s in sweeps]
         sections += [_plan_section(p, drawer, base) for p in plans]

@@ -7,6 +7,7 @@ no global figure registry to leak memory and no dependence on a display.
 from __future__ import annotations
 
 import functools
+import shutil
 import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -125,6 +126,21 @@ def new_figure(width: float = 7.5, height: float = 4.8, **subplots) -> tuple[Fig
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.subplots(**subplots)
+
+
+def keep_figure(kept_base: Path, out_base: Path) -> bool:
+    """Put the PNG and SVG drawn earlier at ``kept_base`` at ``out_base``, for a figure whose data is no longer
+    at hand (the repository keeps no per-request tables or timelines); False, copying nothing, without both."""
+    exts = ("png", "svg")
+    kept = [kept_base.with_name(f"{kept_base.name}.{ext}") for ext in exts]
+    if not all(p.is_file() for p in kept):
+        return False
+    out_base.parent.mkdir(parents=True, exist_ok=True)
+    for src, ext in zip(kept, exts):
+        dst = out_base.with_name(f"{out_base.name}.{ext}")
+        if dst.resolve() != src.resolve():
+            shutil.copy2(src, dst)
+    return True
 
 
 def save_figure(fig: Figure, out_base: Path | None) -> list[Path]:
