@@ -77,7 +77,7 @@ class _Drawer:
         if self.kept is not None and slug not in self.used and keep_figure(self.kept / slug, self.fig_dir / slug):
             self.used.add(slug)
             section.figures.append((slug, f"{caption} (Drawn when the run was made: its data is not kept here.)"))
-            self.on_note(f"{slug}: its data is not here ({printed.split(': ')[0]}): kept the figure drawn earlier")
+            self.on_note(f"{slug}: its data is not here: kept the figure drawn earlier")
         else:
             self.skip(section, note, printed)
 

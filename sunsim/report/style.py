@@ -128,15 +128,18 @@ def new_figure(width: float = 7.5, height: float = 4.8, **subplots) -> tuple[Fig
     return fig, fig.subplots(**subplots)
 
 
+#: The files of every figure: a PNG to look at, an SVG to zoom into.
+FIGURE_FORMATS = ("png", "svg")
+
+
 def keep_figure(kept_base: Path, out_base: Path) -> bool:
     """Put the PNG and SVG drawn earlier at ``kept_base`` at ``out_base``, for a figure whose data is no longer
     at hand (the repository keeps no per-request tables or timelines); False, copying nothing, without both."""
-    exts = ("png", "svg")
-    kept = [kept_base.with_name(f"{kept_base.name}.{ext}") for ext in exts]
+    kept = [kept_base.with_name(f"{kept_base.name}.{ext}") for ext in FIGURE_FORMATS]
     if not all(p.is_file() for p in kept):
         return False
     out_base.parent.mkdir(parents=True, exist_ok=True)
-    for src, ext in zip(kept, exts):
+    for src, ext in zip(kept, FIGURE_FORMATS):
         dst = out_base.with_name(f"{out_base.name}.{ext}")
         if dst.resolve() != src.resolve():
             shutil.copy2(src, dst)
@@ -151,7 +154,7 @@ def save_figure(fig: Figure, out_base: Path | None) -> list[Path]:
         return []
     out_base = Path(out_base)
     out_base.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_base.with_name(f"{out_base.name}.{ext}") for ext in ("png", "svg")]  # stems may hold dots
+    paths = [out_base.with_name(f"{out_base.name}.{ext}") for ext in FIGURE_FORMATS]  # stems may hold dots
     with matplotlib.rc_context(STYLE):
         for p in paths:
             write_figure(fig, p, dpi=DPI, metadata=_NO_DATE.get(p.suffix, {}))

@@ -204,9 +204,8 @@ class DecodeWorker(Preemption, CoalescedRuns):
         last = self._run_len - 1
         if m > last:
             return  # the run ends at that boundary anyway
-        # Each running request gains at most ceil(j / block) blocks in j iterations: a bound that
-        # usually answers both questions below without counting.
-        bound = ledger.running * -(-last // self.block)
+        # (the growth bound usually answers both questions below without counting)
+        bound = ledger.growth_bound(last)
         if bound > room - self.watermark_blocks and room - ledger.growth(m) < self.watermark_blocks:
             return
         if self.admit_ahead and (bound <= room or ledger.growth(last) <= room):
@@ -290,8 +289,8 @@ class DecodeWorker(Preemption, CoalescedRuns):
             self._settling = True
             if self.ready:
                 pause = self._join()
-            if self.ledger.settle() > 0:
-                pause += self._grow()  # no admissions in a step that preempts
+            if (over := self.ledger.settle()) > 0:
+                pause += self._grow(over)  # no admissions in a step that preempts
             else:
                 self._admit_paged()
                 if self.ready:
@@ -354,10 +353,7 @@ class DecodeWorker(Preemption, CoalescedRuns):
         finish = rec.finish_s
         for rid in done:
             finish[rid] = now
-        if self._step_coeffs is not None:
-            counts, model = self.model_counts, self._model
-            for rid in done:
-                counts[model[rid]] -= 1
+        self._count(done, -1)
         freed = len(done)
         self.batch -= freed
         self.admitted -= freed

@@ -110,7 +110,7 @@ class KVBlockLedger:
             # Blocks peak at the run's last step (it + n - 1); a request gains at most
             # ceil((n - 1) / block) blocks by then, a bound that usually skips the exact count.
             used = self.used
-            if used + len(self._phases) * -(-(n - 1) // self.block) > self.peak:
+            if used + self.growth_bound(n - 1) > self.peak:
                 used += self.growth(n - 1)
                 if used > self.peak:
                     self.peak = used
@@ -133,10 +133,15 @@ class KVBlockLedger:
             gain += bisect_left(phases, edge) - bisect_left(phases, max(block - t - s, 0))  # unwrapped
         return gain
 
+    def growth_bound(self, j: int) -> int:
+        """At least :meth:`growth` of ``j``: a request gains at most ``ceil(j / block)`` blocks in ``j`` iterations
+        (a cheap bound that usually makes the exact count unnecessary)."""
+        return len(self._phases) * -(-j // self.block)
+
     def may_overflow(self, j: int) -> bool:
-        """Whether the batch's blocks may exceed the GPU's within ``j`` iterations: a request gains
-        at most ``ceil(j / block)`` blocks in them (a cheap bound that skips :meth:`first_overflow`)."""
-        return len(self._phases) * -(-j // self.block) > self.capacity - self.used
+        """Whether the batch's blocks may exceed the GPU's within ``j`` iterations (by :meth:`growth_bound`, which
+        skips :meth:`first_overflow` when they cannot)."""
+        return self.growth_bound(j) > self.capacity - self.used
 
     def first_overflow(self) -> int:
         """Iterations from ``it`` until the batch's blocks first exceed the GPU's (batch unchanged, not empty).

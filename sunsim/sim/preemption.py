@@ -10,15 +10,12 @@ class Preemption:
     """The preemption steps of :class:`~sunsim.sim.decode.DecodeWorker`, on the worker's own state: its block
     ledger, running members, admission order and per-request progress (a request resumes where it stopped)."""
 
-    def _grow(self) -> float:
-        """Give every running request the blocks of its next step, preempting the latest admitted if needed.
-
-        Returns the seconds spent swapping victims out (0 under recompute); sets the victims aside.
+    def _grow(self, over: int) -> float:
+        """The running requests' next step is ``over`` blocks short (:meth:`KVBlockLedger.settle`): preempt the
+        latest admitted until it fits, and settle. Returns the seconds spent swapping victims out (0 under
+        recompute); sets the victims aside.
         """
         ledger = self.ledger
-        over = ledger.settle()
-        if over <= 0:
-            return 0.0
         members = self._members
         ids = np.fromiter(members, dtype=np.int64, count=len(members))
         offs = np.fromiter((m[0] for m in members.values()), dtype=np.int64, count=len(members))

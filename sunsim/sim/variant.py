@@ -46,6 +46,7 @@ from sunsim.workload.stream import RequestSource
 #: events (the tests compare the two).
 ADMIT_AHEAD = True
 
+
 class _Plan:
     """The checked layout of one variant, made before anything runs (so bad input writes nothing)."""
 
@@ -170,6 +171,11 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, 
 
         link.transfer(int(prompt[rid]), src, worker.wid, arrived, start_s=at)
 
+    watched = variant.rebalance is not None or variant.autoscale is not None
+    # Admissions for a decode GPU's next boundary decided on arrival (the same run, fewer events): KV transfers
+    # take time, and nobody (a rebalancer, an autoscaler) routes waiting requests elsewhere meanwhile.
+    ahead = ADMIT_AHEAD and not watched and link.duration(1) > 0
+
     if plan.hosts is not None:  # colocated: a pool per model of the GPUs hosting it
         step = round_coeffs(plan.decode_cost)
         for g, hosted in enumerate(plan.hosts):
@@ -177,7 +183,7 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, 
                 env, g, plan.decode_cost, plan.kv_caps[g], sc.decode.block_tokens, plan.max_batch, prompt, output,
                 rec, start_transfer, timeline=[] if keep_timeline else None, on_finished=count_finished,
                 kv=plan.kv_policy, step_coeffs=step, model=model, n_models=len(tasks), paged_state=paged,
-                admit_ahead=ADMIT_AHEAD and link.duration(1) > 0))
+                admit_ahead=ahead))
             pool_of.append("+".join(tasks[m] for m in hosted))
             serves.append(tuple(tasks[m] for m in hosted))
         pools = [[w for w, h in zip(decode_workers, plan.hosts) if m in h] for m in range(len(tasks))]
@@ -193,11 +199,6 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, 
                                          "model": model, "n_models": len(tasks)}
     adapters = [] if plan.lora is None or plan.lora.rank == 0 else \
         [AdapterCache(plan.max_adapters, plan.lora.load_s) for _ in range(sum(plan.decode_counts.values()))]
-    watched = variant.rebalance is not None or variant.autoscale is not None
-    # Admissions for a decode GPU's next boundary decided on arrival (the same run, fewer events): KV transfers
-    # take time, and nobody (a rebalancer, an autoscaler) routes waiting requests elsewhere meanwhile.
-    ahead = ADMIT_AHEAD and not watched and link.duration(1) > 0
-
     def make_worker(pool_name: str) -> DecodeWorker:
         wid = len(decode_workers)
         w = DecodeWorker(env, wid, plan.decode_cost, plan.kv_capacity, sc.decode.block_tokens,
