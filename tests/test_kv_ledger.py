@@ -10,6 +10,7 @@ a short sequence) are replayed on both, and every answer is compared after every
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -201,7 +202,7 @@ def _worker_run(output_tokens: np.ndarray, block: int, preemption: str) -> Decod
     kv = KVPolicy(policy="paged", preemption=preemption, kv_bytes_per_token=PRESETS["llama-3.1-8b"].kv_bytes_per_token)
     capacity = (_ceil(int((context + output_tokens + 1).max()), block) + 6) * block
     w = DecodeWorker(env, 0, cost, capacity, block, 8, context - 1, output_tokens + 1, rec,
-                     lambda rid, w, _at: w.kv_arrived(rid), kv=kv)
+                     lambda _rid, _w, at: at, kv=kv)  # KV there at once
 
     def arrivals():
         for rid in range(n):
@@ -235,16 +236,17 @@ def test_kv_load_is_the_kv_held_now_never_the_future_output(policy):
     env, rec = simpy.Environment(), Records(2)
     kv = KVPolicy(policy=policy, kv_bytes_per_token=PRESETS["llama-3.1-8b"].kv_bytes_per_token)
     prompt, output = np.array([100, 100]), np.array([2000, 3])
-    short = DecodeWorker(env, 0, cost, 1 << 16, 16, 8, prompt, output, rec, lambda rid, w, _at: None, kv=kv)
-    long = DecodeWorker(env, 1, cost, 1 << 16, 16, 8, prompt, output, rec, lambda rid, w, _at: None, kv=kv)
+    transfer = 0.002  # the long request's KV arrives then; the short one's never
+    short = DecodeWorker(env, 0, cost, 1 << 16, 16, 8, prompt, output, rec, lambda rid, w, _at: math.inf, kv=kv)
+    long = DecodeWorker(env, 1, cost, 1 << 16, 16, 8, prompt, output, rec, lambda rid, w, at: at + transfer, kv=kv)
     long.submit(0)
     short.submit(1)
+    env.run(until=transfer / 2)
     assert long.kv_load == short.kv_load == 100  # waiting / in transfer: its prompt
-    long.kv_arrived(0)  # joins now; the batch's first step reads prompt + 1
-    step = cost.decode_coeffs(1)
+    step = cost.decode_coeffs(1)  # joined at the transfer's end; the batch's first step reads prompt + 1
     seen = []
     for k in range(5):
-        t = step[0] * k + step[1] * sum(101 + j for j in range(k))  # k whole iterations
+        t = transfer + step[0] * k + step[1] * sum(101 + j for j in range(k))  # k whole iterations
         env.run(until=t + 0.5 * (step[0] + step[1] * (101 + k)))  # halfway through iteration k
         seen.append(long.kv_load)
     assert seen == [101, 102, 103, 104, 105]

@@ -133,7 +133,7 @@ class AggregatedWorker(CoalescedRuns):
         self.waiting.append(rid)
         if not self._running:
             self._boundary()
-        elif not self._mixed and not self._cut_pending and len(self.waiting) == 1:
+        elif not self._mixed and len(self.waiting) == 1:
             self._cut_if_admissible()
 
     def _admissible_in(self, m: int) -> bool:
@@ -354,14 +354,6 @@ class AggregatedWorker(CoalescedRuns):
         if gen != self._gen:
             return  # the run was cut short and replaced
         freed = self._account(self._run_len)
-        if freed:
-            self._report_finished()
-        self._boundary()
-
-    def _cut_end(self, gen: int, m: int) -> None:
-        if gen != self._gen:
-            return
-        freed = self._account(m)
         if freed:
             self._report_finished()
         self._boundary()

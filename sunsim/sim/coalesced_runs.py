@@ -21,8 +21,8 @@ class CoalescedRuns:
     """The iteration engine of a decode worker: runs of iterations with the batch unchanged.
 
     A run is started at an iteration boundary for a length the subclass chooses (until the
-    next request finishes, or its KV would overflow); one timer ends it. A request that must
-    join sooner cuts it at the next boundary instead (:meth:`_cut_run`, :meth:`_cut_at`).
+    next request finishes, its KV would overflow, or a request joins); one timer ends it. A
+    request that must join sooner cuts it at an earlier boundary instead (:meth:`_cut_at`).
     The subclass (:class:`~sunsim.sim.decode.DecodeWorker`) decides who is in the batch: it
     keeps ``batch``, ``_kv_offset`` and the per-model counts current as requests join and
     leave, and implements :meth:`_account`, :meth:`_boundary` and :meth:`_run_end`.
@@ -51,7 +51,6 @@ class CoalescedRuns:
         self._run_b = 0.0
         self._run_len = 0
         self._gen = 0  # bumps when a run is cut short; stale timers check it
-        self._cut_pending = False
         self._running = False  # a run's timer is pending
 
         self.busy_s = 0.0
@@ -65,11 +64,12 @@ class CoalescedRuns:
         raise NotImplementedError
 
     def _boundary(self) -> None:
-        """At an iteration boundary after a cut: change the batch, then :meth:`_start_run` or stop."""
+        """At an iteration boundary: change the batch, then :meth:`_start_run` or stop."""
         raise NotImplementedError
 
     def _run_end(self, gen: int) -> None:
-        """The run's timer fired (ignored unless ``gen`` is current): account it, let finishers leave."""
+        """The run's timer fired (ignored unless ``gen`` is current): account its ``_run_len`` iterations, let the
+        batch change."""
         raise NotImplementedError
 
     # -- runs --------------------------------------------------------------------------------
@@ -84,8 +84,9 @@ class CoalescedRuns:
         if self._step_coeffs is not None and len(rids):
             np.add.at(self.model_counts, self._model[np.asarray(rids, dtype=np.int64)], sign)
 
-    def _start_run(self, run_len: int, pause: float) -> None:
-        """Run the current batch for ``run_len`` iterations, after ``pause`` seconds restoring KV."""
+    def _start_run(self, run_len: int, pause: float, join_at: float | None = None) -> None:
+        """Run the current batch for ``run_len`` iterations, after ``pause`` seconds restoring KV; or only until
+        the first boundary after ``join_at``, when a request will join there."""
         now = self.env.now
         self._running = True
         self._run_len = run_len
@@ -96,7 +97,10 @@ class CoalescedRuns:
             self._run_a, self._run_b = self._coeff(self.batch)
         else:
             self._run_a, self._run_b = self._step_coeffs(self.model_counts)
-        self._cut_pending = False
+        if join_at is not None:
+            m = self._iterations_by(join_at - self._run_t0) + 1
+            if m < run_len:
+                self._run_len = run_len = m
         gen = self._gen
         self.events += 1
         self.env.timeout(pause + self._run_time(run_len)).callbacks.append(lambda _ev: self._run_end(gen))
@@ -108,28 +112,13 @@ class CoalescedRuns:
         self.tokens += n * self.batch
         self.busy_s += self.env.now - self._run_busy0
 
-    def _cut_run(self) -> None:
-        """A request became ready mid-run: end the run at the next iteration boundary."""
-        elapsed = self.env.now - self._run_t0
-        m = self._iterations_by(elapsed) + 1  # the iteration in progress ends the cut
-        if m >= self._run_len:
-            return  # the run ends at that boundary anyway
-        self._cut_at(m)
-
     def _cut_at(self, m: int) -> None:
         """End the current run after its first ``m`` iterations instead (its own timer goes stale)."""
         self._gen += 1
-        self._cut_pending = True
+        self._run_len = m
         gen, t_end = self._gen, self._run_t0 + self._run_time(m)
         self.events += 1
-        self.env.timeout(t_end - self.env.now).callbacks.append(lambda _ev: self._cut_end(gen, m))
-
-    def _cut_end(self, gen: int, m: int) -> None:
-        """The cut's timer fired (ignored unless ``gen`` is current): the batch changes at this boundary."""
-        if gen != self._gen:
-            return
-        self._account(m)
-        self._boundary()
+        self.env.timeout(t_end - self.env.now).callbacks.append(lambda _ev: self._run_end(gen))
 
     # -- the run's clock, in closed form ------------------------------------------------------
     def _run_time(self, n: float) -> float:

@@ -11,6 +11,7 @@ nothing is done per token, per iteration or per request of the batch to keep mem
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ import simpy
 
 from sunsim.costs.model import CostModel
 from sunsim.sim.coalesced_runs import CoalescedRuns
+from sunsim.sim.kv_arrivals import KVArrivals
 from sunsim.sim.kv_ledger import KVBlockLedger
 from sunsim.sim.kv_policy import RESERVE, KVPolicy, PagedState
 from sunsim.sim.preemption import Preemption
@@ -26,25 +28,28 @@ from sunsim.sim.records import Records
 from sunsim.sim.stats import DecodeStats
 
 
-class DecodeWorker(Preemption, CoalescedRuns):
+class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
     """Continuous batching over block-managed KV memory, iterations coalesced.
 
     Life of a request here: *waiting* (FCFS, for KV blocks and batch room) -> *admitted*
     (blocks allocated, KV in flight over the interconnect) -> *ready* (KV arrived; joins at
     the next iteration boundary) -> *running* -> done; under the paged policy a running
-    request may be *preempted* back to the head of the waiting queue.
+    request may be *preempted* back to the head of the waiting queue. A transfer's end is
+    known when it starts, so it is no event of its own: the run in progress ends at the
+    first boundary after it (or an idle worker wakes then), where the request joins.
 
     At each iteration boundary (paged): ready requests join; every running request gets the
     blocks its next step needs, preempting the most recently admitted if they do not fit;
     then, if nobody was preempted, waiting requests are admitted while the watermark holds.
     Admission only happens at boundaries, as a serving engine's scheduler runs once per step
     (one made for the next boundary may be decided on arrival). ``start_transfer(rid, worker,
-    at)`` starts moving an admitted request's KV at time ``at``, never earlier than now.
+    at)`` starts moving an admitted request's KV at time ``at``, never earlier than now, and
+    returns when it is in this GPU's memory.
     """
 
     def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, kv_capacity_tokens: int,
                  block_tokens: int, max_batch: int | None, prompt: np.ndarray, output: np.ndarray,
-                 rec: Records, start_transfer: Callable[[int, DecodeWorker, float], None],
+                 rec: Records, start_transfer: Callable[[int, DecodeWorker, float], float],
                  timeline: list | None = None, on_finished: Callable[[list[int]], None] | None = None,
                  kv: KVPolicy = RESERVE,
                  step_coeffs: Callable[[np.ndarray], tuple[float, float]] | None = None,
@@ -68,7 +73,10 @@ class DecodeWorker(Preemption, CoalescedRuns):
         self._queued_kv = 0  # KV tokens of requests here but not in the batch: prompt + steps done
         self.admitted = 0  # holding blocks: in transfer, ready or running
         self.reserved_tokens = 0
-        self.ready: list[int] = []
+        self.ready: list[int] = []  # KV here: join at the boundary being settled
+        self._arriving: list[tuple[float, int, int]] = []  # (time the KV is here, order, request), a heap
+        self._transfers = 0
+        self._wake_at = math.inf  # an idle worker's timer for the next KV to arrive (inf: none set)
         self._heap: list[tuple[int, int]] = []  # (iteration at which done, request)
 
         # Paged state, per request (indexed by request id): the variant's, or this worker's own.
@@ -142,7 +150,7 @@ class DecodeWorker(Preemption, CoalescedRuns):
         elif not self._running:
             if not self._settling:
                 self._boundary()
-        elif len(self.waiting) == 1 and not self._cut_pending:
+        elif len(self.waiting) == 1:
             self._cut_if_admissible()
 
     def _admit(self) -> None:
@@ -158,7 +166,7 @@ class DecodeWorker(Preemption, CoalescedRuns):
             ledger.hold(need)
             self.admitted += 1
             self._rec.decode_admit_s[rid] = self.env.now
-            self._start_transfer(rid, self, self.env.now)
+            self._expect(rid, self._start_transfer(rid, self, self.env.now))
 
     def _admit_paged(self) -> None:
         """Paged policy, at a boundary: admit FCFS while the free blocks stay above the watermark."""
@@ -182,7 +190,7 @@ class DecodeWorker(Preemption, CoalescedRuns):
         if rec.preemptions[rid] > 0:
             self.ready.append(rid)  # its KV is restored on this GPU, not transferred
         else:
-            self._start_transfer(rid, self, at)
+            self._expect(rid, self._start_transfer(rid, self, at))
 
     def _cut_if_admissible(self) -> None:
         """Mid-run arrival at an empty queue: if it will be admitted at the next boundary, admit it there.
@@ -215,17 +223,6 @@ class DecodeWorker(Preemption, CoalescedRuns):
                 self._mark(at, (ledger.used + ledger.growth(m)) * self.block)
         else:
             self._cut_at(m)
-
-    def kv_arrived(self, rid: int) -> None:
-        """KV of ``rid`` is in memory: it joins the batch at the next iteration boundary."""
-        self._rec.kv_ready_s[rid] = self.env.now
-        self.ready.append(rid)
-        if self._settling:
-            return  # the boundary being settled will take it
-        if not self._running:
-            self._boundary()
-        elif not self._cut_pending:
-            self._cut_run()
 
     def _join(self) -> float:
         """Ready requests join the batch; returns the seconds needed to restore preempted ones' KV."""
@@ -285,6 +282,9 @@ class DecodeWorker(Preemption, CoalescedRuns):
     def _boundary(self) -> None:
         """At an iteration boundary: let ready requests join, make room, admit, then start the next run."""
         pause = 0.0
+        self._wake_at = math.inf
+        if self._arriving:
+            self._arrived()
         if self.paged:
             self._settling = True
             if self.ready:
@@ -304,6 +304,8 @@ class DecodeWorker(Preemption, CoalescedRuns):
             self._mark(self.env.now, self.ledger.used * self.block if self.paged else self.reserved_tokens)
         if self.batch == 0:
             self._running = False
+            if self._arriving:
+                self._sleep(self._arriving[0][0])
             return
         heap = self._heap
         if self.paged:
@@ -314,7 +316,7 @@ class DecodeWorker(Preemption, CoalescedRuns):
         if self.paged and self.ledger.may_overflow(run_len):
             run_len = min(run_len, self.ledger.first_overflow())  # or its KV would not fit
         self.restore_s += pause
-        self._start_run(run_len, pause)
+        self._start_run(run_len, pause, self._arriving[0][0] if self._arriving else None)
 
     def _account(self, n: int) -> None:
         """Advance ``n`` iterations; paged: the ledger records the run's peak (those finishing leave it next)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import simpy
 
 from sunsim.sim.stats import InterconnectStats
@@ -42,15 +40,18 @@ class Interconnect:
         """Seconds to move ``tokens`` of KV over an idle link."""
         return self.latency_s + tokens * self.kv_bytes_per_token / self.bandwidth_Bps
 
-    def transfer(self, tokens: int, src: int, dst: int, done: Callable[[], None], start_s: float | None = None) -> None:
-        """Move ``tokens`` of KV from prefill worker ``src`` to decode worker ``dst``, then call ``done``.
+    def transfer(self, tokens: int, src: int, dst: int, start_s: float) -> float:
+        """Move ``tokens`` of KV from prefill worker ``src`` to decode worker ``dst``, starting at ``start_s``
+        (now, or the decode GPU's next iteration boundary when it admitted the request ahead of it); returns the
+        time the KV is in the decode GPU's memory.
 
-        ``start_s``: when the transfer is started, if later than now (a decode GPU admitting a request for its
-        next iteration boundary, decided before it). Only that GPU starts transfers into itself, in time order,
-        so its link's queue is the same as if started then.
+        No event marks the end: the decode GPU takes the time into its own clock, and the prefill GPU frees its
+        copy then (:meth:`~sunsim.sim.prefill.PrefillWorker.release_at`). Only the decode GPU starts transfers
+        into itself, in time order, so its link's queue is the same as if each were started at ``start_s``.
+        The time is the one a timer set now for it would fire at (``now + (end - now)``, rounded as SimPy does).
         """
         now = self.env.now
-        begin = now if start_s is None else max(now, start_s)
+        begin = now if start_s < now else start_s
         dur = self.duration(tokens)
         if self.contention == "none":
             end = begin + dur
@@ -59,9 +60,9 @@ class Interconnect:
             link = self._links.get(key)
             if link is None:
                 link = self._links[key] = Link()
-            end = max(begin, link.free_at) + dur
+            end = (begin if begin > link.free_at else link.free_at) + dur
             link.free_at = end
-        self.env.timeout(end - now).callbacks.append(lambda _ev: done())
+        return now + (end - now)
 
     def stats(self) -> InterconnectStats:
         """The link model and how many links carried traffic, as a plain record."""

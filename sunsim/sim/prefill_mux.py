@@ -122,13 +122,9 @@ class SharedPrefillWorker(PrefillWorker):
             queue = self._queues[m]
             if self._cache is not None:
                 yield from self._make_resident(m)
-            if self.held_tokens + int(prompt[queue[0][1]]) > self.kv_capacity:
-                t0 = env.now
-                while self.held_tokens + int(prompt[queue[0][1]]) > self.kv_capacity:
-                    self._freed = env.event()
-                    yield self._freed
-                self.stalled_s += env.now - t0
-            room = min(self.budget, self.kv_capacity - self.held_tokens)
+            if not self._fits(head := int(prompt[queue[0][1]])):
+                yield from self._stall(head)
+            room = min(self.budget, self.kv_capacity - self._held)
             batch = [queue.popleft()[1]]
             lengths = [int(prompt[batch[0]])]
             tokens = lengths[0]

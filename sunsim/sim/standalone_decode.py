@@ -35,7 +35,7 @@ def simulate_decode_worker(cost: CostModel, arrival_s: np.ndarray, context_token
     output = np.asarray(output_tokens, dtype=np.int64) + 1
     worker = DecodeWorker(env, 0, cost, kv_capacity_tokens=kv_capacity_tokens, block_tokens=block_tokens,
                           max_batch=max_batch, prompt=prompt, output=output, rec=rec,
-                          start_transfer=lambda rid, w, _at: w.kv_arrived(rid), kv=kv)
+                          start_transfer=lambda _rid, _w, at: at, kv=kv)  # KV there at once
     order = np.argsort(arrival_s, kind="stable")
 
     def arrivals():

@@ -156,20 +156,17 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, 
     paged = PagedState(alloc=live.per_request) if plan.kv_policy.policy == "paged" else None
     pools: list[list[DecodeWorker]] = []
 
-    def start_transfer(rid: int, worker: DecodeWorker, at: float) -> None:
-        # The prompt's KV moves; the first output token's KV is computed by the first decode step.
-        src = int(rec.prefill_worker[rid])
-
-        ready = adapters[worker.wid].ready_at(int(model[rid]), at) if adapters else 0.0
-
-        def arrived() -> None:
-            prefill_workers[src].release(int(prompt[rid]))  # the prefill GPU's copy is freed
-            if ready > env.now:  # its adapter is still loading
-                env.timeout(ready - env.now).callbacks.append(lambda _ev: worker.kv_arrived(rid))
-                return
-            worker.kv_arrived(rid)
-
-        link.transfer(int(prompt[rid]), src, worker.wid, arrived, start_s=at)
+    def start_transfer(rid: int, worker: DecodeWorker, at: float) -> float:
+        # The prompt's KV moves (the first output token's KV is computed by the first decode step); returns when it
+        # is in the decode GPU's memory and, multi-LoRA, its adapter too.
+        src, tokens = int(rec.prefill_worker[rid]), int(prompt[rid])
+        t = link.transfer(tokens, src, worker.wid, at)
+        prefill_workers[src].release_at(t, tokens)  # the prefill GPU's copy is freed then
+        if adapters:
+            ready = adapters[worker.wid].ready_at(int(model[rid]), at)
+            if ready > t:  # its adapter is still loading (a timer set at t would fire at t + (ready - t))
+                t += ready - t
+        return t
 
     watched = variant.rebalance is not None or variant.autoscale is not None
     # Admissions for a decode GPU's next boundary decided on arrival (the same run, fewer events): KV transfers
