@@ -19,6 +19,8 @@ from sunsim.costs.lora import step_coeffs as lora_step_coeffs
 from sunsim.costs.model import AnalyticCostModel
 from sunsim.experiments.beyond import stronger_baselines_finding
 from sunsim.scenario import ScenarioError
+from sunsim.sim.in_flight import FLUSH_EVERY
+from sunsim.sim.rebalance import Rebalancer
 from sunsim.sim.variant import simulate_variant
 from sunsim.workload.stream import build_workload
 
@@ -202,6 +204,22 @@ def _shifted(every_s: float):
                   "shift": {"at_s": 8, "rotate": 1}},
         variants=[{"name": "dedicated", **ded},
                   {"name": "reb", **ded, "rebalance": {"every_s": every_s, "load_s": 1.0}}])
+
+
+def test_rebalance_rates_are_each_intervals_arrivals(monkeypatch):
+    """The rates behind each move are the arrivals of each model in the interval before (counted as they arrive,
+    in a run long enough that the requests' slots are reused)."""
+    sc = _shifted(every_s=2.0)
+    stream = build_workload(sc)
+    assert len(stream) > FLUSH_EVERY + 1024  # (the first flush gives slots back)
+    made: list[Rebalancer] = []
+    init = Rebalancer.__init__
+    monkeypatch.setattr(Rebalancer, "__init__", lambda self, *a, **k: (init(self, *a, **k), made.append(self))[0])
+    simulate_variant(sc, sc.variants[1], stream)
+    assert len(made[0].looks) >= 10
+    for t, counts in made[0].looks:
+        inside = (stream.arrival_s > t - 2.0) & (stream.arrival_s <= t)
+        assert counts == tuple(np.bincount(stream.model[inside], minlength=4).tolist())
 
 
 def test_rebalance_never_firing_equals_dedicated():

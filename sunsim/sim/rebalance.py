@@ -25,26 +25,25 @@ class Rebalancer:
     """Moves decode workers between per-model pools (the lists the router picks from, mutated in place)."""
 
     def __init__(self, env: simpy.Environment, every_s: float, load_s: float, pools: list[list[DecodeWorker]],
-                 arrival_s: np.ndarray, model: np.ndarray, prompt: np.ndarray, output: np.ndarray,
                  reroute: Callable[[int, int], None]) -> None:
         self.env, self.every_s, self.load_s = env, every_s, load_s
         self.pools = pools
-        self._arrival, self._model = arrival_s, model
-        self._prompt, self._output = prompt, output
+        self._arrivals = np.zeros(len(pools), dtype=np.int64)  # per model, since the last look
         self._reroute = reroute
         self.home = {w.wid: m for m, pool in enumerate(pools) for w in pool}  # model served or moving to
         self._keep = np.array([len(p) > 0 for p in pools])
         self._draining: dict[int, DecodeWorker] = {}
         self.moves: list[tuple[float, int, int, int]] = []  # (time, worker, from model, to model)
+        self.looks: list[tuple[float, tuple[int, ...]]] = []  # (time, each model's arrivals in the interval before)
         env.process(self._run())
 
     def _run(self):
         env, m = self.env, len(self.pools)
         while True:
             yield env.timeout(self.every_s)
-            now = env.now
-            lo, hi = np.searchsorted(self._arrival, [now - self.every_s, now], side="right")
-            rate = np.bincount(self._model[lo:hi], minlength=m).astype(float)
+            rate = self._arrivals.astype(float)
+            self.looks.append((env.now, tuple(self._arrivals.tolist())))
+            self._arrivals[:] = 0
             if rate.sum() == 0:
                 continue
             share = np.where(self._keep, rate + 1e-9, 0.0)
@@ -57,6 +56,10 @@ class Rebalancer:
                 for w in movable[:max(0, min(excess, len(self.pools[donor]) - 1))]:
                     if takers:
                         self._move(w, donor, takers.pop(0))
+
+    def arrived(self, model: int) -> None:
+        """A request of ``model`` arrived (counted towards the interval's rates)."""
+        self._arrivals[model] += 1
 
     def _move(self, w: DecodeWorker, src: int, dst: int) -> None:
         self.pools[src].remove(w)

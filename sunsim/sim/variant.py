@@ -218,7 +218,7 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, 
 
     if variant.rebalance is not None:
         watcher.append(Rebalancer(
-            env, variant.rebalance.every_s, variant.rebalance.load_s, pools, live.arrival_s, model, prompt, output,
+            env, variant.rebalance.every_s, variant.rebalance.load_s, pools,
             lambda rid, p: decode_router.pick(pools[p], p).submit(rid)))
     if variant.autoscale is not None:
         watcher.append(Autoscaler(
@@ -238,7 +238,15 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, 
     fleet = build_prefill(env, sc, plan.prefill, plan.prefill_cost, prompt, model, rec, prefill_done,
                           stream.facts.mean_prompt)
     prefill_workers = fleet.workers
-    frame.run(fleet.submit)
+    if variant.rebalance is not None:  # it counts the arrivals of each model
+        rebalancer = watcher[0]
+
+        def send(rid: int) -> None:
+            rebalancer.arrived(int(model[rid]))
+            fleet.submit(rid)
+    else:
+        send = fleet.submit
+    frame.run(send)
     end = env.now
     wall = time.perf_counter() - wall0
     events = live.admitted + sum(w.batches for w in prefill_workers) + sum(w.events for w in decode_workers)
