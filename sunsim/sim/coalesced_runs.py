@@ -81,29 +81,34 @@ class CoalescedRuns:
 
     def _count(self, rids, sign: int) -> None:
         """Keep the per-model counts of the running batch (only when a step hook reads them)."""
-        if self._step_coeffs is not None and len(rids):
-            np.add.at(self.model_counts, self._model[np.asarray(rids, dtype=np.int64)], sign)
+        if self._step_coeffs is not None:
+            counts, model = self.model_counts, self._model
+            for rid in rids:
+                counts[model[rid]] += sign
 
     def _start_run(self, run_len: int, pause: float, join_at: float | None = None) -> None:
         """Run the current batch for ``run_len`` iterations, after ``pause`` seconds restoring KV; or only until
         the first boundary after ``join_at``, when a request will join there."""
-        now = self.env.now
+        now, batch = self.env.now, self.batch
         self._running = True
         self._run_len = run_len
         self._run_busy0 = now
         self._run_t0 = now + pause
-        self._run_k0 = self._kv_offset + self.batch * self.it
+        self._run_k0 = k0 = self._kv_offset + batch * self.it
         if self._step_coeffs is None:
-            self._run_a, self._run_b = self._coeff(self.batch)
+            ab = self._coeffs.get(batch) or self._coeff(batch)
         else:
-            self._run_a, self._run_b = self._step_coeffs(self.model_counts)
+            ab = self._step_coeffs(self.model_counts)
+        self._run_a, self._run_b = a, b = ab
         if join_at is not None:
             m = self._iterations_by(join_at - self._run_t0) + 1
             if m < run_len:
                 self._run_len = run_len = m
         gen = self._gen
         self.events += 1
-        self.env.timeout(pause + self._run_time(run_len)).callbacks.append(lambda _ev: self._run_end(gen))
+        # (_run_time, inlined)
+        t = run_len * a + b * (run_len * k0 + batch * run_len * (run_len - 1) / 2)
+        self.env.timeout(pause + t).callbacks.append(lambda _ev: self._run_end(gen))
 
     def _advance(self, n: int) -> None:
         """Count ``n`` iterations of the current run as done, and its busy time up to now."""

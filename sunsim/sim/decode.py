@@ -82,7 +82,9 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         # Paged state, per request (indexed by request id): the variant's, or this worker's own.
         if paged_state is None:
             paged_state = PagedState(len(prompt) if self.paged else 0)
-        self._steps, self._seq, self._restore = paged_state.steps, paged_state.seq, paged_state.restore
+        self._seq = paged_state.seq
+        # Preempted requests, until they run again: id -> (steps done, KV tokens to restore when they join).
+        self._resumes: dict[int, tuple[int, int]] = {}
         # Running requests: id -> (off, fin), its step at iteration j reading off + j KV tokens, done at
         # iteration fin (a heap entry whose iteration is not its fin is stale: preempted since).
         self._members: dict[int, tuple[int, int]] = {}
@@ -116,12 +118,12 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         keep: deque[int] = deque()
         given = []
         for rid in self.waiting:
-            if self._rec.preemptions[rid] > 0:
+            if rid in self._resumes:
                 keep.append(rid)
             else:
                 given.append(rid)
                 self.load -= 1
-                self._queued_kv -= int(self._prompt[rid])
+                self._queued_kv -= self._prompt[rid]
         self.waiting = keep
         return given
 
@@ -136,7 +138,8 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
 
     def _first_step_blocks(self, rid: int) -> int:
         """Blocks a (re)admitted request needs for its next step: prompt + 1 + steps done."""
-        return -(-(int(self._prompt[rid]) + 1 + int(self._steps[rid])) // self.block)
+        resume = self._resumes.get(rid)
+        return -(-(self._prompt[rid] + 1 + (resume[0] if resume else 0)) // self.block)
 
     # -- arrivals --------------------------------------------------------------------------
     def submit(self, rid: int) -> None:
@@ -144,7 +147,7 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         self._rec.decode_worker[rid] = self.wid
         self.waiting.append(rid)
         self.load += 1
-        self._queued_kv += int(self._prompt[rid])
+        self._queued_kv += self._prompt[rid]
         if not self.paged:
             self._admit()
         elif not self._running:
@@ -184,12 +187,10 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         self.admitted += 1
         self._admissions += 1
         self._seq[rid] = self._admissions
-        rec = self._rec
-        if rec.decode_admit_s[rid] != rec.decode_admit_s[rid]:  # NaN: first admission
-            rec.decode_admit_s[rid] = at
-        if rec.preemptions[rid] > 0:
+        if rid in self._resumes:
             self.ready.append(rid)  # its KV is restored on this GPU, not transferred
-        else:
+        else:  # its first admission
+            self._rec.decode_admit_s[rid] = at
             self._expect(rid, self._start_transfer(rid, self, at))
 
     def _cut_if_admissible(self) -> None:
@@ -204,7 +205,7 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         if self.admitted >= self.max_batch:
             return
         ledger = self.ledger
-        need = self._first_step_blocks(self.waiting[0])
+        need = -(-(self._prompt[self.waiting[0]] + 1) // self.block)  # (just submitted: never preempted)
         room = ledger.capacity - ledger.used - need
         if room < self.watermark_blocks:
             return  # it does not fit even now
@@ -240,31 +241,38 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             return 0.0
         recompute: list[int] = []
         swap_tokens = 0
-        ledger = self.ledger
-        members, heap, prompt, output, preemptions = self._members, self._heap, self._prompt, self._output, rec.preemptions
+        join, push = self.ledger.join, heapq.heappush
+        members, heap, prompt, output, resumes = self._members, self._heap, self._prompt, self._output, self._resumes
+        start, offset, queued = rec.decode_start_s, self._kv_offset, self._queued_kv
         for rid in self.ready:
-            restore = done = 0
-            if preemptions[rid]:
-                done, restore = int(self._steps[rid]), int(self._restore[rid])
-            elif rec.decode_start_s[rid] != rec.decode_start_s[rid]:  # NaN: first join
-                rec.decode_start_s[rid] = now
-            p = int(prompt[rid])
-            off = p + 1 + done - it
-            self._queued_kv -= p + done
-            fin = it + int(output[rid]) - 1 - done
-            heapq.heappush(heap, (fin, rid))
-            self._kv_offset += off
-            members[rid] = (off, fin)
-            ledger.join(off)
-            if restore:
-                self._restore[rid] = 0
+            resume = resumes.pop(rid, None) if resumes else None
+            if resume is None:  # its first join
+                start[rid] = now
+                p = prompt[rid]
+                off = p + 1 - it
+                queued -= p
+                fin = it + output[rid] - 1
+            else:
+                done, restore = resume
+                p = prompt[rid]
+                off = p + 1 + done - it
+                queued -= p + done
+                fin = it + output[rid] - 1 - done
                 if self.kv.preemption == "recompute":
                     recompute.append(restore)
                 else:
                     swap_tokens += -(-restore // self.block) * self.block
+            push(heap, (fin, rid))
+            offset += off
+            members[rid] = (off, fin)
+            join(off)
+        self._kv_offset, self._queued_kv = offset, queued
         self.batch += len(self.ready)
-        self._count(self.ready, 1)
+        if self._step_coeffs is not None:
+            self._count(self.ready, 1)
         self.ready.clear()
+        if not swap_tokens and not recompute:
+            return 0.0
         pause = swap_tokens * self.kv.kv_bytes_per_token / self.kv.swap_Bps
         if recompute:
             lengths = np.asarray(recompute, dtype=np.int64)
@@ -330,19 +338,18 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         if gen != self._gen:
             return  # the run was cut short and replaced
         self._account(self._run_len)
-        rec, heap, now, it = self._rec, self._heap, self.env.now, self.it
+        heap, now, it = self._heap, self.env.now, self.it
         done: list[int] = []
         if self.paged:
-            members, leave = self._members, self.ledger.leave
+            members, leave, pop = self._members, self.ledger.leave, heapq.heappop
             while heap and heap[0][0] == it:
-                rid = heapq.heappop(heap)[1]
+                rid = pop(heap)[1]
                 entry = members.get(rid)
                 if entry is None or entry[1] != it:
                     continue  # preempted since it was pushed (or an entry repeated)
                 del members[rid]
-                o = entry[0]
-                self._kv_offset -= o
-                leave(o)  # with its blocks
+                self._kv_offset -= entry[0]
+                leave(entry[0])  # with its blocks
                 done.append(rid)
         else:
             prompt, output = self._prompt, self._output
@@ -352,18 +359,20 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
                 self.reserved_tokens -= int(prompt[rid] + output[rid])
                 self.ledger.release(self.blocks_for(rid))
                 done.append(rid)
-        finish = rec.finish_s
-        for rid in done:
-            finish[rid] = now
-        self._count(done, -1)
-        freed = len(done)
-        self.batch -= freed
-        self.admitted -= freed
-        self.load -= freed
-        if self._on_finished is not None and freed:
-            self._on_finished(done)
-        if not self.paged:
-            self._admit()
+        if done:
+            finish = self._rec.finish_s
+            for rid in done:
+                finish[rid] = now
+            if self._step_coeffs is not None:
+                self._count(done, -1)
+            freed = len(done)
+            self.batch -= freed
+            self.admitted -= freed
+            self.load -= freed
+            if self._on_finished is not None:
+                self._on_finished(done)
+            if not self.paged:
+                self._admit()
         self._boundary()
 
     def stats(self) -> DecodeStats:

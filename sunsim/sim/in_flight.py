@@ -6,8 +6,8 @@ the requests in flight, not the run's total: a day of traffic needs the memory o
 Finished requests are handed to the sink in batches of :data:`FLUSH_EVERY`, one vectorised gather
 each, so a finish costs a list append.
 
-Growing the arrays (more requests in flight than slots) resizes them in place, so a worker holding one
-keeps a valid reference; nothing here may keep a view of them.
+Growing the arrays (more requests in flight than slots) resizes them (and the lists) in place, so a worker
+holding one keeps a valid reference; nothing here may keep a view of them.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class MemorySink:
 
 
 class InFlight:
-    """Slots of the requests in flight and their per-request arrays (stream columns, records, workers' state)."""
+    """Slots of the requests in flight and their per-request arrays (stream columns, records, workers' state);
+    the stream's model, prompt and output columns are lists."""
 
     def __init__(self, sink: RecordSink, capacity: int = 1024) -> None:
         self.sink = sink
@@ -63,9 +64,10 @@ class InFlight:
         self._arrays: list[tuple[np.ndarray, float]] = []
         self.request = self.per_request(np.int64, -1)  # the stream index of the request in each slot
         self.arrival_s = self.per_request(np.float64, np.nan)
-        self.model = self.per_request(np.int32, 0)
-        self.prompt = self.per_request(np.int64, 0)
-        self.output = self.per_request(np.int64, 0)
+        # Read one request at a time all along its life: Python lists (a numpy scalar costs ~8x a list item).
+        self.model: list[int] = [0] * capacity
+        self.prompt: list[int] = [0] * capacity
+        self.output: list[int] = [0] * capacity
         self.records = Records(0)
         for name, (dtype, fill) in COLUMNS.items():
             setattr(self.records, name, self.per_request(dtype, fill))
@@ -113,8 +115,11 @@ class InFlight:
     def _flush(self, slots: np.ndarray) -> None:
         if not len(slots):
             return
-        cols = {"arrival_s": self.arrival_s[slots], "model": self.model[slots], "prompt_tokens": self.prompt[slots],
-                "output_tokens": self.output[slots]}
+        listed, n = slots.tolist(), len(slots)
+        cols = {"arrival_s": self.arrival_s[slots],
+                **{name: np.fromiter(map(values.__getitem__, listed), dtype=STREAM_COLUMNS[name][0], count=n)
+                   for name, values in (("model", self.model), ("prompt_tokens", self.prompt),
+                                        ("output_tokens", self.output))}}
         cols.update({name: getattr(self.records, name)[slots] for name in COLUMNS})
         self.sink.write(self.request[slots], cols)
         # A preempted request may leave a stale entry in its worker's heap (popped lazily, keyed by slot):
@@ -131,6 +136,8 @@ class InFlight:
         for arr, fill in self._arrays:
             arr.resize(new, refcheck=False)  # in place: holders of the array keep a valid reference
             arr[old:] = fill
+        for values in (self.model, self.prompt, self.output):
+            values.extend([0] * old)
         self.records.n = new
         self._free.extend(range(new - 1, old - 1, -1))
 
@@ -156,17 +163,24 @@ class Feeder:
         rid, _, m, p, o = next(self._rows)
         self._send(self.in_flight.admit(rid, self.env.now, m, p, o))
 
-    def open_loop(self) -> simpy.events.ProcessGenerator:
-        """The process sending each request at its arrival time."""
-        env, admit, send, timeout = self.env, self.in_flight.admit, self._send, self.env.timeout
-        for row in self._rows:
+    def open_loop(self) -> None:
+        """Send each request at its arrival time: a timer per arrival instant, no process."""
+        self._next = next(self._rows, None)
+        self._arrive()
+
+    def _arrive(self, _ev: object = None) -> None:
+        """Send the requests due now; set the timer for the next one."""
+        env, admit, send, row = self.env, self.in_flight.admit, self._send, self._next
+        while row is not None:
             rid, t, m, p, o = row
             delay = t - env.now
             if delay > 0:
                 self._next = row
-                yield timeout(delay)
-                self._next = None
+                env.timeout(delay).callbacks.append(self._arrive)
+                return
             send(admit(rid, t, m, p, o))
+            row = next(self._rows, None)
+        self._next = None
 
     def close(self, end_s: float) -> None:
         """The run stopped at ``end_s``: requests due by then but not sent yet still get their (empty) rows, as
@@ -194,7 +208,7 @@ def run_to_end(env: simpy.Environment, sc: Scenario, feeder: Feeder, last_arriva
         clients.start()
         env.run(until=clients.until(sc.sim.horizon_s))
     else:
-        env.process(feeder.open_loop())
+        feeder.open_loop()
         horizon = sc.sim.horizon_s or (last_arrival_s + sc.sim.drain_s)
         env.run(until=env.any_of([all_done, env.timeout(horizon)]))
     feeder.close(env.now)

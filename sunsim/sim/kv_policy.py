@@ -51,9 +51,7 @@ class PagedState:
 
     def __init__(self, n: int = 0, alloc: Alloc | None = None) -> None:
         alloc = alloc or fixed_alloc(n)
-        self.steps = alloc(np.int64, 0)  # decode steps done before its last preemption
         self.seq = alloc(np.int64, 0)  # admission order (preemption victims: latest first)
-        self.restore = alloc(np.int64, 0)  # tokens to restore when it joins (after a preemption)
 
 
 #: Makes a per-request array of an element type, filled with a value: of a fixed length, or one

@@ -8,7 +8,7 @@ import numpy as np
 
 class Preemption:
     """The preemption steps of :class:`~sunsim.sim.decode.DecodeWorker`, on the worker's own state: its block
-    ledger, running members, admission order and per-request progress (a request resumes where it stopped)."""
+    ledger, running members, admission order and preempted requests' progress (a request resumes where it stopped)."""
 
     def _grow(self, over: int) -> float:
         """The running requests' next step is ``over`` blocks short (:meth:`KVBlockLedger.settle`): preempt the
@@ -33,8 +33,7 @@ class Preemption:
         """Send a running request (already out of the ledger) back to the queue's head; returns its swap-out seconds."""
         off = self._members.pop(rid)[0]
         kv_next = off + self.it  # KV its next step would read: prompt + 1 + steps done
-        self._steps[rid] = kv_next - int(self._prompt[rid]) - 1
-        self._restore[rid] = kv_next - 1  # KV held now: prompt + tokens generated so far
+        self._resumes[rid] = (kv_next - self._prompt[rid] - 1, kv_next - 1)  # steps done; KV held now
         self._queued_kv += kv_next - 1
         self._kv_offset -= off
         self.batch -= 1

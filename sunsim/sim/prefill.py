@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-import numpy as np
 import simpy
 
 from sunsim.costs.model import CostModel
@@ -23,10 +22,14 @@ class PrefillWorker:
     stalls until transfers free memory, as DistServe and Splitwise prefill instances do.
     Transfers ending are not events: the worker counts the ones ended by each time it looks,
     and only a stalled worker sets a timer, for the next one to end.
+
+    Driven by callbacks, not a process: a batch's timer ends it and starts the next. An idle
+    worker given a request starts at the end of the instant (a zero-delay timer), so requests
+    arriving together are batched together.
     """
 
     def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, max_batch_tokens: int,
-                 prompt: np.ndarray, rec: Records, on_done: Callable[[int, int], None],
+                 prompt: Sequence[int], rec: Records, on_done: Callable[[int, int], None],
                  kv_capacity_tokens: int | None = None) -> None:
         self.env, self.wid, self.cost, self.budget = env, wid, cost, max_batch_tokens
         self._prompt, self._rec, self._on_done = prompt, rec, on_done
@@ -40,11 +43,11 @@ class PrefillWorker:
         self.stalled_s = 0.0  # time a batch was ready but waited for KV memory
         self.busy_s = 0.0
         self.batches = 0
-        self._batch_end = 0.0  # when the batch started last ends (busy_s already counts all of it)
-        self._wake: simpy.Event | None = None
-        self._freed: simpy.Event | None = None  # a stalled worker waits on it
-        self._freed_at = float("inf")  # when its timer fires (inf: none set)
-        env.process(self._run())
+        self._batch_ends_at = 0.0  # when the batch started last ends (busy_s already counts all of it)
+        self._times: dict[int, float] = {}  # a lone prompt's prefill time, by its length
+        self._active = False  # a batch runs, is about to start, or waits for memory
+        self._stalled_since: float | None = None  # waiting for memory since then
+        self._wake_at = float("inf")  # a stalled worker's timer (inf: none set)
 
     @property
     def held_tokens(self) -> int:
@@ -53,24 +56,25 @@ class PrefillWorker:
         return self._held
 
     def submit(self, rid: int) -> None:
-        self.queue.append(rid)
-        self.load += 1
-        self.kv_load += int(self._prompt[rid])
         self._rec.prefill_worker[rid] = self.wid
-        if self._wake is not None:
-            self._wake.succeed()
-            self._wake = None
+        self.load += 1
+        self.kv_load += self._prompt[rid]
+        self._enqueue(rid)
+        if not self._active:
+            self._active = True
+            self.env.timeout(0).callbacks.append(self._next)
+
+    def _enqueue(self, rid: int) -> None:
+        self.queue.append(rid)
 
     def release(self, tokens: int) -> None:
         """``tokens`` of KV left this GPU now (never needed by decode)."""
         self._held -= tokens
-        if self._freed is not None:
-            self._wake_stalled()
 
     def release_at(self, t: float, tokens: int) -> None:
         """``tokens`` of KV leave this GPU at ``t`` (not before now): their transfer to a decode GPU ends then."""
         heapq.heappush(self._releases, (t, tokens))
-        if self._freed is not None and t < self._freed_at:
+        if self._stalled_since is not None and t < self._wake_at:
             self._arm(t)
 
     def _collect(self) -> None:
@@ -80,51 +84,54 @@ class PrefillWorker:
             self._held -= heapq.heappop(releases)[1]
 
     def _arm(self, t: float) -> None:
-        """Wake the stalled worker at ``t`` (a timer set earlier for a later time still fires, and finds it woken)."""
-        self._freed_at = t
-        freed = self._freed
-        self.env.timeout(t - self.env.now).callbacks.append(lambda _ev: self._freed is freed and self._wake_stalled())
+        """Look again at ``t``, when a transfer ends (a timer set earlier for a later time finds itself stale)."""
+        self._wake_at = t
+        self.env.timeout(t - self.env.now).callbacks.append(lambda _ev: t == self._wake_at and self._retry())
 
-    def _wake_stalled(self) -> None:
-        self._freed.succeed()
-        self._freed = None
-        self._freed_at = float("inf")
+    def _retry(self) -> None:
+        self._wake_at = float("inf")
+        self._start()
 
-    def _fits(self, tokens: int) -> bool:
-        """Whether a batch starting with a prompt of ``tokens`` fits beside the KV held now."""
+    # -- batches ---------------------------------------------------------------------------
+    def _next(self, _ev: object = None) -> None:
+        """Start the next batch, or go idle."""
+        if self.queue:
+            self._start()
+        else:
+            self._active = False
+
+    def _head(self) -> int:
+        """Prompt tokens of the request the next batch starts with."""
+        return self._prompt[self.queue[0]]
+
+    def _start(self) -> None:
+        """Start a batch from the queue's head if its KV fits beside the KV held; else wait for transfers to end."""
         self._collect()
-        return self._held + tokens <= self.kv_capacity
-
-    def _stall(self, tokens: int):
-        """Wait until a prompt of ``tokens`` fits beside the KV held (the time counts as stalled)."""
-        t0 = self.env.now
-        while not self._fits(tokens):
-            self._freed = self.env.event()
-            if self._releases:
+        if self._held + self._head() > self.kv_capacity:
+            if self._stalled_since is None:
+                self._stalled_since = self.env.now
+            if self._releases and self._releases[0][0] < self._wake_at:
                 self._arm(self._releases[0][0])
-            yield self._freed
-        self.stalled_s += self.env.now - t0
+            return
+        if self._stalled_since is not None:
+            self.stalled_s += self.env.now - self._stalled_since
+            self._stalled_since = None
+        self._run_batch(*self._take(min(self.budget, self.kv_capacity - self._held)))
 
-    def _run(self):
-        env, queue, prompt = self.env, self.queue, self._prompt
-        while True:
-            if not queue:
-                self._wake = env.event()
-                yield self._wake
-            if not self._fits(head := int(prompt[queue[0]])):
-                yield from self._stall(head)
-            room = min(self.budget, self.kv_capacity - self._held)
-            batch = [queue.popleft()]
-            lengths = [int(prompt[batch[0]])]
-            tokens = lengths[0]
-            while queue and tokens + (length := int(prompt[queue[0]])) <= room:
-                batch.append(queue.popleft())
-                lengths.append(length)
-                tokens += length
-            yield from self._run_batch(batch, lengths, tokens)
+    def _take(self, room: int) -> tuple[list[int], list[int], int]:
+        """The next batch: the queue's head, then FCFS while the prompts fit in ``room`` tokens."""
+        queue, prompt = self.queue, self._prompt
+        batch = [queue.popleft()]
+        lengths = [prompt[batch[0]]]
+        tokens = lengths[0]
+        while queue and tokens + (length := prompt[queue[0]]) <= room:
+            batch.append(queue.popleft())
+            lengths.append(length)
+            tokens += length
+        return batch, lengths, tokens
 
-    def _run_batch(self, batch: list[int], lengths: list[int], tokens: int):
-        """Prefill one batch (prompts of ``lengths``, ``tokens`` in all): hold its KV, take its time, hand each
+    def _run_batch(self, batch: list[int], lengths: list[int], tokens: int) -> None:
+        """Prefill one batch (prompts of ``lengths``, ``tokens`` in all): hold its KV, take its time, then hand each
         request on. Plain Python over the batch: its few requests cost less so than as numpy fancy indexing."""
         env = self.env
         self._held += tokens
@@ -134,23 +141,31 @@ class PrefillWorker:
         start = self._rec.prefill_start_s
         for rid in batch:
             start[rid] = now
-        duration = self.cost.prefill_time(tokens, sum(x * x for x in lengths), len(batch))
+        if len(batch) == 1:  # a lone prompt's time, by its length (as many as prompt lengths)
+            duration = self._times.get(tokens)
+            if duration is None:
+                duration = self._times[tokens] = self.cost.prefill_time(tokens, tokens * tokens, 1)
+        else:
+            duration = self.cost.prefill_time(tokens, sum(x * x for x in lengths), len(batch))
         self.busy_s += duration
         self.batches += 1
-        self._batch_end = env.now + duration
-        yield env.timeout(duration)
+        self._batch_ends_at = now + duration
+        env.timeout(duration).callbacks.append(lambda _ev: self._batch_done(batch, tokens))
+
+    def _batch_done(self, batch: list[int], tokens: int) -> None:
         self.load -= len(batch)
         self.kv_load -= tokens
-        now, first = env.now, self._rec.first_token_s
+        now, first = self.env.now, self._rec.first_token_s
         for rid in batch:
             first[rid] = now
         for rid in batch:
             self._on_done(rid, self.wid)
+        self._next()
 
     def stats(self) -> PrefillStats:
         """What this worker did, as a plain record (taken at the end of a run).
 
         A batch still running when the run stops is busy only up to the stop.
         """
-        busy = self.busy_s - max(0.0, self._batch_end - self.env.now)
+        busy = self.busy_s - max(0.0, self._batch_ends_at - self.env.now)
         return PrefillStats(self.wid, busy, self.batches, self.peak_held_tokens, self.stalled_s)

@@ -67,13 +67,14 @@ class SharedPrefillWorker(PrefillWorker):
         self._load_end = 0.0  # when the load started last ends (loading_s already counts all of it)
         #: models queued here whose prefill module is not resident: loads ahead of the queue (routing reads it)
         self.pending_loads = 0
+        self._now_model = -1  # the model of the batch being started
         super().__init__(env, wid, cost, max_batch_tokens, prompt, rec, on_done, kv_capacity_tokens)
 
     def resident(self, model: int) -> bool:
         return self._cache is None or model in self._cache
 
-    def submit(self, rid: int) -> None:
-        m = int(self._model[rid])
+    def _enqueue(self, rid: int) -> None:
+        m = self._model[rid]
         queue = self._queues.get(m)
         if queue is None:
             queue = self._queues[m] = deque()
@@ -85,19 +86,14 @@ class SharedPrefillWorker(PrefillWorker):
                     self._holders.hold(m, self)
         queue.append((self._order, rid))
         self._order += 1
-        self.load += 1
-        self.kv_load += int(self._prompt[rid])
-        self._rec.prefill_worker[rid] = self.wid
-        if self._wake is not None:
-            self._wake.succeed()
-            self._wake = None
 
-    def _make_resident(self, m: int):
-        """Load ``m``'s prefill module (evicting the least recently used one when full)."""
+    def _make_resident(self, m: int) -> float:
+        """Load ``m``'s prefill module (evicting the least recently used one when full); returns the load's
+        seconds (0 when resident already)."""
         cache = self._cache
         if m in cache:
             cache.move_to_end(m)
-            return
+            return 0.0
         self.pending_loads -= 1
         if len(cache) >= self._cache_size:
             victim, _ = cache.popitem(last=False)
@@ -110,31 +106,35 @@ class SharedPrefillWorker(PrefillWorker):
         if self.load_s > 0:
             self.loading_s += self.load_s
             self._load_end = self.env.now + self.load_s
-            yield self.env.timeout(self.load_s)
+        return self.load_s
 
-    def _run(self):
-        env, prompt, heads = self.env, self._prompt, self._heads
-        while True:
-            if not heads:
-                self._wake = env.event()
-                yield self._wake
-            _, m = heapq.heappop(heads)
-            queue = self._queues[m]
-            if self._cache is not None:
-                yield from self._make_resident(m)
-            if not self._fits(head := int(prompt[queue[0][1]])):
-                yield from self._stall(head)
-            room = min(self.budget, self.kv_capacity - self._held)
-            batch = [queue.popleft()[1]]
-            lengths = [int(prompt[batch[0]])]
-            tokens = lengths[0]
-            while queue and tokens + (length := int(prompt[queue[0][1]])) <= room:
-                batch.append(queue.popleft()[1])
-                lengths.append(length)
-                tokens += length
-            if queue:
-                heapq.heappush(heads, (queue[0][0], m))
-            yield from self._run_batch(batch, lengths, tokens)
+    def _next(self, _ev: object = None) -> None:
+        """The model whose oldest request came first is next: load it if needed, then start its batch."""
+        if not self._heads:
+            self._active = False
+            return
+        _, self._now_model = heapq.heappop(self._heads)
+        if self._cache is not None and (load_s := self._make_resident(self._now_model)) > 0:
+            self.env.timeout(load_s).callbacks.append(lambda _ev: self._start())  # requests arriving meanwhile join
+            return
+        self._start()
+
+    def _head(self) -> int:
+        return self._prompt[self._queues[self._now_model][0][1]]
+
+    def _take(self, room: int) -> tuple[list[int], list[int], int]:
+        m, prompt = self._now_model, self._prompt
+        queue = self._queues[m]
+        batch = [queue.popleft()[1]]
+        lengths = [prompt[batch[0]]]
+        tokens = lengths[0]
+        while queue and tokens + (length := prompt[queue[0][1]]) <= room:
+            batch.append(queue.popleft()[1])
+            lengths.append(length)
+            tokens += length
+        if queue:
+            heapq.heappush(self._heads, (queue[0][0], m))
+        return batch, lengths, tokens
 
     def stats(self) -> PrefillStats:
         """As :meth:`PrefillWorker.stats`, with the loads; a load still running at the stop counts up to it."""
