@@ -100,14 +100,14 @@ class CoalescedRuns:
         else:
             ab = self._step_coeffs(self.model_counts)
         self._run_a, self._run_b = a, b = ab
-        if join_at is not None:
+        t = run_len * a + b * (run_len * k0 + batch * run_len * (run_len - 1) / 2)  # (_run_time, inlined)
+        if join_at is not None and join_at - self._run_t0 < t:  # it joins before the run's end
             m = self._iterations_by(join_at - self._run_t0) + 1
             if m < run_len:
                 self._run_len = run_len = m
+                t = self._run_time(m)
         gen = self._gen
         self.events += 1
-        # (_run_time, inlined)
-        t = run_len * a + b * (run_len * k0 + batch * run_len * (run_len - 1) / 2)
         self.env.timeout(pause + t).callbacks.append(lambda _ev: self._run_end(gen))
 
     def _advance(self, n: int) -> None:

@@ -291,15 +291,16 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         """At an iteration boundary: let ready requests join, make room, admit, then start the next run."""
         pause = 0.0
         self._wake_at = math.inf
-        if self._arriving:
+        arriving, ledger = self._arriving, self.ledger
+        if arriving and arriving[0][0] <= self.env.now:
             self._arrived()
         if self.paged:
             self._settling = True
             if self.ready:
                 pause = self._join()
-            if (over := self.ledger.settle()) > 0:
+            if (over := ledger.settle()) > 0:
                 pause += self._grow(over)  # no admissions in a step that preempts
-            else:
+            elif self.waiting:
                 self._admit_paged()
                 if self.ready:
                     pause += self._join()
@@ -309,22 +310,25 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             if self.ready:
                 self._join()
         if self.timeline is not None:
-            self._mark(self.env.now, self.ledger.used * self.block if self.paged else self.reserved_tokens)
+            self._mark(self.env.now, ledger.used * self.block if self.paged else self.reserved_tokens)
         if self.batch == 0:
             self._running = False
-            if self._arriving:
-                self._sleep(self._arriving[0][0])
+            if arriving:
+                self._sleep(arriving[0][0])
             return
         heap = self._heap
         if self.paged:
             members = self._members
             while (entry := members.get(heap[0][1])) is None or entry[1] != heap[0][0]:
                 heapq.heappop(heap)  # preempted since it was pushed
-        run_len = heap[0][0] - self.it  # until the next request finishes
-        if self.paged and self.ledger.may_overflow(run_len):
-            run_len = min(run_len, self.ledger.first_overflow())  # or its KV would not fit
-        self.restore_s += pause
-        self._start_run(run_len, pause, self._arriving[0][0] if self._arriving else None)
+            run_len = heap[0][0] - self.it  # until the next request finishes
+            if ledger.may_overflow(run_len):
+                run_len = min(run_len, ledger.first_overflow())  # or its KV would not fit
+        else:
+            run_len = heap[0][0] - self.it
+        if pause:
+            self.restore_s += pause
+        self._start_run(run_len, pause, arriving[0][0] if arriving else None)
 
     def _account(self, n: int) -> None:
         """Advance ``n`` iterations; paged: the ledger records the run's peak (those finishing leave it next)."""
@@ -338,7 +342,10 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         if gen != self._gen:
             return  # the run was cut short and replaced
         self._account(self._run_len)
-        heap, now, it = self._heap, self.env.now, self.it
+        heap, it = self._heap, self.it
+        if heap[0][0] != it:  # a cut: nobody finishes here
+            self._boundary()
+            return
         done: list[int] = []
         if self.paged:
             members, leave, pop = self._members, self.ledger.leave, heapq.heappop
@@ -355,12 +362,12 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             prompt, output = self._prompt, self._output
             while heap and heap[0][0] == it:
                 rid = heapq.heappop(heap)[1]
-                self._kv_offset -= int(prompt[rid]) + 1 - (it - int(output[rid]) + 1)
-                self.reserved_tokens -= int(prompt[rid] + output[rid])
+                self._kv_offset -= prompt[rid] + 1 - (it - output[rid] + 1)
+                self.reserved_tokens -= prompt[rid] + output[rid]
                 self.ledger.release(self.blocks_for(rid))
                 done.append(rid)
         if done:
-            finish = self._rec.finish_s
+            now, finish = self.env.now, self._rec.finish_s
             for rid in done:
                 finish[rid] = now
             if self._step_coeffs is not None:

@@ -24,9 +24,14 @@ class PrefillWorker:
     and only a stalled worker sets a timer, for the next one to end.
 
     Driven by callbacks, not a process: a batch's timer ends it and starts the next. An idle
-    worker given a request starts at the end of the instant (a zero-delay timer), so requests
-    arriving together are batched together.
+    worker given a request starts its batch at once; a request arriving at the same instant
+    still joins it while it has room (its time is then taken again), so requests arriving
+    together are batched together, as if the batch were formed at the end of the instant.
     """
+
+    #: Whether an idle worker starts at once (and same-instant arrivals join the batch), or at the end of the
+    #: instant, by a zero-delay timer.
+    starts_at_once = True
 
     def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, max_batch_tokens: int,
                  prompt: Sequence[int], rec: Records, on_done: Callable[[int, int], None],
@@ -46,6 +51,12 @@ class PrefillWorker:
         self._batch_ends_at = 0.0  # when the batch started last ends (busy_s already counts all of it)
         self._times: dict[int, float] = {}  # a lone prompt's prefill time, by its length
         self._active = False  # a batch runs, is about to start, or waits for memory
+        # The batch running: its requests, their prompt lengths, its tokens, the room it was formed in, its
+        # start and duration; the generation of its timer (a batch taken again sets a new one).
+        self._batch: list[int] = []
+        self._lengths: list[int] = []
+        self._tokens = self._room = 0
+        self._batch_t0, self._duration, self._gen = -1.0, 0.0, 0
         self._stalled_since: float | None = None  # waiting for memory since then
         self._wake_at = float("inf")  # a stalled worker's timer (inf: none set)
 
@@ -62,7 +73,12 @@ class PrefillWorker:
         self._enqueue(rid)
         if not self._active:
             self._active = True
-            self.env.timeout(0).callbacks.append(self._next)
+            if self.starts_at_once:
+                self._next()
+            else:
+                self.env.timeout(0).callbacks.append(self._next)
+        elif self._batch_t0 == self.env.now and self.starts_at_once and len(self.queue) == 1:
+            self._join_batch()
 
     def _enqueue(self, rid: int) -> None:
         self.queue.append(rid)
@@ -116,7 +132,8 @@ class PrefillWorker:
         if self._stalled_since is not None:
             self.stalled_s += self.env.now - self._stalled_since
             self._stalled_since = None
-        self._run_batch(*self._take(min(self.budget, self.kv_capacity - self._held)))
+        room = min(self.budget, self.kv_capacity - self._held)
+        self._run_batch(*self._take(room), room)
 
     def _take(self, room: int) -> tuple[list[int], list[int], int]:
         """The next batch: the queue's head, then FCFS while the prompts fit in ``room`` tokens."""
@@ -130,29 +147,56 @@ class PrefillWorker:
             tokens += length
         return batch, lengths, tokens
 
-    def _run_batch(self, batch: list[int], lengths: list[int], tokens: int) -> None:
-        """Prefill one batch (prompts of ``lengths``, ``tokens`` in all): hold its KV, take its time, then hand each
-        request on. Plain Python over the batch: its few requests cost less so than as numpy fancy indexing."""
-        env = self.env
+    def _run_batch(self, batch: list[int], lengths: list[int], tokens: int, room: int) -> None:
+        """Prefill one batch (prompts of ``lengths``, ``tokens`` in all, formed in ``room`` tokens): hold its KV,
+        take its time, then hand each request on. Plain Python over the batch: its few requests cost less so
+        than as numpy fancy indexing."""
         self._held += tokens
         if self._held > self.peak_held_tokens:
             self.peak_held_tokens = self._held
-        now = env.now
+        now = self.env.now
         start = self._rec.prefill_start_s
         for rid in batch:
             start[rid] = now
+        self._batch, self._lengths, self._tokens, self._room, self._batch_t0 = batch, lengths, tokens, room, now
+        self.batches += 1
+        self._time_batch()
+
+    def _time_batch(self) -> None:
+        """Set the running batch's timer."""
+        batch, tokens = self._batch, self._tokens
         if len(batch) == 1:  # a lone prompt's time, by its length (as many as prompt lengths)
             duration = self._times.get(tokens)
             if duration is None:
                 duration = self._times[tokens] = self.cost.prefill_time(tokens, tokens * tokens, 1)
         else:
-            duration = self.cost.prefill_time(tokens, sum(x * x for x in lengths), len(batch))
-        self.busy_s += duration
-        self.batches += 1
-        self._batch_ends_at = now + duration
-        env.timeout(duration).callbacks.append(lambda _ev: self._batch_done(batch, tokens))
+            duration = self.cost.prefill_time(tokens, sum(x * x for x in self._lengths), len(batch))
+        self.busy_s += duration - self._duration
+        self._duration = duration
+        self._batch_ends_at = self._batch_t0 + duration
+        self._gen += 1
+        gen = self._gen
+        self.env.timeout(duration).callbacks.append(lambda _ev: gen == self._gen and self._batch_done())
 
-    def _batch_done(self, batch: list[int], tokens: int) -> None:
+    def _join_batch(self) -> None:
+        """A request arriving as its batch starts (the queue's only one) joins it if it fits in the batch's room."""
+        rid = self.queue[0]
+        p = self._prompt[rid]
+        if self._tokens + p > self._room:
+            return
+        self.queue.popleft()
+        self._batch.append(rid)
+        self._lengths.append(p)
+        self._tokens += p
+        self._held += p
+        if self._held > self.peak_held_tokens:
+            self.peak_held_tokens = self._held
+        self._rec.prefill_start_s[rid] = self.env.now
+        self._time_batch()
+
+    def _batch_done(self) -> None:
+        batch, tokens = self._batch, self._tokens
+        self._batch_t0, self._duration = -1.0, 0.0
         self.load -= len(batch)
         self.kv_load -= tokens
         now, first = self.env.now, self._rec.first_token_s

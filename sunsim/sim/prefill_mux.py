@@ -47,8 +47,11 @@ class SharedPrefillWorker(PrefillWorker):
     """A prefill GPU serving several models: per-model FCFS queues, one model per batch.
 
     ``cache_size`` None: every model routed here is resident (a packed GPU). Otherwise at most
-    ``cache_size`` models are, LRU, and a miss costs ``load_s`` seconds before the batch.
+    ``cache_size`` models are, LRU, and a miss costs ``load_s`` seconds before the batch. An idle
+    GPU starts at the end of the instant, when the requests arriving together are all queued.
     """
+
+    starts_at_once = False
 
     def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, max_batch_tokens: int,
                  prompt: np.ndarray, model: np.ndarray, rec: Records, on_done: Callable[[int, int], None],
