@@ -149,7 +149,7 @@ class AggregatedWorker(CoalescedRuns):
 
     def _cut_if_admissible(self) -> None:
         """Mid decode run: end the run at the next boundary if the queue's head will be admitted there."""
-        m = self._iterations_by(self.env.now - self._run_t0) + 1
+        m = self._iterations_now() + 1
         if m < self._run_len and self._admissible_in(m):  # (else the run ends at that boundary anyway)
             self._cut_at(m)
 

@@ -50,6 +50,7 @@ class CoalescedRuns:
         self._run_a = 0.0
         self._run_b = 0.0
         self._run_len = 0
+        self._done_now = 0  # iterations of the run done by the last look at now (time only moves on)
         self._gen = 0  # bumps when a run is cut short; stale timers check it
         self._running = False  # a run's timer is pending
 
@@ -92,6 +93,7 @@ class CoalescedRuns:
         now, batch = self.env.now, self.batch
         self._running = True
         self._run_len = run_len
+        self._done_now = 0
         self._run_busy0 = now
         self._run_t0 = now + pause
         self._run_k0 = k0 = self._kv_offset + batch * self.it
@@ -102,7 +104,7 @@ class CoalescedRuns:
         self._run_a, self._run_b = a, b = ab
         t = run_len * a + b * (run_len * k0 + batch * run_len * (run_len - 1) / 2)  # (_run_time, inlined)
         if join_at is not None and join_at - self._run_t0 < t:  # it joins before the run's end
-            m = self._iterations_by(join_at - self._run_t0) + 1
+            m = self._iterations_from(0, join_at - self._run_t0) + 1
             if m < run_len:
                 self._run_len = run_len = m
                 t = self._run_time(m)
@@ -129,6 +131,21 @@ class CoalescedRuns:
     def _run_time(self, n: float) -> float:
         """Seconds for the first ``n`` iterations of the current run."""
         return n * self._run_a + self._run_b * (n * self._run_k0 + self.batch * n * (n - 1) / 2)
+
+    def _iterations_now(self) -> int:
+        """:meth:`_iterations_by` now: as many as at the last look, or more (the run's time only moves on)."""
+        n = self._done_now = self._iterations_from(self._done_now, self.env.now - self._run_t0)
+        return n
+
+    def _iterations_from(self, n: int, elapsed: float) -> int:
+        """:meth:`_iterations_by` ``elapsed``, knowing that ``n`` iterations are done by then: a step or two of the
+        clock from there (the same arithmetic as :meth:`_run_time`), else the closed form."""
+        alpha, beta, k0, batch, length = self._run_a, self._run_b, self._run_k0, self.batch, self._run_len
+        for _ in range(2):
+            if n >= length or (n + 1) * alpha + beta * ((n + 1) * k0 + batch * (n + 1) * n / 2) > elapsed:
+                return n
+            n += 1
+        return self._iterations_by(elapsed)
 
     def _iterations_by(self, elapsed: float) -> int:
         """Whole iterations of the current run completed within ``elapsed`` seconds.
@@ -162,7 +179,7 @@ class CoalescedRuns:
         busy, iterations, tokens = self.busy_s, self.iterations, self.tokens
         if self._running:
             busy += self.env.now - self._run_busy0
-            done = self._iterations_by(self.env.now - self._run_t0)
+            done = self._iterations_now()
             iterations += done
             tokens += done * self.batch
         return busy, iterations, tokens

@@ -107,7 +107,7 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         Never the requests' future output, which no router knows: a policy balancing on this is not clairvoyant.
         """
         if self._running:
-            kv = self._run_k0 + self.batch * self._iterations_by(self.env.now - self._run_t0)
+            kv = self._run_k0 + self.batch * self._iterations_now()
         else:
             kv = self._kv_offset + self.batch * self.it
         return int(kv) + self._queued_kv
@@ -209,7 +209,7 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         room = ledger.capacity - ledger.used - need
         if room < self.watermark_blocks:
             return  # it does not fit even now
-        m = self._iterations_by(self.env.now - self._run_t0) + 1
+        m = self._iterations_now() + 1
         last = self._run_len - 1
         if m > last:
             return  # the run ends at that boundary anyway

@@ -31,7 +31,7 @@ class KVArrivals:
         heapq.heappush(self._arriving, (t, self._transfers, rid))
         self._transfers += 1
         if self._running:
-            m = self._iterations_by(t - self._run_t0) + 1
+            m = self._iterations_from(self._done_now, t - self._run_t0) + 1  # (as many are done by t as by now)
             if m < self._run_len:
                 self._cut_at(m)
         elif t <= self.env.now:
