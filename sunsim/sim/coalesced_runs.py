@@ -141,10 +141,11 @@ class CoalescedRuns:
         """:meth:`_iterations_by` ``elapsed``, knowing that ``n`` iterations are done by then: a step or two of the
         clock from there (the same arithmetic as :meth:`_run_time`), else the closed form."""
         alpha, beta, k0, batch, length = self._run_a, self._run_b, self._run_k0, self.batch, self._run_len
-        for _ in range(2):
-            if n >= length or (n + 1) * alpha + beta * ((n + 1) * k0 + batch * (n + 1) * n / 2) > elapsed:
-                return n
-            n += 1
+        if n >= length or (n + 1) * alpha + beta * ((n + 1) * k0 + batch * (n + 1) * n / 2) > elapsed:
+            return n
+        n += 1
+        if n >= length or (n + 1) * alpha + beta * ((n + 1) * k0 + batch * (n + 1) * n / 2) > elapsed:
+            return n
         return self._iterations_by(elapsed)
 
     def _iterations_by(self, elapsed: float) -> int:

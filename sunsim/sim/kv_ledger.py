@@ -35,7 +35,7 @@ class KVBlockLedger:
     what was allocated at the last boundary (or hold/release); ``peak`` the most ever.
     """
 
-    __slots__ = ("block", "capacity", "it", "used", "peak", "held", "batch", "_phases")
+    __slots__ = ("block", "capacity", "it", "used", "peak", "held", "batch", "_phases", "_sum_off", "_sum_phase")
 
     def __init__(self, block: int, capacity: int) -> None:
         self.block = block  # tokens per block
@@ -46,6 +46,7 @@ class KVBlockLedger:
         self.held = 0  # blocks of holders outside the running batch
         self.batch = 0  # blocks the running requests need for their step at iteration ``it``
         self._phases: list[int] = []  # (off - 1) mod block of each running request, sorted
+        self._sum_off = self._sum_phase = 0  # of the running requests' offsets and phases
 
     @property
     def phases(self) -> tuple[int, ...]:
@@ -76,13 +77,18 @@ class KVBlockLedger:
         blocks = -(-(off + self.it) // self.block)
         self.held -= blocks
         self.batch += blocks
-        insort(self._phases, (off - 1) % self.block)
+        phase = (off - 1) % self.block
+        insort(self._phases, phase)
+        self._sum_off += off
+        self._sum_phase += phase
 
     def leave(self, off: int) -> None:
         """A running request leaves at ``it`` (finished or preempted) with the blocks of its step there."""
         self.batch -= -(-(off + self.it) // self.block)
-        phases = self._phases
-        del phases[bisect_left(phases, (off - 1) % self.block)]
+        phases, phase = self._phases, (off - 1) % self.block
+        del phases[bisect_left(phases, phase)]
+        self._sum_off -= off
+        self._sum_phase -= phase
 
     def settle(self) -> int:
         """Allocate the batch's blocks for its step at ``it``, if they fit beside the held ones.
@@ -111,27 +117,29 @@ class KVBlockLedger:
             # ceil((n - 1) / block) blocks by then, a bound that usually skips the exact count.
             used = self.used
             if used + self.growth_bound(n - 1) > self.peak:
-                used += self.growth(n - 1)
+                used += self._blocks_at(self.it + n - 1) - self.batch
                 if used > self.peak:
                     self.peak = used
-            self.batch += self.growth(n)
             self.it += n
+            self.batch = self._blocks_at(self.it)
 
     def growth(self, j: int) -> int:
-        """Blocks the batch gains over the next ``j`` iterations (from ``it``, batch unchanged).
+        """Blocks the batch gains over the next ``j`` iterations (from ``it``, batch unchanged)."""
+        return self._blocks_at(self.it + j) - self.batch
 
-        Each request gains one block per ``block`` iterations, plus one more when its phase,
-        rotated by ``it``, is within ``j mod block`` of the end of its block.
+    def _blocks_at(self, j: int) -> int:
+        """Blocks the running requests need for their step at iteration ``j`` (batch unchanged since ``it``).
+
+        A request reading ``x = off + j`` tokens holds ``ceil(x / block) = (x - 1 - r) / block + 1``
+        blocks, with ``r = (x - 1) mod block = (phase + j) mod block``, which is ``phase + s``
+        less ``block`` for the phases at or above ``block - s`` (``s = j mod block``). Summed:
+        the offsets' and phases' sums and one bisection for how many phases wrap.
         """
         phases, block = self._phases, self.block
-        q, t = divmod(j, block)
-        gain = len(phases) * q
-        if t:
-            s = self.it % block
-            edge = block - s  # phases at or above it wrap: r = phase + s - block
-            gain += len(phases) - bisect_left(phases, block - t + edge)  # wrapped, r >= block - t
-            gain += bisect_left(phases, edge) - bisect_left(phases, max(block - t - s, 0))  # unwrapped
-        return gain
+        n = len(phases)
+        s = j % block
+        wrapped = n - bisect_left(phases, block - s)
+        return (self._sum_off + n * (j - 1 - s) - self._sum_phase) // block + wrapped + n
 
     def growth_bound(self, j: int) -> int:
         """At least :meth:`growth` of ``j``: a request gains at most ``ceil(j / block)`` blocks in ``j`` iterations

@@ -139,8 +139,10 @@ def build_prefill(env: simpy.Environment, sc: Scenario, layout: PrefillLayout, c
 
             return PrefillFleet(workers, pool_of, serves, submit)
 
+    pick = router.pick
+
     def submit(rid: int) -> None:
-        m = int(model[rid])
-        router.pick(pools[m], m).submit(rid)
+        m = model[rid]
+        pick(pools[m], m).submit(rid)
 
     return PrefillFleet(workers, pool_of, serves, submit)
