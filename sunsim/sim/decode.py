@@ -318,9 +318,10 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             return
         heap = self._heap
         if self.paged:
-            members = self._members
-            while (entry := members.get(heap[0][1])) is None or entry[1] != heap[0][0]:
-                heapq.heappop(heap)  # preempted since it was pushed
+            if self.preemptions:  # (only a preempted request leaves a stale entry)
+                members = self._members
+                while (entry := members.get(heap[0][1])) is None or entry[1] != heap[0][0]:
+                    heapq.heappop(heap)  # preempted since it was pushed
             run_len = heap[0][0] - self.it  # until the next request finishes
             if ledger.may_overflow(run_len):
                 run_len = min(run_len, ledger.first_overflow())  # or its KV would not fit
@@ -351,10 +352,13 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             members, leave, pop = self._members, self.ledger.leave, heapq.heappop
             while heap and heap[0][0] == it:
                 rid = pop(heap)[1]
-                entry = members.get(rid)
-                if entry is None or entry[1] != it:
-                    continue  # preempted since it was pushed (or an entry repeated)
-                del members[rid]
+                if self.preemptions:
+                    entry = members.get(rid)
+                    if entry is None or entry[1] != it:
+                        continue  # preempted since it was pushed (or an entry repeated)
+                    del members[rid]
+                else:  # (only a preempted request leaves a stale entry)
+                    entry = members.pop(rid)
                 self._kv_offset -= entry[0]
                 leave(entry[0])  # with its blocks
                 done.append(rid)

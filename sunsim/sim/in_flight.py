@@ -170,16 +170,16 @@ class Feeder:
 
     def _arrive(self, _ev: object = None) -> None:
         """Send the requests due now; set the timer for the next one."""
-        env, admit, send, row = self.env, self.in_flight.admit, self._send, self._next
+        env, admit, send, rows, row = self.env, self.in_flight.admit, self._send, self._rows, self._next
+        now = env.now
         while row is not None:
             rid, t, m, p, o = row
-            delay = t - env.now
-            if delay > 0:
+            if t > now:
                 self._next = row
-                env.timeout(delay).callbacks.append(self._arrive)
+                env.timeout(t - now).callbacks.append(self._arrive)
                 return
             send(admit(rid, t, m, p, o))
-            row = next(self._rows, None)
+            row = next(rows, None)
         self._next = None
 
     def close(self, end_s: float) -> None:
