@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from itertools import chain
 from typing import Protocol
 
 import numpy as np
@@ -154,9 +155,11 @@ class Feeder:
 
     @staticmethod
     def _requests(source: RequestSource) -> Iterator[tuple[int, float, int, int, int]]:
-        for c in source.chunks():
-            yield from zip(range(c.start, c.start + len(c)), c.arrival_s.tolist(), c.model.tolist(),
-                           c.prompt_tokens.tolist(), c.output_tokens.tolist())
+        """The source's rows, chunk by chunk (chained in C: no Python frame per row)."""
+        return chain.from_iterable(
+            zip(range(c.start, c.start + len(c)), c.arrival_s.tolist(), c.model.tolist(), c.prompt_tokens.tolist(),
+                c.output_tokens.tolist())
+            for c in source.chunks())
 
     def send_next(self) -> None:
         """Send the next request now (closed loop)."""

@@ -200,11 +200,11 @@ class PrefillWorker:
         self._batch_t0, self._duration = -1.0, 0.0
         self.load -= len(batch)
         self.kv_load -= tokens
-        now, first = self.env.now, self._rec.first_token_s
+        now, first, on_done, wid = self.env.now, self._rec.first_token_s, self._on_done, self.wid
         for rid in batch:
             first[rid] = now
         for rid in batch:
-            self._on_done(rid, self.wid)
+            on_done(rid, wid)
         self._next()
 
     def stats(self) -> PrefillStats:
