@@ -47,3 +47,14 @@ def test_paired_ratios_are_the_paired_runs():
     for ref, ratios in quoted.items():
         measured = {r[0]: r[3] for r in _rows(sections[ref], "") if r[0] in MODES.values()}
         assert ratios == [measured[m] for m in MODES.values()], ref
+
+
+def test_streamed_memory_quoted_in_the_streaming_section_is_the_benchmarks():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    quoted = re.search(r"requests of the speed benchmark's fleet peak at ([0-9,]+) MB RSS.*?simulation itself at "
+                       r"([0-9,]+) MB", text, re.S)
+    assert quoted, "the streaming section quotes the streamed row's memory"
+    bench = pd.read_csv(ROOT / "results" / "speed" / "benchmark.csv")
+    streamed = bench[bench["streamed"]].iloc[0]
+    assert _number(quoted.group(1)) == round(streamed["peak_rss_mb"])
+    assert _number(quoted.group(2)) == round(streamed["sim_peak_rss_mb"])
