@@ -96,13 +96,12 @@ class CoalescedRuns:
         self._done_now = 0
         self._run_busy0 = now
         self._run_t0 = now + pause
-        self._run_k0 = k0 = self._kv_offset + batch * self.it
+        self._run_k0 = self._kv_offset + batch * self.it
         if self._step_coeffs is None:
-            ab = self._coeffs.get(batch) or self._coeff(batch)
+            self._run_a, self._run_b = self._coeff(batch)
         else:
-            ab = self._step_coeffs(self.model_counts)
-        self._run_a, self._run_b = a, b = ab
-        t = run_len * a + b * (run_len * k0 + batch * run_len * (run_len - 1) / 2)  # (_run_time, inlined)
+            self._run_a, self._run_b = self._step_coeffs(self.model_counts)
+        t = self._run_time(run_len)
         if join_at is not None and join_at - self._run_t0 < t:  # it joins before the run's end
             m = self._iterations_from(0, join_at - self._run_t0) + 1
             if m < run_len:
@@ -134,18 +133,17 @@ class CoalescedRuns:
 
     def _iterations_now(self) -> int:
         """:meth:`_iterations_by` now: as many as at the last look, or more (the run's time only moves on)."""
-        n = self._done_now = self._iterations_from(self._done_now, self.env.now - self._run_t0)
-        return n
+        self._done_now = self._iterations_from(self._done_now, self.env.now - self._run_t0)
+        return self._done_now
 
     def _iterations_from(self, n: int, elapsed: float) -> int:
         """:meth:`_iterations_by` ``elapsed``, knowing that ``n`` iterations are done by then: a step or two of the
         clock from there (the same arithmetic as :meth:`_run_time`), else the closed form."""
         alpha, beta, k0, batch, length = self._run_a, self._run_b, self._run_k0, self.batch, self._run_len
-        if n >= length or (n + 1) * alpha + beta * ((n + 1) * k0 + batch * (n + 1) * n / 2) > elapsed:
-            return n
-        n += 1
-        if n >= length or (n + 1) * alpha + beta * ((n + 1) * k0 + batch * (n + 1) * n / 2) > elapsed:
-            return n
+        for _ in (0, 1):
+            if n >= length or (n + 1) * alpha + beta * ((n + 1) * k0 + batch * (n + 1) * n / 2) > elapsed:
+                return n
+            n += 1
         return self._iterations_by(elapsed)
 
     def _iterations_by(self, elapsed: float) -> int:

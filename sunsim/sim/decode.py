@@ -205,7 +205,7 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         if self.admitted >= self.max_batch:
             return
         ledger = self.ledger
-        need = -(-(self._prompt[self.waiting[0]] + 1) // self.block)  # (just submitted: never preempted)
+        need = self._first_step_blocks(self.waiting[0])
         room = ledger.capacity - ledger.used - need
         if room < self.watermark_blocks:
             return  # it does not fit even now
@@ -248,28 +248,24 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             resume = resumes.pop(rid, None) if resumes else None
             if resume is None:  # its first join
                 start[rid] = now
-                p = prompt[rid]
-                off = p + 1 - it
-                queued -= p
-                fin = it + output[rid] - 1
+                done = 0
             else:
                 done, restore = resume
-                p = prompt[rid]
-                off = p + 1 + done - it
-                queued -= p + done
-                fin = it + output[rid] - 1 - done
                 if self.kv.preemption == "recompute":
                     recompute.append(restore)
                 else:
                     swap_tokens += -(-restore // self.block) * self.block
+            p = prompt[rid]
+            off = p + 1 + done - it
+            queued -= p + done
+            fin = it + output[rid] - 1 - done
             push(heap, (fin, rid))
             offset += off
             members[rid] = (off, fin)
             join(off)
         self._kv_offset, self._queued_kv = offset, queued
         self.batch += len(self.ready)
-        if self._step_coeffs is not None:
-            self._count(self.ready, 1)
+        self._count(self.ready, 1)
         self.ready.clear()
         if not swap_tokens and not recompute:
             return 0.0
@@ -352,13 +348,10 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             members, leave, pop = self._members, self.ledger.leave, heapq.heappop
             while heap and heap[0][0] == it:
                 rid = pop(heap)[1]
-                if self.preemptions:
-                    entry = members.get(rid)
-                    if entry is None or entry[1] != it:
-                        continue  # preempted since it was pushed (or an entry repeated)
-                    del members[rid]
-                else:  # (only a preempted request leaves a stale entry)
-                    entry = members.pop(rid)
+                entry = members.get(rid)
+                if entry is None or entry[1] != it:
+                    continue  # preempted since it was pushed (or an entry repeated)
+                del members[rid]
                 self._kv_offset -= entry[0]
                 leave(entry[0])  # with its blocks
                 done.append(rid)
@@ -374,8 +367,7 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             now, finish = self.env.now, self._rec.finish_s
             for rid in done:
                 finish[rid] = now
-            if self._step_coeffs is not None:
-                self._count(done, -1)
+            self._count(done, -1)
             freed = len(done)
             self.batch -= freed
             self.admitted -= freed

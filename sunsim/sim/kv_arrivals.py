@@ -20,16 +20,14 @@ class KVArrivals:
     def _expect(self, rid: int, t: float) -> None:
         """The KV of admitted ``rid`` is in memory at ``t``: it joins at the first boundary after, which ends
         the run in progress (cut there) or wakes the idle worker."""
-        if self._settling:
-            if t <= self.env.now:  # here already: it joins at the boundary being settled
-                self._rec.kv_ready_s[rid] = t
-                self.ready.append(rid)
-            else:  # the boundary being settled starts the run that takes it
-                heapq.heappush(self._arriving, (t, self._transfers, rid))
-                self._transfers += 1
+        if self._settling and t <= self.env.now:  # here already: it joins at the boundary being settled
+            self._rec.kv_ready_s[rid] = t
+            self.ready.append(rid)
             return
         heapq.heappush(self._arriving, (t, self._transfers, rid))
         self._transfers += 1
+        if self._settling:
+            return  # the boundary being settled starts the run that takes it
         if self._running:
             m = self._iterations_from(self._done_now, t - self._run_t0) + 1  # (as many are done by t as by now)
             if m < self._run_len:

@@ -122,8 +122,7 @@ class PrefillWorker:
 
     def _start(self) -> None:
         """Start a batch from the queue's head if its KV fits beside the KV held; else wait for transfers to end."""
-        if self._releases and self._releases[0][0] <= self.env.now:
-            self._collect()
+        self._collect()
         if self._held + self._head() > self.kv_capacity:
             if self._stalled_since is None:
                 self._stalled_since = self.env.now

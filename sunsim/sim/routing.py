@@ -126,6 +126,4 @@ class Router:
     def pick(self, pool: Sequence[Loaded], pool_id: int) -> Loaded:
         if len(pool) == 1:  # no choice to make, and no rng draw: results do not depend on the policy
             return pool[0]
-        if self._pick is least_loaded:  # (the common one, without a call)
-            return min(pool, key=_by_load)
         return self._pick(pool, pool_id, self._state)
