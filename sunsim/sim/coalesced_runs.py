@@ -25,7 +25,7 @@ class CoalescedRuns:
     request that must join sooner cuts it at an earlier boundary instead (:meth:`_cut_at`).
     The subclass (:class:`~sunsim.sim.decode.DecodeWorker`) decides who is in the batch: it
     keeps ``batch``, ``_kv_offset`` and the per-model counts current as requests join and
-    leave, and implements :meth:`_account`, :meth:`_boundary` and :meth:`_run_end`.
+    leave, and implements :meth:`_boundary` and :meth:`_run_end`.
     """
 
     def __init__(self, env: simpy.Environment, cost: CostModel,
@@ -60,10 +60,6 @@ class CoalescedRuns:
         self.events = 0
 
     # -- what the subclass decides -----------------------------------------------------------
-    def _account(self, n: int) -> None:
-        """``n`` iterations of the current run are done (at its end or its cut); :meth:`_advance` them."""
-        raise NotImplementedError
-
     def _boundary(self) -> None:
         """At an iteration boundary: change the batch, then :meth:`_start_run` or stop."""
         raise NotImplementedError
@@ -75,9 +71,8 @@ class CoalescedRuns:
 
     # -- runs --------------------------------------------------------------------------------
     def _coeff(self, batch: int) -> tuple[float, float]:
-        c = self._coeffs.get(batch)
-        if c is None:
-            c = self._coeffs[batch] = self.cost.decode_coeffs(batch)
+        """A batch size's step coefficients, kept once asked for (read as ``_coeffs.get(batch) or _coeff(batch)``)."""
+        c = self._coeffs[batch] = self.cost.decode_coeffs(batch)
         return c
 
     def _count(self, rids, sign: int) -> None:
@@ -98,7 +93,7 @@ class CoalescedRuns:
         self._run_t0 = now + pause
         self._run_k0 = self._kv_offset + batch * self.it
         if self._step_coeffs is None:
-            self._run_a, self._run_b = self._coeff(batch)
+            self._run_a, self._run_b = self._coeffs.get(batch) or self._coeff(batch)
         else:
             self._run_a, self._run_b = self._step_coeffs(self.model_counts)
         t = self._run_time(run_len)

@@ -236,7 +236,8 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
                 self._kv_offset += int(self._prompt[rid]) + 1 - it
                 self._queued_kv -= int(self._prompt[rid])
             self.batch += len(self.ready)
-            self._count(self.ready, 1)
+            if self._step_coeffs is not None:
+                self._count(self.ready, 1)
             self.ready.clear()
             return 0.0
         recompute: list[int] = []
@@ -265,7 +266,8 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             join(off)
         self._kv_offset, self._queued_kv = offset, queued
         self.batch += len(self.ready)
-        self._count(self.ready, 1)
+        if self._step_coeffs is not None:
+            self._count(self.ready, 1)
         self.ready.clear()
         if not swap_tokens and not recompute:
             return 0.0
@@ -327,18 +329,14 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             self.restore_s += pause
         self._start_run(run_len, pause, arriving[0][0] if arriving else None)
 
-    def _account(self, n: int) -> None:
-        """Advance ``n`` iterations; paged: the ledger records the run's peak (those finishing leave it next)."""
-        self._settling = True
-        self._advance(n)
-        if self.paged:
-            self.ledger.advance(n)
-
     def _run_end(self, gen: int) -> None:
         """The run's timer fired: account it, let the requests done at this boundary leave, go on."""
         if gen != self._gen:
             return  # the run was cut short and replaced
-        self._account(self._run_len)
+        self._settling = True
+        self._advance(self._run_len)
+        if self.paged:  # the ledger records the run's peak (those finishing leave it next)
+            self.ledger.advance(self._run_len)
         heap, it = self._heap, self.it
         if heap[0][0] != it:  # a cut: nobody finishes here
             self._boundary()
@@ -367,7 +365,8 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             now, finish = self.env.now, self._rec.finish_s
             for rid in done:
                 finish[rid] = now
-            self._count(done, -1)
+            if self._step_coeffs is not None:
+                self._count(done, -1)
             freed = len(done)
             self.batch -= freed
             self.admitted -= freed

@@ -116,7 +116,7 @@ class KVBlockLedger:
             # Blocks peak at the run's last step (it + n - 1); a request gains at most
             # ceil((n - 1) / block) blocks by then, a bound that usually skips the exact count.
             used = self.used
-            if used + self.growth_bound(n - 1) > self.peak:
+            if used + len(self._phases) * -(-(n - 1) // self.block) > self.peak:  # (growth_bound, inlined)
                 used += self._blocks_at(self.it + n - 1) - self.batch
                 if used > self.peak:
                     self.peak = used
@@ -149,7 +149,7 @@ class KVBlockLedger:
     def may_overflow(self, j: int) -> bool:
         """Whether the batch's blocks may exceed the GPU's within ``j`` iterations (by :meth:`growth_bound`, which
         skips :meth:`first_overflow` when they cannot)."""
-        return self.growth_bound(j) > self.capacity - self.used
+        return len(self._phases) * -(-j // self.block) > self.capacity - self.used  # (growth_bound, inlined)
 
     def first_overflow(self) -> int:
         """Iterations from ``it`` until the batch's blocks first exceed the GPU's (batch unchanged, not empty).

@@ -74,7 +74,7 @@ class PrefillWorker:
         if not self._active:
             self._active = True
             if self.starts_at_once:
-                self._next()
+                self._start()  # (what _next does with a request queued)
             else:
                 self.env.timeout(0).callbacks.append(self._next)
         elif self._batch_t0 == self.env.now and self.starts_at_once and len(self.queue) == 1:
@@ -122,15 +122,17 @@ class PrefillWorker:
 
     def _start(self) -> None:
         """Start a batch from the queue's head if its KV fits beside the KV held; else wait for transfers to end."""
-        self._collect()
+        releases, now = self._releases, self.env.now
+        while releases and releases[0][0] <= now:  # (_collect, inlined)
+            self._held -= heapq.heappop(releases)[1]
         if self._held + self._head() > self.kv_capacity:
             if self._stalled_since is None:
-                self._stalled_since = self.env.now
-            if self._releases and self._releases[0][0] < self._wake_at:
-                self._arm(self._releases[0][0])
+                self._stalled_since = now
+            if releases and releases[0][0] < self._wake_at:
+                self._arm(releases[0][0])
             return
         if self._stalled_since is not None:
-            self.stalled_s += self.env.now - self._stalled_since
+            self.stalled_s += now - self._stalled_since
             self._stalled_since = None
         room = min(self.budget, self.kv_capacity - self._held)
         self._run_batch(*self._take(room), room)

@@ -113,6 +113,10 @@ def power_of_two_kv(pool: Sequence[Loaded], pool_id: int, state: RouteState) -> 
     return wb if _by_kv(wb) < _by_kv(wa) else wa
 
 
+#: Policies that pick the first worker with the least of a key, with no state: also right for a one-worker pool.
+_STATELESS = {"least_loaded": _by_load, "least_kv": _by_kv}
+
+
 class Router:
     """Picks a worker from a pool. Deterministic given the rng's seed."""
 
@@ -122,6 +126,9 @@ class Router:
         self.policy = policy
         self._pick = POLICIES[policy]
         self._state = RouteState(rng)
+        key = _STATELESS.get(policy)
+        if key is not None:  # the policy's own pick, without a call to it (and without the one-worker check)
+            self.pick = lambda pool, pool_id: min(pool, key=key)
 
     def pick(self, pool: Sequence[Loaded], pool_id: int) -> Loaded:
         if len(pool) == 1:  # no choice to make, and no rng draw: results do not depend on the policy
