@@ -27,6 +27,11 @@ from sunsim.sim.preemption import Preemption
 from sunsim.sim.records import Records
 from sunsim.sim.stats import DecodeStats
 
+#: A running request's entry in its worker's heap: the iteration at which it is done, shifted above its slot
+#: (one int orders as the pair would, and compares faster than a tuple; slots stay far below 2**32).
+SLOT_BITS = 32
+SLOT_MASK = (1 << SLOT_BITS) - 1
+
 
 class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
     """Continuous batching over block-managed KV memory, iterations coalesced.
@@ -77,7 +82,7 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         self._arriving: list[tuple[float, int, int]] = []  # (time the KV is here, order, request), a heap
         self._transfers = 0
         self._wake_at = math.inf  # an idle worker's timer for the next KV to arrive (inf: none set)
-        self._heap: list[tuple[int, int]] = []  # (iteration at which done, request)
+        self._heap: list[int] = []  # (iteration at which done) << SLOT_BITS | request
 
         # Paged state, per request (indexed by request id): the variant's, or this worker's own.
         if paged_state is None:
@@ -232,7 +237,7 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             for rid in self.ready:
                 rec.decode_start_s[rid] = now
                 steps = int(self._output[rid]) - 1  # the first token came from prefill
-                heapq.heappush(self._heap, (it + steps, rid))
+                heapq.heappush(self._heap, (it + steps) << SLOT_BITS | rid)
                 self._kv_offset += int(self._prompt[rid]) + 1 - it
                 self._queued_kv -= int(self._prompt[rid])
             self.batch += len(self.ready)
@@ -260,7 +265,7 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             off = p + 1 + done - it
             queued -= p + done
             fin = it + output[rid] - 1 - done
-            push(heap, (fin, rid))
+            push(heap, fin << SLOT_BITS | rid)
             offset += off
             members[rid] = (off, fin)
             join(off)
@@ -318,13 +323,13 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         if self.paged:
             if self.preemptions:  # (only a preempted request leaves a stale entry)
                 members = self._members
-                while (entry := members.get(heap[0][1])) is None or entry[1] != heap[0][0]:
+                while (entry := members.get(heap[0] & SLOT_MASK)) is None or entry[1] != heap[0] >> SLOT_BITS:
                     heapq.heappop(heap)  # preempted since it was pushed
-            run_len = heap[0][0] - self.it  # until the next request finishes
+            run_len = (heap[0] >> SLOT_BITS) - self.it  # until the next request finishes
             if ledger.may_overflow(run_len):
                 run_len = min(run_len, ledger.first_overflow())  # or its KV would not fit
         else:
-            run_len = heap[0][0] - self.it
+            run_len = (heap[0] >> SLOT_BITS) - self.it
         if pause:
             self.restore_s += pause
         self._start_run(run_len, pause, arriving[0][0] if arriving else None)
@@ -338,14 +343,15 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         if self.paged:  # the ledger records the run's peak (those finishing leave it next)
             self.ledger.advance(self._run_len)
         heap, it = self._heap, self.it
-        if heap[0][0] != it:  # a cut: nobody finishes here
+        later = (it + 1) << SLOT_BITS  # the entries below are done at iteration it
+        if heap[0] >= later:  # a cut: nobody finishes here
             self._boundary()
             return
         done: list[int] = []
         if self.paged:
             members, leave, pop = self._members, self.ledger.leave, heapq.heappop
-            while heap and heap[0][0] == it:
-                rid = pop(heap)[1]
+            while heap and heap[0] < later:
+                rid = pop(heap) & SLOT_MASK
                 entry = members.get(rid)
                 if entry is None or entry[1] != it:
                     continue  # preempted since it was pushed (or an entry repeated)
@@ -355,8 +361,8 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
                 done.append(rid)
         else:
             prompt, output = self._prompt, self._output
-            while heap and heap[0][0] == it:
-                rid = heapq.heappop(heap)[1]
+            while heap and heap[0] < later:
+                rid = heapq.heappop(heap) & SLOT_MASK
                 self._kv_offset -= prompt[rid] + 1 - (it - output[rid] + 1)
                 self.reserved_tokens -= prompt[rid] + output[rid]
                 self.ledger.release(self.blocks_for(rid))
