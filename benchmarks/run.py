@@ -34,7 +34,6 @@ def one_run(size: int, variant: str, streamed: bool) -> dict:
     """Child process: simulate one variant of the fleet scenario and report its figures."""
     from dataclasses import replace
 
-    from sunsim.analysis.record_file import ParquetRecordSink
     from sunsim.scenario import load_scenario
     from sunsim.sim.variant import simulate_variant
     from sunsim.workload.stream import StreamedRequests, build_workload
@@ -44,6 +43,8 @@ def one_run(size: int, variant: str, streamed: bool) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=os.environ.get("SUNSIM_BENCH_TMP")) as tmp:
         if streamed:
+            from sunsim.analysis.record_file import ParquetRecordSink
+
             source = StreamedRequests(sc)
             sink = ParquetRecordSink(Path(tmp) / "requests.parquet", source.models)
             res = simulate_variant(sc, v, source, sink=sink)
