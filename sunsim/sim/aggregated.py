@@ -350,7 +350,7 @@ class AggregatedWorker(CoalescedRuns):
         if self._on_finished is not None:
             self._on_finished(done)
 
-    def _run_end(self, gen: int) -> None:
+    def _run_end(self, gen: int, _ev: object = None) -> None:
         if gen != self._gen:
             return  # the run was cut short and replaced
         freed = self._account(self._run_len)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import simpy
@@ -64,9 +65,9 @@ class CoalescedRuns:
         """At an iteration boundary: change the batch, then :meth:`_start_run` or stop."""
         raise NotImplementedError
 
-    def _run_end(self, gen: int) -> None:
+    def _run_end(self, gen: int, _ev: object = None) -> None:
         """The run's timer fired (ignored unless ``gen`` is current): account its ``_run_len`` iterations, let the
-        batch change."""
+        batch change. (The timer calls it through a :func:`functools.partial`: no Python frame of its own.)"""
         raise NotImplementedError
 
     # -- runs --------------------------------------------------------------------------------
@@ -96,15 +97,14 @@ class CoalescedRuns:
             self._run_a, self._run_b = self._coeffs.get(batch) or self._coeff(batch)
         else:
             self._run_a, self._run_b = self._step_coeffs(self.model_counts)
-        t = self._run_time(run_len)
-        if join_at is not None and join_at - self._run_t0 < t:  # it joins before the run's end
+        t = run_len * self._run_a + self._run_b * (run_len * self._run_k0 + batch * run_len * (run_len - 1) / 2)
+        if join_at is not None and join_at - self._run_t0 < t:  # (t: _run_time, inlined)  # it joins before the run's end
             m = self._iterations_from(0, join_at - self._run_t0) + 1
             if m < run_len:
                 self._run_len = run_len = m
                 t = self._run_time(m)
-        gen = self._gen
         self.events += 1
-        self.env.timeout(pause + t).callbacks.append(lambda _ev: self._run_end(gen))
+        self.env.timeout(pause + t).callbacks.append(partial(self._run_end, self._gen))
 
     def _advance(self, n: int) -> None:
         """Count ``n`` iterations of the current run as done, and its busy time up to now."""
@@ -117,9 +117,9 @@ class CoalescedRuns:
         """End the current run after its first ``m`` iterations instead (its own timer goes stale)."""
         self._gen += 1
         self._run_len = m
-        gen, t_end = self._gen, self._run_t0 + self._run_time(m)
+        t_end = self._run_t0 + self._run_time(m)
         self.events += 1
-        self.env.timeout(t_end - self.env.now).callbacks.append(lambda _ev: self._run_end(gen))
+        self.env.timeout(t_end - self.env.now).callbacks.append(partial(self._run_end, self._gen))
 
     # -- the run's clock, in closed form ------------------------------------------------------
     def _run_time(self, n: float) -> float:

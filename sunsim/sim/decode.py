@@ -143,7 +143,7 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
 
     def _first_step_blocks(self, rid: int) -> int:
         """Blocks a (re)admitted request needs for its next step: prompt + 1 + steps done."""
-        resume = self._resumes.get(rid)
+        resume = self._resumes.get(rid) if self._resumes else None
         return -(-(self._prompt[rid] + 1 + (resume[0] if resume else 0)) // self.block)
 
     # -- arrivals --------------------------------------------------------------------------
@@ -334,15 +334,19 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             self.restore_s += pause
         self._start_run(run_len, pause, arriving[0][0] if arriving else None)
 
-    def _run_end(self, gen: int) -> None:
+    def _run_end(self, gen: int, _ev: object = None) -> None:
         """The run's timer fired: account it, let the requests done at this boundary leave, go on."""
         if gen != self._gen:
             return  # the run was cut short and replaced
         self._settling = True
-        self._advance(self._run_len)
+        n = self._run_len
+        self.it = it = self.it + n  # (_advance, inlined)
+        self.iterations += n
+        self.tokens += n * self.batch
+        self.busy_s += self.env.now - self._run_busy0
         if self.paged:  # the ledger records the run's peak (those finishing leave it next)
-            self.ledger.advance(self._run_len)
-        heap, it = self._heap, self.it
+            self.ledger.advance(n)
+        heap = self._heap
         later = (it + 1) << SLOT_BITS  # the entries below are done at iteration it
         if heap[0] >= later:  # a cut: nobody finishes here
             self._boundary()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import simpy
 
@@ -177,8 +178,7 @@ class PrefillWorker:
         self._duration = duration
         self._batch_ends_at = self._batch_t0 + duration
         self._gen += 1
-        gen = self._gen
-        self.env.timeout(duration).callbacks.append(lambda _ev: gen == self._gen and self._batch_done())
+        self.env.timeout(duration).callbacks.append(partial(self._batch_done, self._gen))
 
     def _join_batch(self) -> None:
         """A request arriving as its batch starts (the queue's only one) joins it if it fits in the batch's room."""
@@ -196,7 +196,10 @@ class PrefillWorker:
         self._rec.prefill_start_s[rid] = self.env.now
         self._time_batch()
 
-    def _batch_done(self) -> None:
+    def _batch_done(self, gen: int, _ev: object) -> None:
+        """The timer of a batch fired: it is done, unless it was taken again since (a later timer stands)."""
+        if gen != self._gen:
+            return
         batch, tokens = self._batch, self._tokens
         self._batch_t0, self._duration = -1.0, 0.0
         self.load -= len(batch)
