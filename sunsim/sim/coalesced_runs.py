@@ -91,15 +91,15 @@ class CoalescedRuns:
         self._run_len = run_len
         self._done_now = 0
         self._run_busy0 = now
-        self._run_t0 = now + pause
-        self._run_k0 = self._kv_offset + batch * self.it
+        self._run_t0 = t0 = now + pause
+        self._run_k0 = k0 = self._kv_offset + batch * self.it
         if self._step_coeffs is None:
-            self._run_a, self._run_b = self._coeffs.get(batch) or self._coeff(batch)
+            self._run_a, self._run_b = a, b = self._coeffs.get(batch) or self._coeff(batch)
         else:
-            self._run_a, self._run_b = self._step_coeffs(self.model_counts)
-        t = run_len * self._run_a + self._run_b * (run_len * self._run_k0 + batch * run_len * (run_len - 1) / 2)
-        if join_at is not None and join_at - self._run_t0 < t:  # (t: _run_time, inlined)  # it joins before the run's end
-            m = self._iterations_from(0, join_at - self._run_t0) + 1
+            self._run_a, self._run_b = a, b = self._step_coeffs(self.model_counts)
+        t = run_len * a + b * (run_len * k0 + batch * run_len * (run_len - 1) / 2)  # (_run_time, inlined)
+        if join_at is not None and join_at - t0 < t:  # it joins before the run's end
+            m = self._iterations_from(0, join_at - t0) + 1
             if m < run_len:
                 self._run_len = run_len = m
                 t = self._run_time(m)

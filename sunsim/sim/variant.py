@@ -159,7 +159,7 @@ def simulate_variant(sc: Scenario, variant: VariantSpec, stream: RequestSource, 
     def start_transfer(rid: int, worker: DecodeWorker, at: float) -> float:
         # The prompt's KV moves (the first output token's KV is computed by the first decode step); returns when it
         # is in the decode GPU's memory and, multi-LoRA, its adapter too.
-        src, tokens = int(rec.prefill_worker[rid]), int(prompt[rid])
+        src, tokens = int(rec.prefill_worker[rid]), prompt[rid]
         t = link.transfer(tokens, src, worker.wid, at)
         prefill_workers[src].release_at(t, tokens)  # the prefill GPU's copy is freed then
         if adapters:
