@@ -334,19 +334,23 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
             self.restore_s += pause
         self._start_run(run_len, pause, arriving[0][0] if arriving else None)
 
+    def _account(self, n: int) -> None:
+        """Advance ``n`` iterations and the busy time; paged: the ledger records the run's peak (those finishing
+        leave it next)."""
+        self._settling = True
+        self.it += n  # (_advance, inlined)
+        self.iterations += n
+        self.tokens += n * self.batch
+        self.busy_s += self.env.now - self._run_busy0
+        if self.paged:
+            self.ledger.advance(n)
+
     def _run_end(self, gen: int, _ev: object = None) -> None:
         """The run's timer fired: account it, let the requests done at this boundary leave, go on."""
         if gen != self._gen:
             return  # the run was cut short and replaced
-        self._settling = True
-        n = self._run_len
-        self.it = it = self.it + n  # (_advance, inlined)
-        self.iterations += n
-        self.tokens += n * self.batch
-        self.busy_s += self.env.now - self._run_busy0
-        if self.paged:  # the ledger records the run's peak (those finishing leave it next)
-            self.ledger.advance(n)
-        heap = self._heap
+        self._account(self._run_len)
+        heap, it = self._heap, self.it
         later = (it + 1) << SLOT_BITS  # the entries below are done at iteration it
         if heap[0] >= later:  # a cut: nobody finishes here
             self._boundary()

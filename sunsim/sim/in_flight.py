@@ -125,7 +125,9 @@ class InFlight:
         self.sink.write(self.request[slots], cols)
         # A preempted request may leave a stale entry in its worker's heap (popped lazily, keyed by slot):
         # its slot is retired, never reused, so that entry can never match another request.
-        reuse = slots[cols["preemptions"] == 0]
+        # Freed slots are handed out again in ascending order: requests arriving together then sit side by side
+        # in every per-request array, as a whole-run array indexed by arrival would keep them (cache locality).
+        reuse = np.sort(slots[cols["preemptions"] == 0])
         for arr, fill in self._arrays:
             arr[slots] = fill
         self.request[slots[cols["preemptions"] > 0]] = -2  # retired: neither free nor in flight
@@ -141,6 +143,32 @@ class InFlight:
             values.extend([0] * old)
         self.records.n = new
         self._free.extend(range(new - 1, old - 1, -1))
+
+
+class WholeRun(InFlight):
+    """The requests in flight of a run whose rows go to whole-run arrays (:class:`MemorySink`): a request's slot
+    is its index in the stream, so nothing is gathered or reset until the run's end, and requests arriving
+    together sit side by side in every per-request array (memory a busy worker reads in order, not scattered
+    over reused slots)."""
+
+    def __init__(self, sink: RecordSink, n: int) -> None:
+        super().__init__(sink, capacity=max(n, 1))
+        self._free = []
+
+    def admit(self, request: int, arrival_s: float, model: int, prompt: int, output: int) -> int:
+        self.request[request] = request
+        self.arrival_s[request] = arrival_s
+        self.model[request] = model
+        self.prompt[request] = prompt
+        self.output[request] = output
+        self.admitted += 1
+        if self.admitted - self.done > self.peak:
+            self.peak = self.admitted - self.done
+        return request
+
+    def finished(self, slots: list[int]) -> None:
+        """These requests are done: their rows stay in place until :meth:`close`."""
+        self.done += len(slots)
 
 
 class Feeder:
@@ -228,7 +256,7 @@ class RunFrame:
             sink = MemorySink(source)
         self.sink = sink
         self.env = simpy.Environment()
-        self.in_flight = InFlight(sink)
+        self.in_flight = WholeRun(sink, len(source)) if isinstance(sink, MemorySink) else InFlight(sink)
         self.n = len(source)
         self.finished = 0
         self.all_done = self.env.event()

@@ -50,7 +50,6 @@ class PrefillWorker:
         self.busy_s = 0.0
         self.batches = 0
         self._batch_ends_at = 0.0  # when the batch started last ends (busy_s already counts all of it)
-        self._times: dict[int, float] = {}  # a lone prompt's prefill time, by its length
         self._active = False  # a batch runs, is about to start, or waits for memory
         # The batch running: its requests, their prompt lengths, its tokens, the room it was formed in, its
         # start and duration; the generation of its timer (a batch taken again sets a new one).
@@ -168,10 +167,8 @@ class PrefillWorker:
     def _time_batch(self) -> None:
         """Set the running batch's timer."""
         batch, tokens = self._batch, self._tokens
-        if len(batch) == 1:  # a lone prompt's time, by its length (as many as prompt lengths)
-            duration = self._times.get(tokens)
-            if duration is None:
-                duration = self._times[tokens] = self.cost.prefill_time(tokens, tokens * tokens, 1)
+        if len(batch) == 1:
+            duration = self.cost.prefill_time(tokens, tokens * tokens, 1)
         else:
             duration = self.cost.prefill_time(tokens, sum(x * x for x in self._lengths), len(batch))
         self.busy_s += duration - self._duration
