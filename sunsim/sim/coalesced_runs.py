@@ -128,8 +128,13 @@ class CoalescedRuns:
 
     def _iterations_now(self) -> int:
         """:meth:`_iterations_by` now: as many as at the last look, or more (the run's time only moves on)."""
-        self._done_now = self._iterations_from(self._done_now, self.env.now - self._run_t0)
-        return self._done_now
+        n, elapsed = self._done_now, self.env.now - self._run_t0
+        # (the first step of _iterations_from, inlined: routers look often, mostly within one iteration)
+        if n >= self._run_len or (n + 1) * self._run_a + self._run_b * ((n + 1) * self._run_k0
+                                                                         + self.batch * (n + 1) * n / 2) > elapsed:
+            return n
+        self._done_now = n = self._iterations_from(n + 1, elapsed)
+        return n
 
     def _iterations_from(self, n: int, elapsed: float) -> int:
         """:meth:`_iterations_by` ``elapsed``, knowing that ``n`` iterations are done by then: a step or two of the
