@@ -142,8 +142,15 @@ def vllm_metrics(df: pd.DataFrame, span: tuple[float, float], slo_ttft_s: float,
     del tpot_all
     gaps = out_tok[multi] - 1
     del out_tok
-    stats["tpot"] = _series(tpots, None, percentiles)
-    stats["itl"] = _series(tpots, gaps, percentiles)  # each request's TPOT, once per gap
+    if len(tpots):  # one sort for both: each request's TPOT, and the same once per gap (gaps are >= 1)
+        order = np.argsort(tpots, kind="stable")
+        v = np.asarray(tpots, dtype=float)[order]
+        c = np.asarray(gaps, dtype=np.int64)[order]
+        del order
+        stats["tpot"] = _sorted_stats(v, None, None, percentiles)
+        stats["itl"] = _sorted_stats(v, c, np.cumsum(c), percentiles)
+    else:
+        stats["tpot"] = stats["itl"] = None
     for name in ("ttft", "tpot", "itl", "e2el"):
         for stat in ("mean", "median", "std", *(f"p{percentile_word(q)}" for q in percentiles)):
             block[f"{stat}_{name}_ms"] = None if stats[name] is None else stats[name][stat] * 1e3
