@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -12,6 +13,8 @@ import simpy
 from sunsim.costs.model import CostModel
 from sunsim.sim.records import Records
 from sunsim.sim.stats import PrefillStats
+
+NAN = float("nan")
 
 
 class PrefillWorker:
@@ -36,7 +39,7 @@ class PrefillWorker:
 
     def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, max_batch_tokens: int,
                  prompt: Sequence[int], rec: Records, on_done: Callable[[int, int], None],
-                 kv_capacity_tokens: int | None = None) -> None:
+                 kv_capacity_tokens: int | None = None, lone_times: array | None = None) -> None:
         self.env, self.wid, self.cost, self.budget = env, wid, cost, max_batch_tokens
         self._prompt, self._rec, self._on_done = prompt, rec, on_done
         self.kv_capacity = kv_capacity_tokens if kv_capacity_tokens is not None else 1 << 62
@@ -58,6 +61,9 @@ class PrefillWorker:
         self._tokens = self._room = 0
         self._batch_t0, self._duration, self._gen = -1.0, 0.0, 0
         self._stalled_since: float | None = None  # waiting for memory since then
+        # A lone prompt's prefill time by its length (NaN: not asked for yet), shared by the GPUs of one cost model:
+        # one contiguous table, a lookup reading 8 bytes.
+        self._lone = lone_times if lone_times is not None else array("d")
         self._wake_at = float("inf")  # a stalled worker's timer (inf: none set)
 
     @property
@@ -167,8 +173,11 @@ class PrefillWorker:
     def _time_batch(self) -> None:
         """Set the running batch's timer."""
         batch, tokens = self._batch, self._tokens
-        if len(batch) == 1:
-            duration = self.cost.prefill_time(tokens, tokens * tokens, 1)
+        if len(batch) == 1:  # a lone prompt: its time by its length, computed once per length
+            lone = self._lone
+            duration = lone[tokens] if tokens < len(lone) else NAN
+            if duration != duration:
+                duration = self._lone_time(tokens)
         else:
             duration = self.cost.prefill_time(tokens, sum(x * x for x in self._lengths), len(batch))
         self.busy_s += duration - self._duration
@@ -176,6 +185,14 @@ class PrefillWorker:
         self._batch_ends_at = self._batch_t0 + duration
         self._gen += 1
         self.env.timeout(duration).callbacks.append(partial(self._batch_done, self._gen))
+
+    def _lone_time(self, tokens: int) -> float:
+        """A lone prompt of ``tokens`` tokens: its prefill time, kept in the shared table."""
+        lone = self._lone
+        if tokens >= len(lone):
+            lone.extend([NAN] * (max(tokens + 1, 2 * len(lone)) - len(lone)))
+        lone[tokens] = duration = self.cost.prefill_time(tokens, tokens * tokens, 1)
+        return duration
 
     def _join_batch(self) -> None:
         """A request arriving as its batch starts (the queue's only one) joins it if it fits in the batch's room."""

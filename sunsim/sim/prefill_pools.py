@@ -15,6 +15,7 @@ Three layouts, by the ``prefill`` section:
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -106,10 +107,11 @@ def build_prefill(env: simpy.Environment, sc: Scenario, layout: PrefillLayout, c
     workers: list[PrefillWorker] = []
     pools: list[list[PrefillWorker]] = []
     if not spec.shared:
+        lone_times = array("d")  # the workers share one cost model: one table of lone prompts' times
         for t in tasks:
             pool = []
             for _ in range(layout.counts[t]):
-                w = PrefillWorker(env, len(workers), cost, budget, prompt, rec, on_done, layout.kv_capacity)
+                w = PrefillWorker(env, len(workers), cost, budget, prompt, rec, on_done, layout.kv_capacity, lone_times)
                 workers.append(w)
                 pool.append(w)
             pools.append(pool)
