@@ -39,14 +39,30 @@ def test_speed_table_is_the_benchmark_csv():
         assert round(b["peak_rss_mb"]) == _number(cells[5])
 
 
+#: The README's paired measures -> their column in benchmarks/paired.py's table.
+PAIRED_COLUMNS = {"simulation": 6, "whole process": 3}
+
+
 def test_paired_ratios_are_the_paired_runs():
     paired = (ROOT / "results" / "speed" / "paired.md").read_text(encoding="utf-8")
-    quoted = {r[0].split(" ")[0]: r[1:] for r in _rows(_speed_bullet(), "") if re.match(r"[0-9a-f]{7} ", r[0])}
+    quoted = [r for r in _rows(_speed_bullet(), "") if re.match(r"[0-9a-f]{7} ", r[0])]
     sections = {part.split()[0]: part for part in paired.split("## --ref ")[1:]}
-    assert set(quoted) == set(sections) and quoted
-    for ref, ratios in quoted.items():
-        measured = {r[0]: r[3] for r in _rows(sections[ref], "") if r[0] in MODES.values()}
-        assert ratios == [measured[m] for m in MODES.values()], ref
+    assert {r[0].split(" ")[0] for r in quoted} == set(sections) and quoted
+    assert len(quoted) == len(sections) * len(PAIRED_COLUMNS), "both measures of every earlier version"
+    for ref_cell, measure, *ratios in quoted:
+        ref = ref_cell.split(" ")[0]
+        measured = {r[0]: r[PAIRED_COLUMNS[measure]] for r in _rows(sections[ref], "") if r[0] in MODES.values()}
+        assert ratios == [measured[m] for m in MODES.values()], (ref, measure)
+
+
+def test_profile_shares_quoted_are_the_profiles():
+    """Each share the README gives for where the time goes is one of results/speed/profile.md's."""
+    text = " ".join(_speed_bullet().split())  # (the README wraps its lines)
+    where = text[text.index("Where the time goes now"):text.index("What makes it fast")]
+    quoted = re.findall(r"([0-9]+\.[0-9])%", where)
+    profile = (ROOT / "results" / "speed" / "profile.md").read_text(encoding="utf-8")
+    shares = set(re.findall(r"\| ([0-9]+\.[0-9])% \|", profile))
+    assert len(quoted) >= 8 and set(quoted) <= shares, set(quoted) - shares
 
 
 def test_streamed_memory_quoted_in_the_streaming_section_is_the_benchmarks():
