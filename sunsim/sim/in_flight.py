@@ -87,9 +87,7 @@ class InFlight:
 
     def admit(self, request: int, arrival_s: float, model: int, prompt: int, output: int) -> int:
         """Give an arriving request a slot, holding its stream columns; returns the slot."""
-        if not self._free:
-            self._grow()
-        slot = self._free.pop()
+        slot = self._take_slot(request)
         self.request[slot] = request
         self.arrival_s[slot] = arrival_s
         self.model[slot] = model
@@ -99,6 +97,12 @@ class InFlight:
         if self.admitted - self.done > self.peak:
             self.peak = self.admitted - self.done
         return slot
+
+    def _take_slot(self, request: int) -> int:
+        """A free slot for the ``request``-th request of the stream."""
+        if not self._free:
+            self._grow()
+        return self._free.pop()
 
     def finished(self, slots: list[int]) -> None:
         """These requests are done: their rows go to the sink with the next batch."""
@@ -155,15 +159,7 @@ class WholeRun(InFlight):
         super().__init__(sink, capacity=max(n, 1))
         self._free = []
 
-    def admit(self, request: int, arrival_s: float, model: int, prompt: int, output: int) -> int:
-        self.request[request] = request
-        self.arrival_s[request] = arrival_s
-        self.model[request] = model
-        self.prompt[request] = prompt
-        self.output[request] = output
-        self.admitted += 1
-        if self.admitted - self.done > self.peak:
-            self.peak = self.admitted - self.done
+    def _take_slot(self, request: int) -> int:
         return request
 
     def finished(self, slots: list[int]) -> None:
