@@ -60,15 +60,17 @@ def repeated_stats(values: np.ndarray, counts: np.ndarray, percentiles: tuple[fl
     Equal to the same statistics of ``np.repeat(values, counts)`` (numpy's linear percentile: the sorted
     list's value at index ``(N - 1) q / 100``, interpolated between neighbours), at O(requests) cost.
     """
+    v, c = _by_value(values, counts)
+    return _sorted_stats(v, c, np.cumsum(c), percentiles)
+
+
+def _by_value(values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (as floats) and their ``counts`` sorted by value (stably), zero counts dropped."""
     if not (counts > 0).all():
         keep = counts > 0
         values, counts = values[keep], counts[keep]
     order = np.argsort(values, kind="stable")
-    v = np.asarray(values, dtype=float)[order]
-    c = np.asarray(counts, dtype=np.int64)[order]
-    del order
-    cum = np.cumsum(c)
-    return _sorted_stats(v, c, cum, percentiles)
+    return np.asarray(values, dtype=float)[order], np.asarray(counts, dtype=np.int64)[order]
 
 
 def _sorted_stats(v: np.ndarray, c: np.ndarray | None, cum: np.ndarray | None,
@@ -142,11 +144,8 @@ def vllm_metrics(df: pd.DataFrame, span: tuple[float, float], slo_ttft_s: float,
     del tpot_all
     gaps = out_tok[multi] - 1
     del out_tok
-    if len(tpots):  # one sort for both: each request's TPOT, and the same once per gap (gaps are >= 1)
-        order = np.argsort(tpots, kind="stable")
-        v = np.asarray(tpots, dtype=float)[order]
-        c = np.asarray(gaps, dtype=np.int64)[order]
-        del order
+    if len(tpots):  # one sort for both: each request's TPOT, and the same once per gap (gaps >= 1: none dropped)
+        v, c = _by_value(tpots, gaps)
         stats["tpot"] = _sorted_stats(v, None, None, percentiles)
         stats["itl"] = _sorted_stats(v, c, np.cumsum(c), percentiles)
     else:

@@ -338,10 +338,7 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         """Advance ``n`` iterations and the busy time; paged: the ledger records the run's peak (those finishing
         leave it next)."""
         self._settling = True
-        self.it += n  # (_advance, inlined)
-        self.iterations += n
-        self.tokens += n * self.batch
-        self.busy_s += self.env.now - self._run_busy0
+        self._advance(n)
         if self.paged:
             self.ledger.advance(n)
 

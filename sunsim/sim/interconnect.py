@@ -52,7 +52,7 @@ class Interconnect:
         """
         now = self.env.now
         begin = now if start_s < now else start_s
-        dur = self.latency_s + tokens * self.kv_bytes_per_token / self.bandwidth_Bps  # (duration, inlined)
+        dur = self.duration(tokens)
         if self.contention == "none":
             end = begin + dur
         else:

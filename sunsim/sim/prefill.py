@@ -128,9 +128,8 @@ class PrefillWorker:
 
     def _start(self) -> None:
         """Start a batch from the queue's head if its KV fits beside the KV held; else wait for transfers to end."""
+        self._collect()
         releases, now = self._releases, self.env.now
-        while releases and releases[0][0] <= now:  # (_collect, inlined)
-            self._held -= heapq.heappop(releases)[1]
         if self._held + self._head() > self.kv_capacity:
             if self._stalled_since is None:
                 self._stalled_since = now
