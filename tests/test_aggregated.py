@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import simpy
 
 from sunsim.analysis.metrics import request_table, summarize
 from sunsim.costs.architecture import PRESETS
@@ -13,6 +12,7 @@ from sunsim.costs.hardware import GPUS
 from sunsim.costs.model import AnalyticCostModel, decode_step_time
 from sunsim.scenario import ScenarioError
 from sunsim.sim.aggregated import AggregatedState, AggregatedWorker
+from sunsim.sim.environment import Environment
 from sunsim.sim.kv_policy import KVPolicy
 from sunsim.sim.records import Records
 from sunsim.sim.variant import check_variant, load_profile, simulate_variant
@@ -25,7 +25,7 @@ PAGED = KVPolicy(policy="paged", watermark=0.0)
 
 def run_worker(arrival, prompt, output, budget, capacity_tokens=1 << 40, block=16, kv=PAGED, max_batch=None):
     """One aggregated worker fed directly; returns its records and the worker."""
-    env = simpy.Environment()
+    env = Environment()
     prompt, output = np.asarray(prompt, np.int64), np.asarray(output, np.int64)
     rec = Records(len(prompt))
     w = AggregatedWorker(env, 0, COST, capacity_tokens, block, max_batch, budget, prompt, output, rec, kv,

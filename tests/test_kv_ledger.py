@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,7 @@ from sunsim.costs.architecture import PRESETS
 from sunsim.costs.hardware import GPUS
 from sunsim.costs.model import AnalyticCostModel
 from sunsim.sim.decode import DecodeWorker
+from sunsim.sim.environment import Environment
 from sunsim.sim.kv_ledger import KVBlockLedger
 from sunsim.sim.kv_policy import KVPolicy
 from sunsim.sim.records import Records
@@ -198,7 +198,7 @@ def _worker_run(output_tokens: np.ndarray, block: int, preemption: str) -> Decod
     rng = np.random.default_rng(len(output_tokens))
     n = len(output_tokens)
     arrival, context = np.cumsum(rng.exponential(0.003, n)), rng.integers(1, 200, n)
-    env, rec = simpy.Environment(), Records(n)
+    env, rec = Environment(), Records(n)
     kv = KVPolicy(policy="paged", preemption=preemption, kv_bytes_per_token=PRESETS["llama-3.1-8b"].kv_bytes_per_token)
     capacity = (_ceil(int((context + output_tokens + 1).max()), block) + 6) * block
     w = DecodeWorker(env, 0, cost, capacity, block, 8, context - 1, output_tokens + 1, rec,
@@ -233,7 +233,7 @@ def test_kv_load_is_the_kv_held_now_never_the_future_output(policy):
     """What a router reads: the prompts of requests not yet running, then the batch's KV growing by one
     token per request per iteration; two requests alike but for their (unknown) output length weigh the same."""
     cost = AnalyticCostModel(GPUS["h100"], PRESETS["llama-3.1-8b"], "bf16")
-    env, rec = simpy.Environment(), Records(2)
+    env, rec = Environment(), Records(2)
     kv = KVPolicy(policy=policy, kv_bytes_per_token=PRESETS["llama-3.1-8b"].kv_bytes_per_token)
     prompt, output = np.array([100, 100]), np.array([2000, 3])
     transfer = 0.002  # the long request's KV arrives then; the short one's never

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import simpy
 
 from sunsim.costs.architecture import PRESETS
 from sunsim.costs.hardware import GPUS
 from sunsim.costs.model import AnalyticCostModel
+from sunsim.sim.environment import Environment
 from sunsim.sim.prefill import PrefillWorker
 from sunsim.sim.records import Records
 
@@ -19,7 +19,7 @@ COST = AnalyticCostModel(GPUS["h100"], PRESETS["llama-3.1-8b"], "bf16")
 def _serve(arrival: np.ndarray, prompt: np.ndarray, at_once: bool, budget: int, kv_capacity: int | None):
     """One prefill worker fed the requests in arrival order (those of one instant in one go); its records and
     batch count. Each request's KV is handed over 5 ms after its prefill ends."""
-    env, rec = simpy.Environment(), Records(len(arrival))
+    env, rec = Environment(), Records(len(arrival))
     workers: list[PrefillWorker] = []
     w = PrefillWorker(env, 0, COST, budget, prompt.tolist(), rec,
                       lambda rid, _wid: workers[0].release_at(env.now + 0.005, int(prompt[rid])), kv_capacity)

@@ -31,12 +31,12 @@ from collections import deque
 from collections.abc import Callable
 
 import numpy as np
-import simpy
 
 from sunsim.costs.lora import AdapterCache, LoraCost
 from sunsim.costs.lora import step_coeffs as lora_step_coeffs
 from sunsim.costs.model import CostModel
 from sunsim.sim.coalesced_runs import CoalescedRuns
+from sunsim.sim.environment import Environment
 from sunsim.sim.kv_ledger import KVBlockLedger
 from sunsim.sim.kv_policy import Alloc, KVPolicy, fixed_alloc
 from sunsim.sim.records import Records
@@ -65,7 +65,7 @@ class AggregatedWorker(CoalescedRuns):
     waits for its adapter to load before it queues.
     """
 
-    def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, kv_capacity_tokens: int,
+    def __init__(self, env: Environment, wid: int, cost: CostModel, kv_capacity_tokens: int,
                  block_tokens: int, max_batch: int | None, budget: int, prompt: np.ndarray, output: np.ndarray,
                  rec: Records, kv: KVPolicy, state: AggregatedState,
                  on_finished: Callable[[list[int]], None] | None = None, timeline: list | None = None,
@@ -125,7 +125,7 @@ class AggregatedWorker(CoalescedRuns):
         if self._adapters is not None:
             ready = self._adapters.ready_at(int(self._model[rid]), self.env.now)
             if ready > self.env.now:
-                self.env.timeout(ready - self.env.now).callbacks.append(lambda _ev: self._enqueue(rid))
+                self.env.call_later(ready - self.env.now, lambda _ev: self._enqueue(rid))
                 return
         self._enqueue(rid)
 
@@ -269,7 +269,7 @@ class AggregatedWorker(CoalescedRuns):
         self._run_busy0 = self.env.now
         self.events += 1
         self.mixed_iterations += 1
-        self.env.timeout(t).callbacks.append(lambda _ev: self._mixed_end())
+        self.env.call_later(t, lambda _ev: self._mixed_end())
 
     def _mixed_end(self) -> None:
         """The mixed step is done: the decode rows advance, finished prompts yield their token."""

@@ -26,10 +26,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import simpy
-
 from sunsim.scenario import Autoscale
 from sunsim.sim.decode import DecodeWorker
+from sunsim.sim.environment import Environment
 
 #: Load samples per interval (evenly spaced, the last at the decision).
 SAMPLES = 10
@@ -38,7 +37,7 @@ SAMPLES = 10
 class Autoscaler:
     """Resizes one shared pool (the list the router picks from, mutated in place)."""
 
-    def __init__(self, env: simpy.Environment, spec: Autoscale, pool: list[DecodeWorker],
+    def __init__(self, env: Environment, spec: Autoscale, pool: list[DecodeWorker],
                  make_worker: Callable[[], DecodeWorker], kv_capacity: int, max_batch: int | None, tp: int,
                  reroute: Callable[[int], None]) -> None:
         self.env, self.spec, self.pool = env, spec, pool
@@ -102,7 +101,7 @@ class Autoscaler:
             self.pool.append(w)
             self.pool.sort(key=lambda x: x.wid)
 
-        self.env.timeout(self.spec.load_s).callbacks.append(join)
+        self.env.call_later(self.spec.load_s, join)
 
     def _drain(self, w: DecodeWorker) -> None:
         self.pool.remove(w)

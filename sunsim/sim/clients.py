@@ -20,12 +20,13 @@ import numpy as np
 import simpy
 
 from sunsim.scenario import ClosedArrivals, Scenario
+from sunsim.sim.environment import Environment
 
 
 class ClosedLoopClients:
     """Sends the stream's requests as clients free up; ``done`` fires when the run may stop."""
 
-    def __init__(self, env: simpy.Environment, spec: ClosedArrivals, total: int,
+    def __init__(self, env: Environment, spec: ClosedArrivals, total: int,
                  send_next: Callable[[], None], stop_s: float | None, drain_s: float,
                  rng: np.random.Generator) -> None:
         self.env, self.spec = env, spec
@@ -58,7 +59,7 @@ class ClosedLoopClients:
                 self._stopped(now)
                 continue
             self.pending += 1
-            self.env.timeout(think).callbacks.append(self._think_over)
+            self.env.call_later(think, self._think_over)
         if self.in_flight == 0 and self.pending == 0 and not self.done.triggered:
             self.done.succeed()  # every client stopped and the last request finished
 
@@ -68,7 +69,7 @@ class ClosedLoopClients:
             return float(self._rng.exponential(t))
         return t
 
-    def _think_over(self, _event: simpy.Event) -> None:
+    def _think_over(self, _event: object) -> None:
         self.pending -= 1
         self._send()
 
@@ -76,10 +77,10 @@ class ClosedLoopClients:
         self.sent += 1
         self.in_flight += 1
         if self.sent == self.total:  # the last one: the run may drain for drain_s more
-            self.env.timeout(self.drain_s).callbacks.append(self._drain_over)
+            self.env.call_later(self.drain_s, self._drain_over)
         self._send_next()
 
-    def _drain_over(self, _event: simpy.Event) -> None:
+    def _drain_over(self, _event: object) -> None:
         if not self.done.triggered:
             self.done.succeed()
 
@@ -99,7 +100,7 @@ class ClosedLoopClients:
         return self.env.any_of([self.done, self.env.timeout(horizon_s)])
 
 
-def closed_loop_clients(env: simpy.Environment, sc: Scenario, total: int,
+def closed_loop_clients(env: Environment, sc: Scenario, total: int,
                         send_next: Callable[[], None]) -> ClosedLoopClients:
     """The clients of a scenario with closed arrivals (think times seeded from the scenario's seed)."""
     spec = sc.workload.arrivals

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
-import simpy
 
 from sunsim.costs.model import CostModel
+from sunsim.sim.environment import Environment
 
 
 class CoalescedRuns:
@@ -29,7 +29,7 @@ class CoalescedRuns:
     leave, and implements :meth:`_boundary` and :meth:`_run_end`.
     """
 
-    def __init__(self, env: simpy.Environment, cost: CostModel,
+    def __init__(self, env: Environment, cost: CostModel,
                  step_coeffs: Callable[[np.ndarray], tuple[float, float]] | None,
                  model: np.ndarray | None, n_models: int) -> None:
         self.env, self.cost = env, cost
@@ -104,7 +104,7 @@ class CoalescedRuns:
                 self._run_len = run_len = m
                 t = self._run_time(m)
         self.events += 1
-        self.env.timeout(pause + t).callbacks.append(partial(self._run_end, self._gen))
+        self.env.call_later(pause + t, partial(self._run_end, self._gen))
 
     def _advance(self, n: int) -> None:
         """Count ``n`` iterations of the current run as done, and its busy time up to now."""
@@ -119,7 +119,7 @@ class CoalescedRuns:
         self._run_len = m
         t_end = self._run_t0 + self._run_time(m)
         self.events += 1
-        self.env.timeout(t_end - self.env.now).callbacks.append(partial(self._run_end, self._gen))
+        self.env.call_later(t_end - self.env.now, partial(self._run_end, self._gen))
 
     # -- the run's clock, in closed form ------------------------------------------------------
     def _run_time(self, n: float) -> float:

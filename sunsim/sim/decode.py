@@ -16,10 +16,10 @@ from collections import deque
 from collections.abc import Callable
 
 import numpy as np
-import simpy
 
 from sunsim.costs.model import CostModel
 from sunsim.sim.coalesced_runs import CoalescedRuns
+from sunsim.sim.environment import Environment
 from sunsim.sim.kv_arrivals import KVArrivals
 from sunsim.sim.kv_ledger import KVBlockLedger
 from sunsim.sim.kv_policy import RESERVE, KVPolicy, PagedState
@@ -52,7 +52,7 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
     returns when it is in this GPU's memory.
     """
 
-    def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, kv_capacity_tokens: int,
+    def __init__(self, env: Environment, wid: int, cost: CostModel, kv_capacity_tokens: int,
                  block_tokens: int, max_batch: int | None, prompt: np.ndarray, output: np.ndarray,
                  rec: Records, start_transfer: Callable[[int, DecodeWorker, float], float],
                  timeline: list | None = None, on_finished: Callable[[list[int]], None] | None = None,

@@ -22,6 +22,7 @@ import simpy
 
 from sunsim.scenario import Scenario
 from sunsim.sim.clients import ClosedLoopClients, closed_loop_clients
+from sunsim.sim.environment import Environment
 from sunsim.sim.records import COLUMNS, Records
 from sunsim.workload.stream import RequestSource, RequestStream
 
@@ -171,7 +172,7 @@ class Feeder:
     """Admits the source's requests into ``in_flight`` and sends them on: at their arrival times (open loop) or
     when a closed-loop client asks (:meth:`send_next`, the arrival time then being now)."""
 
-    def __init__(self, env: simpy.Environment, source: RequestSource, in_flight: InFlight,
+    def __init__(self, env: Environment, source: RequestSource, in_flight: InFlight,
                  send: Callable[[int], None]) -> None:
         self.env, self.in_flight, self._send = env, in_flight, send
         self._rows = self._requests(source)
@@ -203,7 +204,7 @@ class Feeder:
             rid, t, m, p, o = row
             if t > now:
                 self._next = row
-                env.timeout(t - now).callbacks.append(self._arrive)
+                env.call_later(t - now, self._arrive)
                 return
             send(admit(rid, t, m, p, o))
             row = next(rows, None)
@@ -226,7 +227,7 @@ def _until(rows: Iterator[tuple[int, float, int, int, int]], end_s: float) -> It
         yield row
 
 
-def run_to_end(env: simpy.Environment, sc: Scenario, feeder: Feeder, last_arrival_s: float,
+def run_to_end(env: Environment, sc: Scenario, feeder: Feeder, last_arrival_s: float,
                clients: ClosedLoopClients | None, all_done: simpy.Event) -> None:
     """Run a variant to its end: closed-loop ``clients`` when given, else the open-loop arrivals (stopping when
     ``all_done`` fires, or at the horizon: the scenario's, else ``sim.drain_s`` after the last arrival); then
@@ -251,7 +252,7 @@ class RunFrame:
             assert isinstance(source, RequestStream)  # whole-run arrays need the whole stream
             sink = MemorySink(source)
         self.sink = sink
-        self.env = simpy.Environment()
+        self.env = Environment()
         self.in_flight = WholeRun(sink, len(source)) if isinstance(sink, MemorySink) else InFlight(sink)
         self.n = len(source)
         self.finished = 0

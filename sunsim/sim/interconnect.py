@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import simpy
-
+from sunsim.sim.environment import Environment
 from sunsim.sim.stats import InterconnectStats
 
 
@@ -28,7 +27,7 @@ class Interconnect:
     prefill-decode pair).
     """
 
-    def __init__(self, env: simpy.Environment, bandwidth_Bps: float, latency_s: float, contention: str,
+    def __init__(self, env: Environment, bandwidth_Bps: float, latency_s: float, contention: str,
                  kv_bytes_per_token: int) -> None:
         self.env = env
         self.bandwidth_Bps, self.latency_s = bandwidth_Bps, latency_s

@@ -41,7 +41,7 @@ class KVArrivals:
         """Idle: wake at ``t``, when the next KV arrives (a timer set for later finds itself stale)."""
         self._wake_at = t
         self.events += 1
-        self.env.timeout(t - self.env.now).callbacks.append(lambda _ev: t == self._wake_at and self._boundary())
+        self.env.call_later(t - self.env.now, lambda _ev: t == self._wake_at and self._boundary())
 
     def _arrived(self) -> None:
         """Requests whose KV is here by now are ready."""

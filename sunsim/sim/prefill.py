@@ -8,9 +8,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 
-import simpy
-
 from sunsim.costs.model import CostModel
+from sunsim.sim.environment import Environment
 from sunsim.sim.records import Records
 from sunsim.sim.stats import PrefillStats
 
@@ -37,7 +36,7 @@ class PrefillWorker:
     #: instant, by a zero-delay timer.
     starts_at_once = True
 
-    def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, max_batch_tokens: int,
+    def __init__(self, env: Environment, wid: int, cost: CostModel, max_batch_tokens: int,
                  prompt: Sequence[int], rec: Records, on_done: Callable[[int, int], None],
                  kv_capacity_tokens: int | None = None, lone_times: array | None = None) -> None:
         self.env, self.wid, self.cost, self.budget = env, wid, cost, max_batch_tokens
@@ -82,7 +81,7 @@ class PrefillWorker:
             if self.starts_at_once:
                 self._start()  # (what _next does with a request queued)
             else:
-                self.env.timeout(0).callbacks.append(self._next)
+                self.env.call_later(0, self._next)
         elif self._batch_t0 == self.env.now and self.starts_at_once and len(self.queue) == 1:
             self._join_batch()
 
@@ -108,7 +107,7 @@ class PrefillWorker:
     def _arm(self, t: float) -> None:
         """Look again at ``t``, when a transfer ends (a timer set earlier for a later time finds itself stale)."""
         self._wake_at = t
-        self.env.timeout(t - self.env.now).callbacks.append(lambda _ev: t == self._wake_at and self._retry())
+        self.env.call_later(t - self.env.now, lambda _ev: t == self._wake_at and self._retry())
 
     def _retry(self) -> None:
         self._wake_at = float("inf")
@@ -183,7 +182,7 @@ class PrefillWorker:
         self._duration = duration
         self._batch_ends_at = self._batch_t0 + duration
         self._gen += 1
-        self.env.timeout(duration).callbacks.append(partial(self._batch_done, self._gen))
+        self.env.call_later(duration, partial(self._batch_done, self._gen))
 
     def _lone_time(self, tokens: int) -> float:
         """A lone prompt of ``tokens`` tokens: its prefill time, kept in the shared table."""

@@ -21,9 +21,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 
 import numpy as np
-import simpy
 
 from sunsim.costs.model import CostModel
+from sunsim.sim.environment import Environment
 from sunsim.sim.prefill import PrefillWorker
 from sunsim.sim.records import Records
 from sunsim.sim.stats import PrefillStats
@@ -53,7 +53,7 @@ class SharedPrefillWorker(PrefillWorker):
 
     starts_at_once = False
 
-    def __init__(self, env: simpy.Environment, wid: int, cost: CostModel, max_batch_tokens: int,
+    def __init__(self, env: Environment, wid: int, cost: CostModel, max_batch_tokens: int,
                  prompt: np.ndarray, model: np.ndarray, rec: Records, on_done: Callable[[int, int], None],
                  kv_capacity_tokens: int | None = None, cache_size: int | None = None, load_s: float = 0.0,
                  holders: Holders | None = None) -> None:
@@ -118,7 +118,7 @@ class SharedPrefillWorker(PrefillWorker):
             return
         _, self._now_model = heapq.heappop(self._heads)
         if self._cache is not None and (load_s := self._make_resident(self._now_model)) > 0:
-            self.env.timeout(load_s).callbacks.append(lambda _ev: self._start())  # requests arriving meanwhile join
+            self.env.call_later(load_s, lambda _ev: self._start())  # requests arriving meanwhile join
             return
         self._start()
 

@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import simpy
 
 from sunsim.costs.colocation import place
 from sunsim.costs.model import CostModel
 from sunsim.scenario import Scenario, ScenarioError
 from sunsim.scenario.document import prefill_total
+from sunsim.sim.environment import Environment
 from sunsim.sim.layout import PREFILL_DTYPE, kv_capacity_tokens
 from sunsim.sim.prefill import PrefillWorker
 from sunsim.sim.prefill_mux import Holders, ResidencyRouter, SharedPrefillWorker
@@ -97,7 +97,7 @@ def seconds_per_prompt_token(cost: CostModel, budget: int, mean_prompt: float) -
     return cost.prefill_time(n * mean, n * mean * mean, n) / (n * mean)
 
 
-def build_prefill(env: simpy.Environment, sc: Scenario, layout: PrefillLayout, cost: CostModel,
+def build_prefill(env: Environment, sc: Scenario, layout: PrefillLayout, cost: CostModel,
                   prompt: np.ndarray, model: np.ndarray, rec: Records,
                   on_done: Callable[[int, int], None], mean_prompt: float) -> PrefillFleet:
     """The prefill workers of a run on ``layout``, and the function that routes a request to one."""

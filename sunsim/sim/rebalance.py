@@ -15,16 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import simpy
 
 from sunsim.scenario import split_by_share
 from sunsim.sim.decode import DecodeWorker
+from sunsim.sim.environment import Environment
 
 
 class Rebalancer:
     """Moves decode workers between per-model pools (the lists the router picks from, mutated in place)."""
 
-    def __init__(self, env: simpy.Environment, every_s: float, load_s: float, pools: list[list[DecodeWorker]],
+    def __init__(self, env: Environment, every_s: float, load_s: float, pools: list[list[DecodeWorker]],
                  reroute: Callable[[int, int], None]) -> None:
         self.env, self.every_s, self.load_s = env, every_s, load_s
         self.pools = pools
@@ -83,4 +83,4 @@ class Rebalancer:
             pool.append(w)
             pool.sort(key=lambda x: x.wid)
 
-        self.env.timeout(self.load_s).callbacks.append(join)
+        self.env.call_later(self.load_s, join)

@@ -8,10 +8,10 @@ adds around it (routing, prefill queues, links) is left out so that differences 
 from __future__ import annotations
 
 import numpy as np
-import simpy
 
 from sunsim.costs.model import CostModel
 from sunsim.sim.decode import DecodeWorker
+from sunsim.sim.environment import Environment
 from sunsim.sim.kv_policy import RESERVE, KVPolicy
 from sunsim.sim.records import Records
 
@@ -27,7 +27,7 @@ def simulate_decode_worker(cost: CostModel, arrival_s: np.ndarray, context_token
     per-iteration reference.
     """
     n = len(arrival_s)
-    env = simpy.Environment()
+    env = Environment()
     rec = Records(n)
     # The cluster's convention: prompt p gives context p + 1 at the first step and the first
     # output token comes from prefill, so map (c, o) -> (p = c - 1, o + 1).

@@ -1,0 +1,44 @@
+"""The simulation's SimPy environment: SimPy's own event loop, with its two per-request operations made cheap.
+
+Every request is a handful of timer events (its arrival, its prefill batch's end, decode runs' ends), and the
+workers read the clock about fifteen times over its life. In :class:`simpy.Environment` each read is a call
+of a Python property, and each timer a :class:`simpy.Timeout`, whose constructor and ``schedule`` are two more
+Python calls. Here the clock is read through a C getter, and :meth:`Environment.call_later` queues a bare
+triggered event straight onto SimPy's queue, ordered exactly as a ``Timeout`` made at the same moment: the
+same time, priority and event id. Everything else (``run``, ``step``, processes, conditions) is SimPy's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from heapq import heappush
+from operator import attrgetter
+
+import simpy
+from simpy.events import NORMAL
+
+
+class _Timer:
+    """A timer's event as SimPy's loop reads it: triggered and ok, with the callbacks to run (nothing else)."""
+
+    __slots__ = ("callbacks",)
+    _ok = True
+    _value = None
+
+    def __repr__(self) -> str:
+        return f"<timer {self.callbacks!r}>"
+
+
+class Environment(simpy.Environment):
+    """:class:`simpy.Environment`, its clock read without a Python call and with :meth:`call_later`."""
+
+    now = property(attrgetter("_now"), doc="The current simulation time.")
+
+    def call_later(self, delay: float, callback: Callable[[object], object]) -> None:
+        """Call ``callback(event)`` ``delay`` seconds from now: ``env.call_later(delay, callback)``
+        in one Python call instead of three (ties are broken in the order of scheduling, as for timeouts)."""
+        if not delay >= 0:  # (NaN too: it would never compare as due)
+            raise ValueError(f"a timer's delay must be a number of seconds >= 0, got {delay}")
+        timer = _Timer()
+        timer.callbacks = [callback]
+        heappush(self._queue, (self._now + delay, NORMAL, next(self._eid), timer))

@@ -1,0 +1,62 @@
+"""The simulation's environment against SimPy's own: the same clock, the same order of events."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import simpy
+
+from sunsim.sim.environment import Environment
+
+
+def _trace(env: simpy.Environment, later) -> list[tuple[float, str]]:
+    """Timers (set by ``later``), a process and a SimPy timeout interleaved, ties included: what fires when."""
+    seen: list[tuple[float, str]] = []
+
+    def note(label: str):
+        return lambda _ev: seen.append((env.now, label))
+
+    def proc():
+        for k in range(3):
+            yield env.timeout(0.5)
+            seen.append((env.now, f"proc{k}"))
+            later(0.0, note(f"proc{k}+0"))
+
+    env.process(proc())
+    for i, delay in enumerate([1.0, 0.5, 0.5, 0.0, 2.0, 1.5]):
+        later(delay, note(f"t{i}"))
+    env.timeout(0.5).callbacks.append(note("simpy-timeout"))
+    env.run()
+    return seen
+
+
+def test_call_later_fires_as_a_simpy_timeout_set_at_the_same_moment_would() -> None:
+    def with_timeouts(env):
+        return lambda d, cb: env.timeout(d).callbacks.append(cb)
+
+    def with_timers(env):
+        return env.call_later
+
+    ref_env, env = simpy.Environment(), Environment()
+    ref = _trace(ref_env, with_timeouts(ref_env))
+    ours = _trace(env, with_timers(env))
+    assert ours == ref
+    assert [t for t, _ in ours] == sorted(t for t, _ in ours)  # time never goes back
+    assert env.now == ref_env.now == 2.0
+
+
+def test_the_clock_reads_what_simpy_reads() -> None:
+    env = Environment(initial_time=3.0)
+    assert env.now == 3.0
+    env.call_later(0.25, lambda _ev: None)
+    env.run()
+    assert env.now == simpy.Environment.now.fget(env) == 3.25
+    env.run(until=10.0)
+    assert env.now == 10.0
+
+
+@pytest.mark.parametrize("delay", [-1e-9, -1.0, math.nan])
+def test_a_timer_in_the_past_or_at_no_time_is_refused(delay: float) -> None:
+    with pytest.raises(ValueError, match="delay"):
+        Environment().call_later(delay, lambda _ev: None)
