@@ -60,3 +60,14 @@ def test_the_clock_reads_what_simpy_reads() -> None:
 def test_a_timer_in_the_past_or_at_no_time_is_refused(delay: float) -> None:
     with pytest.raises(ValueError, match="delay"):
         Environment().call_later(delay, lambda _ev: None)
+
+
+def test_a_cancelled_timer_calls_nothing_and_the_others_still_fire() -> None:
+    env, seen = Environment(), []
+    keep = env.call_later(1.0, lambda _ev: seen.append("kept"))
+    dropped = env.call_later(0.5, lambda _ev: seen.append("dropped"))
+    dropped.cancel()
+    env.run()
+    keep.cancel()  # already fired: nothing to do
+    assert seen == ["kept"]
+    assert env.now == 1.0  # the cancelled timer was still taken off the queue at its time

@@ -350,9 +350,7 @@ class AggregatedWorker(CoalescedRuns):
         if self._on_finished is not None:
             self._on_finished(done)
 
-    def _run_end(self, gen: int, _ev: object = None) -> None:
-        if gen != self._gen:
-            return  # the run was cut short and replaced
+    def _run_end(self, _ev: object = None) -> None:
         freed = self._account(self._run_len)
         if freed:
             self._report_finished()

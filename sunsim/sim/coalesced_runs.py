@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 
 import numpy as np
 
 from sunsim.costs.model import CostModel
-from sunsim.sim.environment import Environment
+from sunsim.sim.environment import Environment, Timer
 
 
 class CoalescedRuns:
@@ -52,8 +51,9 @@ class CoalescedRuns:
         self._run_b = 0.0
         self._run_len = 0
         self._done_now = 0  # iterations of the run done by the last look at now (time only moves on)
-        self._gen = 0  # bumps when a run is cut short; stale timers check it
         self._running = False  # a run's timer is pending
+        self._timer: Timer | None = None  # the pending run's (cancelled when the run is cut short)
+        self._on_run_end = self._run_end  # (the bound method, made once rather than per timer)
 
         self.busy_s = 0.0
         self.iterations = 0
@@ -65,9 +65,8 @@ class CoalescedRuns:
         """At an iteration boundary: change the batch, then :meth:`_start_run` or stop."""
         raise NotImplementedError
 
-    def _run_end(self, gen: int, _ev: object = None) -> None:
-        """The run's timer fired (ignored unless ``gen`` is current): account its ``_run_len`` iterations, let the
-        batch change. (The timer calls it through a :func:`functools.partial`: no Python frame of its own.)"""
+    def _run_end(self, _ev: object = None) -> None:
+        """The run's timer fired: account its ``_run_len`` iterations, let the batch change."""
         raise NotImplementedError
 
     # -- runs --------------------------------------------------------------------------------
@@ -99,12 +98,16 @@ class CoalescedRuns:
             self._run_a, self._run_b = a, b = self._step_coeffs(self.model_counts)
         t = run_len * a + b * (run_len * k0 + batch * run_len * (run_len - 1) / 2)  # (_run_time, inlined)
         if join_at is not None and join_at - t0 < t:  # it joins before the run's end
-            m = self._iterations_from(0, join_at - t0) + 1
-            if m < run_len:
-                self._run_len = run_len = m
-                t = self._run_time(m)
+            first = a + b * k0  # (the first iteration's time: a join usually comes within it)
+            if join_at - t0 < first:
+                self._run_len, t = 1, first
+            else:
+                m = self._iterations_from(1, join_at - t0) + 1
+                if m < run_len:
+                    self._run_len = run_len = m
+                    t = self._run_time(m)
         self.events += 1
-        self.env.call_later(pause + t, partial(self._run_end, self._gen))
+        self._timer = self.env.call_later(pause + t, self._on_run_end)
 
     def _advance(self, n: int) -> None:
         """Count ``n`` iterations of the current run as done, and its busy time up to now."""
@@ -114,12 +117,12 @@ class CoalescedRuns:
         self.busy_s += self.env.now - self._run_busy0
 
     def _cut_at(self, m: int) -> None:
-        """End the current run after its first ``m`` iterations instead (its own timer goes stale)."""
-        self._gen += 1
+        """End the current run after its first ``m`` iterations instead (its own timer is cancelled)."""
+        self._timer.cancel()
         self._run_len = m
         t_end = self._run_t0 + self._run_time(m)
         self.events += 1
-        self.env.call_later(t_end - self.env.now, partial(self._run_end, self._gen))
+        self._timer = self.env.call_later(t_end - self.env.now, self._on_run_end)
 
     # -- the run's clock, in closed form ------------------------------------------------------
     def _run_time(self, n: float) -> float:

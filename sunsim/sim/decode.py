@@ -342,10 +342,8 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
         if self.paged:
             self.ledger.advance(n)
 
-    def _run_end(self, gen: int, _ev: object = None) -> None:
+    def _run_end(self, _ev: object = None) -> None:
         """The run's timer fired: account it, let the requests done at this boundary leave, go on."""
-        if gen != self._gen:
-            return  # the run was cut short and replaced
         self._account(self._run_len)
         heap, it = self._heap, self.it
         later = (it + 1) << SLOT_BITS  # the entries below are done at iteration it

@@ -5,7 +5,9 @@ workers read the clock about fifteen times over its life. In :class:`simpy.Envir
 of a Python property, and each timer a :class:`simpy.Timeout`, whose constructor and ``schedule`` are two more
 Python calls. Here the clock is read through a C getter, and :meth:`Environment.call_later` queues a bare
 triggered event straight onto SimPy's queue, ordered exactly as a ``Timeout`` made at the same moment: the
-same time, priority and event id. Everything else (``run``, ``step``, processes, conditions) is SimPy's.
+same time, priority and event id. Its :class:`Timer` can be cancelled, so that a worker whose run or batch
+was cut short needs no check of its own when the old timer fires. Everything else (``run``, ``step``,
+processes, conditions) is SimPy's.
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ import simpy
 from simpy.events import NORMAL
 
 
-class _Timer:
+class Timer:
     """A timer's event as SimPy's loop reads it: triggered and ok, with the callbacks to run (nothing else)."""
 
     __slots__ = ("callbacks",)
     _ok = True
     _value = None
+
+    def cancel(self) -> None:
+        """Call nothing when it fires (SimPy still takes it off its queue then). Cancelling a fired timer does
+        nothing."""
+        if self.callbacks:
+            self.callbacks.clear()
 
     def __repr__(self) -> str:
         return f"<timer {self.callbacks!r}>"
@@ -39,6 +47,7 @@ class Environment(simpy.Environment):
         in one Python call instead of three (ties are broken in the order of scheduling, as for timeouts)."""
         if not delay >= 0:  # (NaN too: it would never compare as due)
             raise ValueError(f"a timer's delay must be a number of seconds >= 0, got {delay}")
-        timer = _Timer()
+        timer = Timer()
         timer.callbacks = [callback]
         heappush(self._queue, (self._now + delay, NORMAL, next(self._eid), timer))
+        return timer

@@ -6,10 +6,9 @@ import heapq
 from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
-from functools import partial
 
 from sunsim.costs.model import CostModel
-from sunsim.sim.environment import Environment
+from sunsim.sim.environment import Environment, Timer
 from sunsim.sim.records import Records
 from sunsim.sim.stats import PrefillStats
 
@@ -58,7 +57,9 @@ class PrefillWorker:
         self._batch: list[int] = []
         self._lengths: list[int] = []
         self._tokens = self._room = 0
-        self._batch_t0, self._duration, self._gen = -1.0, 0.0, 0
+        self._batch_t0, self._duration = -1.0, 0.0
+        self._timer: Timer | None = None  # the running batch's (cancelled when a request joins it)
+        self._on_batch_done = self._batch_done  # (the bound method, made once rather than per timer)
         self._stalled_since: float | None = None  # waiting for memory since then
         # A lone prompt's prefill time by its length (NaN: not asked for yet), shared by the GPUs of one cost model:
         # one contiguous table, a lookup reading 8 bytes.
@@ -181,8 +182,7 @@ class PrefillWorker:
         self.busy_s += duration - self._duration
         self._duration = duration
         self._batch_ends_at = self._batch_t0 + duration
-        self._gen += 1
-        self.env.call_later(duration, partial(self._batch_done, self._gen))
+        self._timer = self.env.call_later(duration, self._on_batch_done)
 
     def _lone_time(self, tokens: int) -> float:
         """A lone prompt of ``tokens`` tokens: its prefill time, kept in the shared table."""
@@ -206,12 +206,11 @@ class PrefillWorker:
         if self._held > self.peak_held_tokens:
             self.peak_held_tokens = self._held
         self._rec.prefill_start_s[rid] = self.env.now
+        self._timer.cancel()  # the batch is timed again
         self._time_batch()
 
-    def _batch_done(self, gen: int, _ev: object) -> None:
-        """The timer of a batch fired: it is done, unless it was taken again since (a later timer stands)."""
-        if gen != self._gen:
-            return
+    def _batch_done(self, _ev: object) -> None:
+        """The timer of a batch fired: it is done."""
         batch, tokens = self._batch, self._tokens
         self._batch_t0, self._duration = -1.0, 0.0
         self.load -= len(batch)
