@@ -16,14 +16,20 @@ from sunsim.sim.records import Records
 COST = AnalyticCostModel(GPUS["h100"], PRESETS["llama-3.1-8b"], "bf16")
 
 
+class _AtTheInstantsEnd(PrefillWorker):
+    """A prefill worker whose idle start waits for the end of the instant (as a multiplexed one's does)."""
+
+    starts_at_once = False
+
+
 def _serve(arrival: np.ndarray, prompt: np.ndarray, at_once: bool, budget: int, kv_capacity: int | None):
     """One prefill worker fed the requests in arrival order (those of one instant in one go); its records and
     batch count. Each request's KV is handed over 5 ms after its prefill ends."""
     env, rec = Environment(), Records(len(arrival))
     workers: list[PrefillWorker] = []
-    w = PrefillWorker(env, 0, COST, budget, prompt.tolist(), rec,
-                      lambda rid, _wid: workers[0].release_at(env.now + 0.005, int(prompt[rid])), kv_capacity)
-    w.starts_at_once = at_once
+    kind = PrefillWorker if at_once else _AtTheInstantsEnd
+    w = kind(env, 0, COST, budget, prompt.tolist(), rec,
+             lambda rid, _wid: workers[0].release_at(env.now + 0.005, int(prompt[rid])), kv_capacity)
     workers.append(w)
 
     def feed():

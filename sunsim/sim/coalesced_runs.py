@@ -28,6 +28,11 @@ class CoalescedRuns:
     leave, and implements :meth:`_boundary` and :meth:`_run_end`.
     """
 
+    # Slots rather than a per-instance dict: these are read and written a few hundred times per request.
+    __slots__ = ("env", "cost", "_coeffs", "_step_coeffs", "_model", "model_counts", "it", "batch", "_kv_offset",
+                 "_run_t0", "_run_busy0", "_run_k0", "_run_a", "_run_b", "_run_len", "_done_now", "_running",
+                 "_timer", "_on_run_end", "busy_s", "iterations", "tokens", "events")
+
     def __init__(self, env: Environment, cost: CostModel,
                  step_coeffs: Callable[[np.ndarray], tuple[float, float]] | None,
                  model: np.ndarray | None, n_models: int) -> None:

@@ -52,6 +52,12 @@ class DecodeWorker(KVArrivals, Preemption, CoalescedRuns):
     returns when it is in this GPU's memory.
     """
 
+    __slots__ = ("wid", "_on_finished", "block", "capacity_blocks", "max_batch", "_prompt", "_output", "_rec",
+                 "_start_transfer", "kv", "paged", "watermark_blocks", "ledger", "waiting", "load", "_queued_kv",
+                 "admitted", "reserved_tokens", "ready", "_arriving", "_transfers", "_wake_at", "_heap", "_seq",
+                 "_resumes", "_members", "_admissions", "admit_ahead", "_settling", "preemptions", "restore_s",
+                 "timeline")  # (slots, as CoalescedRuns')
+
     def __init__(self, env: Environment, wid: int, cost: CostModel, kv_capacity_tokens: int,
                  block_tokens: int, max_batch: int | None, prompt: np.ndarray, output: np.ndarray,
                  rec: Records, start_transfer: Callable[[int, DecodeWorker, float], float],

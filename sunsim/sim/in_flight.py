@@ -60,6 +60,9 @@ class InFlight:
     """Slots of the requests in flight and their per-request arrays (stream columns, records, workers' state);
     the stream's model, prompt and output columns are lists."""
 
+    __slots__ = ("sink", "capacity", "_arrays", "request", "arrival_s", "model", "prompt", "output", "records", "_free",
+                 "_done", "admitted", "done", "peak")
+
     def __init__(self, sink: RecordSink, capacity: int = 1024) -> None:
         self.sink = sink
         self.capacity = capacity
@@ -156,6 +159,8 @@ class WholeRun(InFlight):
     together sit side by side in every per-request array (memory a busy worker reads in order, not scattered
     over reused slots)."""
 
+    __slots__ = ()
+
     def __init__(self, sink: RecordSink, n: int) -> None:
         super().__init__(sink, capacity=max(n, 1))
         self._free = []
@@ -171,6 +176,8 @@ class WholeRun(InFlight):
 class Feeder:
     """Admits the source's requests into ``in_flight`` and sends them on: at their arrival times (open loop) or
     when a closed-loop client asks (:meth:`send_next`, the arrival time then being now)."""
+
+    __slots__ = ("env", "in_flight", "_send", "_rows", "_next")
 
     def __init__(self, env: Environment, source: RequestSource, in_flight: InFlight,
                  send: Callable[[int], None]) -> None:

@@ -27,6 +27,8 @@ class Interconnect:
     prefill-decode pair).
     """
 
+    __slots__ = ("env", "bandwidth_Bps", "latency_s", "contention", "kv_bytes_per_token", "_links")
+
     def __init__(self, env: Environment, bandwidth_Bps: float, latency_s: float, contention: str,
                  kv_bytes_per_token: int) -> None:
         self.env = env

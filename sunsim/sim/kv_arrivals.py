@@ -17,6 +17,8 @@ class KVArrivals:
     the order of their times, then of their transfers' starts.
     """
 
+    __slots__ = ()  # steps only: the state is the worker's
+
     def _expect(self, rid: int, t: float) -> None:
         """The KV of admitted ``rid`` is in memory at ``t``: it joins at the first boundary after, which ends
         the run in progress (cut there) or wakes the idle worker."""

@@ -10,6 +10,8 @@ class Preemption:
     """The preemption steps of :class:`~sunsim.sim.decode.DecodeWorker`, on the worker's own state: its block
     ledger, running members, admission order and preempted requests' progress (a request resumes where it stopped)."""
 
+    __slots__ = ()  # steps only: the state is the worker's
+
     def _grow(self, over: int) -> float:
         """The running requests' next step is ``over`` blocks short (:meth:`KVBlockLedger.settle`): preempt the
         latest admitted until it fits, and settle. Returns the seconds spent swapping victims out (0 under

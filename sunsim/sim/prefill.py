@@ -31,6 +31,11 @@ class PrefillWorker:
     together are batched together, as if the batch were formed at the end of the instant.
     """
 
+    __slots__ = ("env", "wid", "cost", "budget", "_prompt", "_rec", "_on_done", "kv_capacity", "queue", "load",
+                 "kv_load", "_held", "_releases", "peak_held_tokens", "stalled_s", "busy_s", "batches",
+                 "_batch_ends_at", "_active", "_batch", "_lengths", "_tokens", "_room", "_batch_t0", "_duration",
+                 "_timer", "_on_batch_done", "_stalled_since", "_lone", "_wake_at")  # (slots: read per request)
+
     #: Whether an idle worker starts at once (and same-instant arrivals join the batch), or at the end of the
     #: instant, by a zero-delay timer.
     starts_at_once = True
@@ -53,7 +58,7 @@ class PrefillWorker:
         self._batch_ends_at = 0.0  # when the batch started last ends (busy_s already counts all of it)
         self._active = False  # a batch runs, is about to start, or waits for memory
         # The batch running: its requests, their prompt lengths, its tokens, the room it was formed in, its
-        # start and duration; the generation of its timer (a batch taken again sets a new one).
+        # start and duration; its timer (a batch taken again sets a new one).
         self._batch: list[int] = []
         self._lengths: list[int] = []
         self._tokens = self._room = 0

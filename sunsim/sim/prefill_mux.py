@@ -52,6 +52,8 @@ class SharedPrefillWorker(PrefillWorker):
     """
 
     starts_at_once = False
+    __slots__ = ("_model", "_queues", "_heads", "_order", "_cache", "_cache_size", "load_s", "_holders", "loads",
+                 "loading_s", "_load_end", "pending_loads", "_now_model")
 
     def __init__(self, env: Environment, wid: int, cost: CostModel, max_batch_tokens: int,
                  prompt: np.ndarray, model: np.ndarray, rec: Records, on_done: Callable[[int, int], None],
