@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import math
 
 import pytest
 import simpy
 
+from sunsim.scenario import load_scenario
 from sunsim.sim.environment import Environment
+from sunsim.sim.variant import simulate_variant
+from sunsim.workload.stream import build_workload
 
 
 def _trace(env: simpy.Environment, later) -> list[tuple[float, str]]:
@@ -71,3 +75,39 @@ def test_a_cancelled_timer_calls_nothing_and_the_others_still_fire() -> None:
     keep.cancel()  # already fired: nothing to do
     assert seen == ["kept"]
     assert env.peek() == math.inf  # both were taken off the queue
+
+
+def _cyclic_garbage_left_by_a_run(requests: int) -> int:
+    """Objects in reference cycles that a fleet run made and dropped (the run's result still held)."""
+    sc = load_scenario("benchmarks/fleet.yaml", [f"workload.num_requests={requests}"])
+    variant = next(v for v in sc.variants if v.name == "shared")
+    workload = build_workload(sc)
+    gc.collect()
+    gc.disable()
+    try:
+        result = simulate_variant(sc, variant, workload)
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert len(result.records.finish_s) == requests
+    return found
+
+
+def test_a_run_makes_no_cyclic_garbage_per_request_so_pausing_the_collector_is_safe() -> None:
+    small, large = _cyclic_garbage_left_by_a_run(2000), _cyclic_garbage_left_by_a_run(8000)
+    assert large <= small + 50, (small, large)  # set-up only: nothing that grows with the requests
+
+
+def test_the_collector_is_paused_while_the_environment_runs_and_restored_after() -> None:
+    env, seen = Environment(), []
+    env.call_later(1.0, lambda _ev: seen.append(gc.isenabled()))
+    assert gc.isenabled()
+    env.run()
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        env.call_later(1.0, lambda _ev: None)
+        env.run()
+        assert not gc.isenabled()  # a caller's choice stands
+    finally:
+        gc.enable()

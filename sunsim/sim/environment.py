@@ -6,12 +6,19 @@ of a Python property, and each timer a :class:`simpy.Timeout`, whose constructor
 Python calls. Here the clock is read through a C getter, and :meth:`Environment.call_later` queues a bare
 triggered event straight onto SimPy's queue, ordered exactly as a ``Timeout`` made at the same moment: the
 same time, priority and event id. Its :class:`Timer` can be cancelled, so that a worker whose run or batch
-was cut short needs no check of its own when the old timer fires. Everything else (``run``, ``step``,
-processes, conditions) is SimPy's.
+was cut short needs no check of its own when the old timer fires.
+
+While it runs, Python's cyclic garbage collector is paused. The events make no reference cycles (their
+garbage goes as its last reference does; ``tests/test_environment.py`` checks that a run leaves as little
+cyclic garbage at 8,000 requests as at 2,000), so a collection would only walk the run's growing state (the
+per-request columns, the workers' queues) for nothing, pulling it through the cache each time.
+
+Everything else (``step``, processes, conditions) is SimPy's.
 """
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from heapq import heappush
 from operator import attrgetter
@@ -51,3 +58,13 @@ class Environment(simpy.Environment):
         timer.callbacks = [callback]
         heappush(self._queue, (self._now + delay, NORMAL, next(self._eid), timer))
         return timer
+
+    def run(self, until: float | simpy.Event | None = None) -> object:
+        """SimPy's :meth:`~simpy.Environment.run`, with the cyclic garbage collector paused meanwhile."""
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return super().run(until)
+        finally:
+            if paused:
+                gc.enable()
