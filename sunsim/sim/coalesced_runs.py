@@ -30,7 +30,8 @@ class CoalescedRuns:
 
     # Slots rather than a per-instance dict: these are read and written a few hundred times per request.
     __slots__ = ("env", "cost", "_coeffs", "_step_coeffs", "_model", "model_counts", "it", "batch", "_kv_offset",
-                 "_run_t0", "_run_busy0", "_run_k0", "_run_a", "_run_b", "_run_len", "_done_now", "_running",
+                 "_run_t0", "_run_busy0", "_run_k0", "_run_a", "_run_b", "_run_len", "_done_now", "_next_done_s",
+                 "_running",
                  "_timer", "_on_run_end", "busy_s", "iterations", "tokens", "events")
 
     def __init__(self, env: Environment, cost: CostModel,
@@ -56,6 +57,7 @@ class CoalescedRuns:
         self._run_b = 0.0
         self._run_len = 0
         self._done_now = 0  # iterations of the run done by the last look at now (time only moves on)
+        self._next_done_s = math.inf  # seconds into the run when iteration _done_now + 1 ends (inf: none left)
         self._running = False  # a run's timer is pending
         self._timer: Timer | None = None  # the pending run's (cancelled when the run is cut short)
         self._on_run_end = self._run_end  # (the bound method, made once rather than per timer)
@@ -102,9 +104,10 @@ class CoalescedRuns:
         else:
             self._run_a, self._run_b = a, b = self._step_coeffs(self.model_counts)
         t = run_len * a + b * (run_len * k0 + batch * run_len * (run_len - 1) / 2)  # (_run_time, inlined)
+        first = a + b * k0  # (_run_time(1): the same arithmetic)
+        self._next_done_s = first if run_len else math.inf
         if join_at is not None and join_at - t0 < t:  # it joins before the run's end
-            first = a + b * k0  # (the first iteration's time: a join usually comes within it)
-            if join_at - t0 < first:
+            if join_at - t0 < first:  # (a join usually comes within the first iteration)
                 self._run_len, t = 1, first
             else:
                 m = self._iterations_from(1, join_at - t0) + 1
@@ -136,12 +139,11 @@ class CoalescedRuns:
 
     def _iterations_now(self) -> int:
         """:meth:`_iterations_by` now: as many as at the last look, or more (the run's time only moves on)."""
-        n, elapsed = self._done_now, self.env.now - self._run_t0
-        # (the first step of _iterations_from, inlined: routers look often, mostly within one iteration)
-        if n >= self._run_len or (n + 1) * self._run_a + self._run_b * ((n + 1) * self._run_k0
-                                                                         + self.batch * (n + 1) * n / 2) > elapsed:
-            return n
-        self._done_now = n = self._iterations_from(n + 1, elapsed)
+        elapsed = self.env.now - self._run_t0
+        if elapsed < self._next_done_s:  # (routers look often, mostly within one iteration)
+            return self._done_now
+        self._done_now = n = self._iterations_from(self._done_now + 1, elapsed)
+        self._next_done_s = math.inf if n >= self._run_len else self._run_time(n + 1)
         return n
 
     def _iterations_from(self, n: int, elapsed: float) -> int:
