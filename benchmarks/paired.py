@@ -16,10 +16,9 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from worktree import ROOT, revision_tree
 
 
 def child(tree: Path, size: int, variant: str, new_style: bool) -> dict:
@@ -41,28 +40,22 @@ def main() -> None:
     ap.add_argument("--modes", default="dedicated,shared,shared-int4")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        ref = Path(tmp) / "ref"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(ref), args.ref], check=True,
-                       capture_output=True)
-        try:
-            ref_new = "streamed" in (ref / "benchmarks" / "run.py").read_text()
-            print(f"| variant | {args.ref} user CPU s | this tree user CPU s | CPU ratio | {args.ref} sim wall s | "
-                  f"this tree sim wall s | sim ratio | events ({args.ref} / this tree) |")
-            print("|---|---|---|---|---|---|---|---|")
-            for mode in args.modes.split(","):
-                runs: dict[str, list[dict]] = {"ref": [], "new": []}
-                for _ in range(args.repeats):
-                    runs["ref"].append(child(ref, args.size, mode, ref_new))
-                    runs["new"].append(child(ROOT, args.size, mode, True))
-                med = {k: {m: statistics.median(r[m] for r in v) for m in ("cpu_s", "sim_wall_s")}
-                       for k, v in runs.items()}
-                print(f"| {mode} | {med['ref']['cpu_s']:.2f} | {med['new']['cpu_s']:.2f} | "
-                      f"{med['ref']['cpu_s'] / med['new']['cpu_s']:.2f}x | {med['ref']['sim_wall_s']:.2f} | "
-                      f"{med['new']['sim_wall_s']:.2f} | {med['ref']['sim_wall_s'] / med['new']['sim_wall_s']:.2f}x | "
-                      f"{runs['ref'][0]['events']:,} / {runs['new'][0]['events']:,} |", flush=True)
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(ref)], capture_output=True)
+    with revision_tree(args.ref) as ref:
+        ref_new = "streamed" in (ref / "benchmarks" / "run.py").read_text()
+        print(f"| variant | {args.ref} user CPU s | this tree user CPU s | CPU ratio | {args.ref} sim wall s | "
+              f"this tree sim wall s | sim ratio | events ({args.ref} / this tree) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for mode in args.modes.split(","):
+            runs: dict[str, list[dict]] = {"ref": [], "new": []}
+            for _ in range(args.repeats):
+                runs["ref"].append(child(ref, args.size, mode, ref_new))
+                runs["new"].append(child(ROOT, args.size, mode, True))
+            med = {k: {m: statistics.median(r[m] for r in v) for m in ("cpu_s", "sim_wall_s")}
+                   for k, v in runs.items()}
+            print(f"| {mode} | {med['ref']['cpu_s']:.2f} | {med['new']['cpu_s']:.2f} | "
+                  f"{med['ref']['cpu_s'] / med['new']['cpu_s']:.2f}x | {med['ref']['sim_wall_s']:.2f} | "
+                  f"{med['new']['sim_wall_s']:.2f} | {med['ref']['sim_wall_s'] / med['new']['sim_wall_s']:.2f}x | "
+                  f"{runs['ref'][0]['events']:,} / {runs['new'][0]['events']:,} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -74,3 +74,21 @@ def test_streamed_memory_quoted_in_the_streaming_section_is_the_benchmarks():
     streamed = bench[bench["streamed"]].iloc[0]
     assert _number(quoted.group(1)) == round(streamed["peak_rss_mb"])
     assert _number(quoted.group(2)) == round(streamed["sim_peak_rss_mb"])
+
+
+def test_instruction_counts_quoted_are_the_cachegrind_table():
+    text = " ".join(_speed_bullet().split())
+    quoted = re.search(r"cachegrind, ([0-9,]+) M against ([0-9,]+) M for dedicated", text)
+    assert quoted, "the README quotes the dedicated instruction counts"
+    paired = (ROOT / "results" / "speed" / "paired.md").read_text(encoding="utf-8")
+    start = paired.index("## Instructions per simulation")
+    table = paired[start:paired.index("\n## ", start + 1)]
+    counts = {r[0]: r for r in _rows(table, "") if r[0] in MODES.values()}
+    assert len(counts) == len(MODES)
+    ref, new = _number(counts["dedicated"][1]), _number(counts["dedicated"][2])
+    assert (_number(quoted.group(1)), _number(quoted.group(2))) == (new, ref)
+    fewer = re.search(r"runs ([0-9]+)% to ([0-9]+)% fewer instructions", text)
+    shares = [round(100 * (1 - _number(r[2]) / _number(r[1]))) for r in counts.values()]
+    assert fewer and (int(fewer.group(1)), int(fewer.group(2))) == (min(shares), max(shares))
+    for r in counts.values():
+        assert r[3] == f"{_number(r[1]) / _number(r[2]):.2f}x"
