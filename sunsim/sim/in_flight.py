@@ -77,7 +77,7 @@ class InFlight:
         for name, (dtype, fill) in COLUMNS.items():
             setattr(self.records, name, self.per_request(dtype, fill))
         self.records.n = capacity
-        self._free = list(range(capacity - 1, -1, -1))
+        self._free = self._free_slots(capacity)
         self._done: list[int] = []
         self.admitted = 0
         self.done = 0
@@ -101,6 +101,11 @@ class InFlight:
         if self.admitted - self.done > self.peak:
             self.peak = self.admitted - self.done
         return slot
+
+    @staticmethod
+    def _free_slots(capacity: int) -> list[int]:
+        """The slots free at the start, the next to take last."""
+        return list(range(capacity - 1, -1, -1))
 
     def _take_slot(self, request: int) -> int:
         """A free slot for the ``request``-th request of the stream."""
@@ -163,7 +168,10 @@ class WholeRun(InFlight):
 
     def __init__(self, sink: RecordSink, n: int) -> None:
         super().__init__(sink, capacity=max(n, 1))
-        self._free = []
+
+    @staticmethod
+    def _free_slots(capacity: int) -> list[int]:
+        return []  # a request's slot is its index: none is handed out (and no list of n slots is built)
 
     def _take_slot(self, request: int) -> int:
         return request
