@@ -13,7 +13,9 @@ garbage goes as its last reference does; ``tests/test_environment.py`` checks th
 cyclic garbage at 8,000 requests as at 2,000), so a collection would only walk the run's growing state (the
 per-request columns, the workers' queues) for nothing, pulling it through the cache each time.
 
-Everything else (``step``, processes, conditions) is SimPy's.
+Everything else (``step``, processes, conditions) is SimPy's. The clock and the queue are SimPy 4's own
+attributes (``_now``, ``_queue``, ``_eid``), hence the dependency's upper bound; the tests compare the order
+of events with SimPy's timeouts.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ class Environment(simpy.Environment):
 
     now = property(attrgetter("_now"), doc="The current simulation time.")
 
-    def call_later(self, delay: float, callback: Callable[[object], object]) -> None:
-        """Call ``callback(event)`` ``delay`` seconds from now: ``env.call_later(delay, callback)``
+    def call_later(self, delay: float, callback: Callable[[object], object]) -> Timer:
+        """Call ``callback(event)`` ``delay`` seconds from now: ``env.timeout(delay).callbacks.append(callback)``
         in one Python call instead of three (ties are broken in the order of scheduling, as for timeouts)."""
         if not delay >= 0:  # (NaN too: it would never compare as due)
             raise ValueError(f"a timer's delay must be a number of seconds >= 0, got {delay}")
@@ -61,10 +63,10 @@ class Environment(simpy.Environment):
 
     def run(self, until: float | simpy.Event | None = None) -> object:
         """SimPy's :meth:`~simpy.Environment.run`, with the cyclic garbage collector paused meanwhile."""
-        paused = gc.isenabled()
+        enabled = gc.isenabled()
         gc.disable()
         try:
             return super().run(until)
         finally:
-            if paused:
+            if enabled:
                 gc.enable()
