@@ -31,8 +31,7 @@ class CoalescedRuns:
     # Slots rather than a per-instance dict: these are read and written a few hundred times per request.
     __slots__ = ("env", "cost", "_coeffs", "_step_coeffs", "_model", "model_counts", "it", "batch", "_kv_offset",
                  "_run_t0", "_run_busy0", "_run_k0", "_run_a", "_run_b", "_run_len", "_done_now", "_next_done_s",
-                 "_running",
-                 "_timer", "_on_run_end", "busy_s", "iterations", "tokens", "events")
+                 "_running", "_timer", "_on_run_end", "busy_s", "iterations", "tokens", "events")
 
     def __init__(self, env: Environment, cost: CostModel,
                  step_coeffs: Callable[[np.ndarray], tuple[float, float]] | None,

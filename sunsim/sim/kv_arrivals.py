@@ -31,9 +31,7 @@ class KVArrivals:
         if self._settling:
             return  # the boundary being settled starts the run that takes it
         if self._running:
-            elapsed = t - self._run_t0  # (as many are done by t as by now, or more)
-            m = (self._done_now if elapsed < self._next_done_s
-                 else self._iterations_from(self._done_now + 1, elapsed)) + 1
+            m = self._iterations_from(self._done_now, t - self._run_t0) + 1  # (as many are done by t as by now)
             if m < self._run_len:
                 self._cut_at(m)
         elif t <= self.env.now:
